@@ -1,0 +1,482 @@
+//! The start_server command line, in Perl Getopt::Long's syntax:
+//! `--name=value`, `--name value`, the single-dash forms `-name=value` and
+//! `-name value`, any unique prefix of a name, names in any case. Parsing
+//! stops at `--` or at the first word that is not an option: the rest is
+//! the server command. Pure: no I/O, no environment access.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lexopt::prelude::*;
+
+use crate::listen::PortSpec;
+use crate::signals;
+
+/// What the invocation asks for.
+#[derive(Debug)]
+pub enum Mode {
+    Run(Box<Config>),
+    Restart {
+        pid_file: PathBuf,
+        status_file: PathBuf,
+    },
+    Stop {
+        pid_file: PathBuf,
+    },
+    Help,
+    Version,
+}
+
+/// Where `--log-file` sends start_server's (and the workers') output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogTarget {
+    File(PathBuf),
+    /// `| cmd args`, run by `/bin/sh -c`.
+    Command(OsString),
+}
+
+/// Everything `start_server` needs to run, as given on the command line.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub ports: Vec<PortSpec>,
+    pub paths: Vec<PathBuf>,
+    pub dir: Option<PathBuf>,
+    pub interval: Option<Duration>,
+    pub signal_on_hup: Option<i32>,
+    pub signal_on_term: Option<i32>,
+    pub pid_file: Option<PathBuf>,
+    pub status_file: Option<PathBuf>,
+    pub envdir: Option<PathBuf>,
+    pub log_file: Option<LogTarget>,
+    pub daemonize: bool,
+    pub backlog: Option<i32>,
+    pub stop_timeout: Option<Duration>,
+    /// Settings that Server::Starter also reads from the environment
+    /// (ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY) as
+    /// given by options: they override the environment and, as in the
+    /// original, are exported to the workers.
+    pub settings: Vec<(&'static str, String)>,
+    pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Opt {
+    Port,
+    Path,
+    Dir,
+    Interval,
+    SignalOnHup,
+    SignalOnTerm,
+    PidFile,
+    StatusFile,
+    Envdir,
+    LogFile,
+    Daemonize,
+    EnableAutoRestart,
+    AutoRestartInterval,
+    KillOldDelay,
+    Backlog,
+    StopTimeout,
+    Restart,
+    Stop,
+    Help,
+    Version,
+}
+
+/// Every option: its name and whether it takes a value.
+const OPTIONS: &[(&str, Opt, bool)] = &[
+    ("port", Opt::Port, true),
+    ("path", Opt::Path, true),
+    ("dir", Opt::Dir, true),
+    ("interval", Opt::Interval, true),
+    ("signal-on-hup", Opt::SignalOnHup, true),
+    ("signal-on-term", Opt::SignalOnTerm, true),
+    ("pid-file", Opt::PidFile, true),
+    ("status-file", Opt::StatusFile, true),
+    ("envdir", Opt::Envdir, true),
+    ("log-file", Opt::LogFile, true),
+    ("daemonize", Opt::Daemonize, false),
+    ("enable-auto-restart", Opt::EnableAutoRestart, false),
+    ("auto-restart-interval", Opt::AutoRestartInterval, true),
+    ("kill-old-delay", Opt::KillOldDelay, true),
+    ("backlog", Opt::Backlog, true),
+    ("stop-timeout", Opt::StopTimeout, true),
+    ("restart", Opt::Restart, false),
+    ("stop", Opt::Stop, false),
+    ("help", Opt::Help, false),
+    ("version", Opt::Version, false),
+];
+
+/// An exact name or a unique prefix of one, in any case.
+fn lookup(name: &str) -> Result<(&'static str, Opt, bool), String> {
+    let name = name.to_ascii_lowercase();
+    if let Some(&found) = OPTIONS.iter().find(|(n, ..)| *n == name) {
+        return Ok(found);
+    }
+    let matches: Vec<_> = OPTIONS
+        .iter()
+        .filter(|(n, ..)| n.starts_with(&name))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(**one),
+        [] => Err(format!("unknown option '{name}' (see --help)")),
+        many => {
+            let names: Vec<_> = many.iter().map(|(n, ..)| *n).collect();
+            Err(format!(
+                "option '{name}' is ambiguous ({})",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
+    let mut parser = lexopt::Parser::from_args(args);
+    // `-p=80` must reach us as "p=80", not as "p" with value "80".
+    parser.set_short_equals(false);
+    let mut cfg = Config::default();
+    let (mut restart, mut stop, mut help, mut version) = (false, false, false, false);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        // Getopt::Long has no bundling: `-port=80` is `--port=80`.
+        let (word, attached) = match arg {
+            Long(name) => (name.to_string(), None),
+            Short(c) => {
+                let rest = parser.optional_value().unwrap_or_default();
+                let word = format!("{c}{}", rest.to_string_lossy());
+                match word.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
+                    None => (word, None),
+                }
+            }
+            Value(v) => {
+                cfg.command.push(v);
+                cfg.command
+                    .extend(parser.raw_args().map_err(|e| e.to_string())?);
+                break;
+            }
+        };
+        let (name, opt, takes_value) = lookup(&word)?;
+        let value = match (takes_value, attached) {
+            (true, Some(v)) => Some(v),
+            (true, None) => Some(
+                parser
+                    .value()
+                    .map_err(|_| format!("option '--{name}' needs a value"))?,
+            ),
+            (false, Some(_)) => return Err(format!("option '--{name}' takes no value")),
+            (false, None) => {
+                if parser.optional_value().is_some() {
+                    return Err(format!("option '--{name}' takes no value"));
+                }
+                None
+            }
+        };
+        let raw = value.unwrap_or_default();
+        let text = || {
+            raw.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("invalid --{name} value: not valid UTF-8"))
+        };
+        let bad = |why: &str| format!("invalid --{name} value '{}': {why}", raw.to_string_lossy());
+        match opt {
+            Opt::Port => cfg
+                .ports
+                .push(text()?.parse().map_err(|e: String| bad(&e))?),
+            Opt::Path => {
+                if raw.is_empty() {
+                    return Err(bad("empty path"));
+                }
+                cfg.paths.push(raw.into())
+            }
+            Opt::Dir => cfg.dir = Some(raw.into()),
+            Opt::Interval => cfg.interval = Some(parse_seconds(&text()?).map_err(|e| bad(&e))?),
+            Opt::SignalOnHup => {
+                cfg.signal_on_hup = Some(parse_signal(&text()?).map_err(|e| bad(&e))?)
+            }
+            Opt::SignalOnTerm => {
+                cfg.signal_on_term = Some(parse_signal(&text()?).map_err(|e| bad(&e))?)
+            }
+            Opt::PidFile => cfg.pid_file = Some(nonempty(raw.clone()).map_err(|e| bad(&e))?),
+            Opt::StatusFile => cfg.status_file = Some(nonempty(raw.clone()).map_err(|e| bad(&e))?),
+            Opt::Envdir => cfg.envdir = Some(nonempty(raw.clone()).map_err(|e| bad(&e))?),
+            Opt::LogFile => {
+                cfg.log_file = Some(parse_log_target(raw.clone()).map_err(|e| bad(&e))?)
+            }
+            Opt::Daemonize => cfg.daemonize = true,
+            Opt::EnableAutoRestart => cfg.settings.push(("ENABLE_AUTO_RESTART", "1".into())),
+            Opt::AutoRestartInterval => {
+                let t = text()?;
+                parse_seconds(&t).map_err(|e| bad(&e))?;
+                cfg.settings.push(("AUTO_RESTART_INTERVAL", t))
+            }
+            Opt::KillOldDelay => {
+                let t = text()?;
+                parse_seconds(&t).map_err(|e| bad(&e))?;
+                cfg.settings.push(("KILL_OLD_DELAY", t))
+            }
+            Opt::Backlog => cfg.backlog = Some(parse_backlog(&text()?).map_err(|e| bad(&e))?),
+            Opt::StopTimeout => {
+                cfg.stop_timeout = Some(parse_seconds(&text()?).map_err(|e| bad(&e))?)
+            }
+            Opt::Restart => restart = true,
+            Opt::Stop => stop = true,
+            Opt::Help => help = true,
+            Opt::Version => version = true,
+        }
+    }
+    if help {
+        return Ok(Mode::Help);
+    }
+    if version {
+        return Ok(Mode::Version);
+    }
+    if restart {
+        return match (cfg.pid_file, cfg.status_file) {
+            (Some(pid_file), Some(status_file)) => Ok(Mode::Restart {
+                pid_file,
+                status_file,
+            }),
+            _ => Err(
+                "--restart option requires --pid-file and --status-file to be set as well".into(),
+            ),
+        };
+    }
+    if stop {
+        return match cfg.pid_file {
+            Some(pid_file) => Ok(Mode::Stop { pid_file }),
+            None => Err("--stop option requires --pid-file to be set as well".into()),
+        };
+    }
+    if cfg.daemonize && cfg.log_file.is_none() {
+        return Err("--daemonize requires --log-file (there would be nowhere to log)".into());
+    }
+    if cfg.command.is_empty() {
+        return Err("server program not specified".into());
+    }
+    check_placements(&cfg.ports)?;
+    Ok(Mode::Run(Box::new(cfg)))
+}
+
+/// Two sockets cannot share one descriptor.
+fn check_placements(ports: &[PortSpec]) -> Result<(), String> {
+    for (i, a) in ports.iter().enumerate() {
+        if let Some(fd) = a.fd
+            && let Some(b) = ports[..i].iter().find(|b| b.fd == Some(fd))
+        {
+            return Err(format!(
+                "invalid --port value '{}': descriptor {fd} is already taken by '{}'",
+                a.spec, b.spec
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn nonempty(raw: OsString) -> Result<PathBuf, String> {
+    if raw.is_empty() {
+        Err("empty path".into())
+    } else {
+        Ok(raw.into())
+    }
+}
+
+/// Seconds as a non-negative decimal number: `1`, `0.25`, `.5`.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let ok = !t.is_empty()
+        && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && t.chars().filter(|&c| c == '.').count() <= 1
+        && t != ".";
+    let secs: f64 = if ok {
+        t.parse().map_err(|_| String::new())
+    } else {
+        Err(String::new())
+    }
+    .map_err(|_| "expected a non-negative number of seconds".to_string())?;
+    if secs > 1e9 {
+        return Err("too large (at most 1000000000 seconds)".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_signal(s: &str) -> Result<i32, String> {
+    signals::parse(s).ok_or_else(|| "no such signal".to_string())
+}
+
+fn parse_backlog(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i64>() {
+        // Server::Starter treats 0 as "the default".
+        Ok(0) => Ok(libc::SOMAXCONN),
+        Ok(n) if (1..=i32::MAX as i64).contains(&n) => Ok(n as i32),
+        Ok(_) => Err("expected a positive number".into()),
+        Err(_) => Err("expected a number".into()),
+    }
+}
+
+fn parse_log_target(raw: OsString) -> Result<LogTarget, String> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = raw.as_bytes();
+    let trimmed = bytes.trim_ascii_start();
+    if let Some(cmd) = trimmed.strip_prefix(b"|") {
+        let cmd = cmd.trim_ascii();
+        if cmd.is_empty() {
+            return Err("empty log command".into());
+        }
+        return Ok(LogTarget::Command(OsString::from_vec(cmd.to_vec())));
+    }
+    if bytes.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(LogTarget::File(raw.into()))
+}
+
+pub const USAGE: &str = "\
+Usage: start_server [options] -- server-prog server-arg1 server-arg2 ...
+       start_server --restart --pid-file=FILE --status-file=FILE
+       start_server --stop --pid-file=FILE
+
+A superdaemon for hot-deploying server programs: binds the sockets, runs
+the server with them inherited, and on SIGHUP starts a new generation and
+gracefully stops the old one once the new one is up.
+
+Options (any unique prefix works; -name works like --name):
+  --port=[HOST:][u]PORT[=FD]   TCP (u: UDP) socket to bind; [V6ADDR]:PORT
+                               for IPv6; =FD places it on that descriptor
+  --path=PATH                  unix socket to bind
+  --dir=DIR                    directory the server starts in
+  --interval=SECONDS           how long a new server must live to count
+                               as started (default 1)
+  --signal-on-hup=SIG          sent to old servers after a restart (TERM)
+  --signal-on-term=SIG         sent to servers on SIGTERM (TERM)
+  --pid-file=FILE              write and lock start_server's pid
+  --status-file=FILE           write GEN:PID of every live server
+  --envdir=DIR                 read NAME=first-line variables from DIR's
+                               files before every start (env ENVDIR)
+  --log-file=FILE|'| CMD'      append output to FILE, or pipe it to CMD
+  --daemonize                  run in the background (needs --log-file)
+  --enable-auto-restart        restart periodically (env ENABLE_AUTO_RESTART)
+  --auto-restart-interval=S    period of automatic restarts (360)
+  --kill-old-delay=SECONDS     wait before signalling old servers (0;
+                               5 with auto-restart) (env KILL_OLD_DELAY)
+  --backlog=N                  listen backlog (SOMAXCONN)
+  --stop-timeout=SECONDS       on shutdown, SIGKILL servers still alive
+                               after this long (default: wait for them)
+  --restart                    tell a running start_server to restart
+  --stop                       tell a running start_server to stop
+  --help                       print this help
+  --version                    print the version
+
+See start_server(1) for signals, files and the environment.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Box<Config>, String> {
+        match parse(args.iter().map(OsString::from))? {
+            Mode::Run(cfg) => Ok(cfg),
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn getopt_long_forms() {
+        for args in [
+            &["--port=80", "cmd"][..],
+            &["--port", "80", "cmd"],
+            &["-port=80", "cmd"],
+            &["-port", "80", "cmd"],
+            &["--po=80", "cmd"],
+            &["-PORT", "80", "cmd"],
+        ] {
+            let cfg = run(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cfg.ports.len(), 1, "{args:?}");
+            assert_eq!(cfg.ports[0].spec, "80");
+            assert_eq!(cfg.command, ["cmd"]);
+        }
+    }
+
+    #[test]
+    fn stops_at_the_command() {
+        let cfg = run(&["--port", "80", "plackup", "-s", "Starlet"]).unwrap();
+        assert_eq!(cfg.command, ["plackup", "-s", "Starlet"]);
+        let cfg = run(&["--interval=2", "--", "--weird", "-x"]).unwrap();
+        assert_eq!(cfg.command, ["--weird", "-x"]);
+        assert_eq!(cfg.interval, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn repeats_and_prefixes() {
+        let cfg = run(&[
+            "--port=80",
+            "--port=[::1]:81",
+            "--path=/s",
+            "--path",
+            "/t",
+            "--stat=f",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(cfg.ports.len(), 2);
+        assert_eq!(cfg.paths.len(), 2);
+        assert_eq!(cfg.status_file, Some("f".into()));
+        let err = run(&["--s=1", "x"]).unwrap_err();
+        assert!(err.contains("ambiguous"), "{err}");
+        assert!(err.contains("status-file"), "{err}");
+        let err = run(&["-p=1", "x"]).unwrap_err();
+        assert!(err.contains("ambiguous"), "{err}");
+        assert!(run(&["-i=0.5", "x"]).unwrap().interval == Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn bad_values() {
+        for (args, needle) in [
+            (&["--port=70000", "x"][..], "70000"),
+            (&["--port=abc", "x"], "abc"),
+            (&["--interval=abc", "x"], "abc"),
+            (&["--interval=-1", "x"], "-1"),
+            (&["--signal-on-hup=NOSUCH", "x"], "NOSUCH"),
+            (&["--backlog=-1", "x"], "-1"),
+            (&["--daemonize", "x"], "--log-file"),
+            (&["--bogus", "x"], "bogus"),
+            (&["--daemonize=1", "x"], "takes no value"),
+            (&["--port"], "needs a value"),
+            (&[], "server program not specified"),
+            (&["--port=80=5", "--port=81=5", "x"], "descriptor 5"),
+            (&["--restart", "--pid-file=p"], "--status-file"),
+            (&["--stop"], "--pid-file"),
+        ] {
+            let err = parse(args.iter().map(OsString::from)).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_and_modes() {
+        let cfg = run(&["--enable-auto-restart", "--kill-old-delay=0.5", "x"]).unwrap();
+        assert_eq!(
+            cfg.settings,
+            [
+                ("ENABLE_AUTO_RESTART", "1".to_string()),
+                ("KILL_OLD_DELAY", "0.5".to_string())
+            ]
+        );
+        assert!(matches!(parse(["--help".into()]), Ok(Mode::Help)));
+        assert!(matches!(parse(["-h".into()]), Ok(Mode::Help)));
+        assert!(matches!(parse(["--vers".into()]), Ok(Mode::Version)));
+        let log = run(&["--log-file", " | cat -u ", "--daemonize", "x"]).unwrap();
+        assert_eq!(log.log_file, Some(LogTarget::Command("cat -u".into())));
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_seconds(".25"), Ok(Duration::from_millis(250)));
+        for bad in ["", ".", "-1", "1e3", "inf", "nan", "1.2.3", "abc"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `--restart` and `--stop`: talk to a running start_server through its
+//! pid file (whose lock tells whether it still runs) and status file.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::listen::errtext;
+use crate::log::original;
+use crate::status::{read_generations, read_pid};
+use crate::sys::{self, Pid};
+
+/// How often `--restart` looks at the status file.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The pid of the start_server that holds `pid_file` locked.
+fn running_pid(pid_file: &Path) -> Result<(Pid, File), String> {
+    let what = |e: std::io::Error| {
+        format!(
+            "unable to read pid file {}: {}",
+            pid_file.display(),
+            errtext(&e)
+        )
+    };
+    let file = File::open(pid_file).map_err(what)?;
+    let pid = read_pid(pid_file).map_err(what)?;
+    if is_unlocked(&file) {
+        return Err(format!(
+            "start_server is not running (pid file {} is stale: nothing holds its lock)",
+            pid_file.display()
+        ));
+    }
+    Ok((pid, file))
+}
+
+/// Whether nobody holds the lock on `file` (and leaves it unlocked).
+fn is_unlocked(file: &File) -> bool {
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sends SIGHUP and waits until the status file lists exactly one
+/// generation, newer than any listed before.
+pub fn restart(pid_file: &Path, status_file: &Path) -> Result<(), String> {
+    let (pid, lock) = running_pid(pid_file)?;
+    let gens = |what: &str| {
+        read_generations(status_file).map_err(|e| {
+            format!(
+                "unable to read status file {}{what}: {}",
+                status_file.display(),
+                errtext(&e)
+            )
+        })
+    };
+    let before = gens("")?;
+    let Some(&newest) = before.last() else {
+        return Err(format!(
+            "no active process found in the status file {}",
+            status_file.display()
+        ));
+    };
+    sys::kill(pid, libc::SIGHUP).map_err(|e| {
+        format!(
+            "failed to send SIGHUP to the server process {pid}: {}",
+            errtext(&e)
+        )
+    })?;
+    loop {
+        // A failed start uses up generation numbers: any newer one will do.
+        if let Ok(now) = read_generations(status_file)
+            && let [only] = now[..]
+            && only > newest
+        {
+            return Ok(());
+        }
+        if is_unlocked(&lock) {
+            return Err(format!(
+                "start_server (pid {pid}) exited before the restart completed"
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Sends SIGTERM and waits until start_server has exited (its lock on the
+/// pid file is released).
+pub fn stop(pid_file: &Path) -> Result<(), String> {
+    let (pid, lock) = running_pid(pid_file)?;
+    original!(
+        "stop_server (pid:{}) stopping now (pid:{pid})...",
+        std::process::id()
+    );
+    sys::kill(pid, libc::SIGTERM).map_err(|e| {
+        format!(
+            "failed to send SIGTERM to the server process {pid}: {}",
+            errtext(&e)
+        )
+    })?;
+    lock.lock_shared().map_err(|e| {
+        format!(
+            "unable to wait for pid file {}: {}",
+            pid_file.display(),
+            errtext(&e)
+        )
+    })?;
+    Ok(())
+}

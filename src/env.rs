@@ -1,0 +1,166 @@
+//! The worker's environment, built explicitly for every spawn (we never
+//! mutate our own): start_server's environment at start-up, the settings
+//! given as options, the envdir read afresh, then the protocol variables.
+//! Also the run-time settings Server::Starter takes from the environment.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::parse_seconds;
+
+/// Variables as NAME, VALUE pairs; a later entry wins.
+pub type Vars = Vec<(OsString, OsString)>;
+
+/// Looks `name` up, the last entry winning.
+pub fn get<'a>(vars: &'a Vars, name: &str) -> Option<&'a OsStr> {
+    vars.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_os_str())
+}
+
+/// Sets `name`, replacing any earlier entry.
+pub fn set(vars: &mut Vars, name: &str, value: impl Into<OsString>) {
+    vars.retain(|(k, _)| k != name);
+    vars.push((name.into(), value.into()));
+}
+
+/// Reads a daemontools-style environment directory: every regular file
+/// whose name does not start with `.` gives `NAME=its first line`. Files
+/// that cannot be read, are empty, or have unusable names are skipped, as
+/// in the original. A missing directory gives nothing.
+pub fn read_envdir(dir: &Path) -> Vars {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vars::new();
+    };
+    let mut vars: Vars = Vars::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let bytes = name.as_bytes();
+        if bytes.starts_with(b".") || bytes.contains(&b'=') || bytes.contains(&0) {
+            continue;
+        }
+        let Ok(content) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        if content.is_empty() {
+            continue;
+        }
+        let line = content.split(|&b| b == b'\n').next().unwrap_or_default();
+        if line.contains(&0) {
+            continue;
+        }
+        vars.push((name, OsStr::from_bytes(line).to_owned()));
+    }
+    vars.sort();
+    vars
+}
+
+/// The settings Server::Starter reads from its environment, which the
+/// envdir can change while start_server runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub auto_restart: bool,
+    pub auto_restart_interval: Duration,
+    pub kill_old_delay: Duration,
+}
+
+pub const DEFAULT_AUTO_RESTART_INTERVAL: Duration = Duration::from_secs(360);
+
+impl Settings {
+    /// Reads the settings from `vars`. A value that does not parse is
+    /// reported in the returned list and its default used.
+    pub fn from_vars(vars: &Vars) -> (Settings, Vec<String>) {
+        let mut problems = Vec::new();
+        let text = |name: &str| get(vars, name).map(|v| v.to_string_lossy().into_owned());
+        // Perl truth: unset, empty and "0" are false.
+        let auto_restart = text("ENABLE_AUTO_RESTART").is_some_and(|v| !v.is_empty() && v != "0");
+        let mut seconds = |name: &str| -> Option<Duration> {
+            let v = text(name)?;
+            match parse_seconds(&v) {
+                Ok(d) => Some(d),
+                Err(why) => {
+                    problems.push(format!("invalid {name} value '{v}': {why}"));
+                    None
+                }
+            }
+        };
+        let auto_restart_interval = seconds("AUTO_RESTART_INTERVAL")
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_AUTO_RESTART_INTERVAL);
+        let kill_old_delay = seconds("KILL_OLD_DELAY").unwrap_or(if auto_restart {
+            Duration::from_secs(5)
+        } else {
+            Duration::ZERO
+        });
+        let settings = Settings {
+            auto_restart,
+            auto_restart_interval,
+            kill_old_delay,
+        };
+        (settings, problems)
+    }
+}
+
+/// Seconds as Server::Starter prints them: `5`, or `0.25` for fractions.
+pub fn fmt_secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        let s = format!("{:.3}", d.as_secs_f64());
+        s.trim_end_matches('0').to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn settings_defaults_and_overrides() {
+        let (s, p) = Settings::from_vars(&vars(&[]));
+        assert!(!s.auto_restart && p.is_empty());
+        assert_eq!(s.kill_old_delay, Duration::ZERO);
+        let (s, _) = Settings::from_vars(&vars(&[("ENABLE_AUTO_RESTART", "1")]));
+        assert!(s.auto_restart);
+        assert_eq!(s.kill_old_delay, Duration::from_secs(5));
+        assert_eq!(s.auto_restart_interval, DEFAULT_AUTO_RESTART_INTERVAL);
+        let (s, _) = Settings::from_vars(&vars(&[
+            ("ENABLE_AUTO_RESTART", "0"),
+            ("KILL_OLD_DELAY", "2"),
+        ]));
+        assert!(!s.auto_restart);
+        assert_eq!(s.kill_old_delay, Duration::from_secs(2));
+        let (s, p) =
+            Settings::from_vars(&vars(&[("KILL_OLD_DELAY", "2"), ("KILL_OLD_DELAY", "x")]));
+        assert_eq!(s.kill_old_delay, Duration::ZERO);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("KILL_OLD_DELAY"));
+    }
+
+    #[test]
+    fn seconds_text() {
+        assert_eq!(fmt_secs(Duration::from_secs(360)), "360");
+        assert_eq!(fmt_secs(Duration::from_millis(250)), "0.25");
+    }
+
+    #[test]
+    fn envdir() {
+        let dir = std::env::temp_dir().join(format!("ss-envdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("A"), "one\ntwo\n").unwrap();
+        std::fs::write(dir.join(".hidden"), "x").unwrap();
+        std::fs::write(dir.join("EMPTY"), "").unwrap();
+        std::fs::write(dir.join("BLANK"), "\n").unwrap();
+        let v = read_envdir(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(v, vars(&[("A", "one"), ("BLANK", "")]));
+        assert!(read_envdir(Path::new("/nonexistent/dir")).is_empty());
+    }
+}

@@ -1,0 +1,283 @@
+//! # start_server
+//!
+//! A superdaemon for hot-deploying server programs, and a drop-in for
+//! Perl Server::Starter's `start_server`: it binds the listening sockets,
+//! runs the server with them inherited, and on SIGHUP starts a new
+//! generation and gracefully stops the old one once the new one is up,
+//! without ever closing the sockets.
+//!
+//! The binary is the product; this library exposes the server side of the
+//! protocol in [`worker`]: how a Rust server takes the sockets it is given.
+
+mod cli;
+mod client;
+mod env;
+mod listen;
+mod log;
+mod output;
+mod signals;
+mod spawn;
+mod status;
+mod supervisor;
+mod sys;
+pub mod worker;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::IntoRawFd;
+
+use cli::{Config, Mode};
+use listen::errtext;
+use log::{fatal, original, warning};
+use output::Output;
+use status::{LockError, PidFile};
+use supervisor::{Setup, Supervisor};
+
+/// Exit status for bad usage and failures before the first worker runs.
+const EXIT_FAILURE: i32 = 1;
+
+/// The program: returns the exit status.
+#[doc(hidden)]
+pub fn main() -> i32 {
+    // From here on every catchable signal is an event for the loop: none
+    // can kill us before we are ready for it.
+    let blocked = match signals::block_all() {
+        Ok(set) => set,
+        Err(e) => {
+            fatal!("unable to block signals: {}", errtext(&e));
+            return EXIT_FAILURE;
+        }
+    };
+    ensure_stdio();
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mode = match cli::parse(args) {
+        Ok(mode) => mode,
+        Err(msg) => {
+            fatal!("{msg}");
+            return EXIT_FAILURE;
+        }
+    };
+    let client = |result: Result<(), String>| match result {
+        Ok(()) => 0,
+        Err(msg) => {
+            fatal!("{msg}");
+            EXIT_FAILURE
+        }
+    };
+    match mode {
+        Mode::Help => {
+            let _ = sys::write_all(1, cli::USAGE.as_bytes());
+            0
+        }
+        Mode::Version => {
+            let _ = sys::write_all(1, format!("{}\n", env!("CARGO_PKG_VERSION")).as_bytes());
+            0
+        }
+        Mode::Restart {
+            pid_file,
+            status_file,
+        } => {
+            let _ = signals::unblock_all();
+            client(client::restart(&pid_file, &status_file))
+        }
+        Mode::Stop { pid_file } => {
+            let _ = signals::unblock_all();
+            client(client::stop(&pid_file))
+        }
+        Mode::Run(cfg) => run(*cfg, blocked),
+    }
+}
+
+/// Makes sure descriptors 0-2 are open, so that no socket or file of ours
+/// lands on them by accident.
+fn ensure_stdio() {
+    for fd in 0..3 {
+        if !sys::is_open(fd)
+            && let Ok(null) = File::options().read(true).write(true).open("/dev/null")
+        {
+            // The lowest free number is `fd` itself: keep it open for good.
+            let _ = null.into_raw_fd();
+        }
+    }
+}
+
+/// Start-up, as a script: check, bind, write files, daemonize, supervise.
+fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
+    let fail = |msg: String| {
+        fatal!("{msg}");
+        EXIT_FAILURE
+    };
+    if let Some(dir) = &cfg.dir
+        && !dir.is_dir()
+    {
+        return fail(format!(
+            "invalid --dir value '{}': not a directory",
+            dir.display()
+        ));
+    }
+    let mut base_env: env::Vars = std::env::vars_os()
+        .filter(|(k, _)| k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION")
+        .collect();
+    // As in the original, settings given as options are exported too.
+    if let Some(dir) = &cfg.envdir {
+        env::set(&mut base_env, "ENVDIR", dir.as_os_str());
+    }
+    for (name, value) in &cfg.settings {
+        env::set(&mut base_env, name, value);
+    }
+    if let Some(problem) = env::Settings::from_vars(&base_env).1.into_iter().next() {
+        return fail(problem);
+    }
+    let envdir = env::get(&base_env, "ENVDIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from);
+    if let Some(dir) = &envdir
+        && !dir.is_dir()
+    {
+        warning!(
+            "envdir {} is not a directory (yet): no variables from it",
+            dir.display()
+        );
+    }
+    let command = match spawn::Command::new(&cfg.command, cfg.dir.clone()) {
+        Ok(c) => c,
+        Err(_) => return fail("invalid server command: an argument holds a NUL byte".into()),
+    };
+    // Whatever our own parent leaked to us stays away from the workers.
+    let _ = sys::cloexec_from(3);
+
+    original!("start_server (pid:{}) starting now...", sys::getpid());
+    let mut output = match Output::open(cfg.log_file.clone(), &cfg.ports) {
+        Ok(o) => o,
+        Err(msg) => return fail(msg),
+    };
+    // The pid file comes before binding: a second start_server must not
+    // touch the first one's unix socket files.
+    let mut pid_file = match &cfg.pid_file {
+        None => None,
+        Some(path) => match PidFile::lock(path).map(|p| p.keep_clear(&cfg.ports)) {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) | Err(LockError::Io(e)) => {
+                return fail(format!(
+                    "unable to lock pid file {}: {}",
+                    path.display(),
+                    errtext(&e)
+                ));
+            }
+            Err(LockError::Held(pid)) => {
+                let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                return fail(format!(
+                    "pid file {} is locked: another start_server{who} is running",
+                    path.display()
+                ));
+            }
+        },
+    };
+    let backlog = cfg.backlog.unwrap_or(libc::SOMAXCONN);
+    let listeners = match listen::bind_all(&cfg.ports, &cfg.paths, backlog) {
+        Ok(l) => l,
+        Err(msg) => {
+            if let Some(p) = pid_file {
+                p.remove();
+            }
+            return fail(msg);
+        }
+    };
+    let abort = |msg: String, pid_file: Option<PidFile>, listeners: &[listen::Listener]| {
+        if let Some(p) = pid_file {
+            p.remove();
+        }
+        listen::remove_socket_files(listeners);
+        fail(msg)
+    };
+    let signals = match signals::Signals::new(&blocked) {
+        Ok(s) => s,
+        Err(e) => {
+            return abort(
+                format!("unable to create signalfd: {}", errtext(&e)),
+                pid_file,
+                &listeners,
+            );
+        }
+    };
+    let started = if cfg.daemonize {
+        match daemonize(&listeners) {
+            Ok(Daemon::Parent(code)) => return code,
+            Ok(Daemon::Child(fd)) => Some(fd),
+            Err(e) => {
+                return abort(
+                    format!("unable to daemonize: {}", errtext(&e)),
+                    pid_file,
+                    &listeners,
+                );
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(msg) = output.redirect() {
+        return abort(msg, pid_file, &listeners);
+    }
+    if let Some(p) = &mut pid_file
+        && let Err(e) = p.write(sys::getpid())
+    {
+        return abort(
+            format!("unable to write pid file: {}", errtext(&e)),
+            pid_file,
+            &listeners,
+        );
+    }
+    let setup = Setup {
+        command,
+        base_env,
+        envdir,
+        listeners,
+        interval: cfg.interval.unwrap_or(std::time::Duration::from_secs(1)),
+        signal_on_hup: cfg.signal_on_hup.unwrap_or(libc::SIGTERM),
+        signal_on_term: cfg.signal_on_term.unwrap_or(libc::SIGTERM),
+        stop_timeout: cfg.stop_timeout,
+        status_file: cfg.status_file,
+        pid_file,
+        output,
+        signals,
+        started,
+    };
+    Supervisor::new(setup).run()
+}
+
+enum Daemon {
+    /// The process started from the shell: exit with this status.
+    Parent(i32),
+    /// The daemon; the pipe on which to tell the parent how the first
+    /// start went.
+    Child(std::os::fd::OwnedFd),
+}
+
+/// fork, setsid, fork. The original process waits until the daemon has
+/// executed its first worker (or failed to), and exits with the daemon's
+/// verdict, so `start_server --daemonize` still fails visibly.
+fn daemonize(listeners: &[listen::Listener]) -> std::io::Result<Daemon> {
+    use std::os::fd::AsRawFd;
+    let (r, w) = sys::pipe()?;
+    if let Some(child) = sys::fork()? {
+        drop(w);
+        let mut byte = [0u8; 1];
+        let code = match sys::read(r.as_raw_fd(), &mut byte) {
+            Ok(1) => i32::from(byte[0]),
+            _ => EXIT_FAILURE,
+        };
+        let _ = sys::waitpid(child);
+        return Ok(Daemon::Parent(code));
+    }
+    drop(r);
+    sys::setsid()?;
+    if sys::fork()?.is_some() {
+        std::process::exit(0);
+    }
+    // stdin is /dev/null, unless a socket was placed there (`--port=80=0`).
+    if !listeners.iter().any(|l| l.raw() == 0) {
+        let null = File::open("/dev/null")?;
+        sys::dup2(null.as_raw_fd(), 0)?;
+    }
+    Ok(Daemon::Child(w))
+}

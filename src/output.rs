@@ -1,0 +1,192 @@
+//! Where start_server's stdout and stderr go (and so its workers'):
+//! `--log-file=FILE` (appended to, reopened on SIGUSR1 for log rotation)
+//! or `--log-file="| cmd"` (a pipe into `/bin/sh -c cmd`, started anew on
+//! SIGUSR1).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::cli::LogTarget;
+use crate::env::Vars;
+use crate::listen::{PortSpec, clear_of_placements, errtext};
+use crate::log::{note, warning};
+use crate::signals::Signals;
+use crate::spawn::{self, Command, Report};
+use crate::sys::{self, Pid};
+
+/// How long start_server waits at exit for a log command to drain.
+const LOGGER_GRACE: Duration = Duration::from_secs(2);
+
+pub struct Output {
+    target: Option<LogTarget>,
+    /// The opened log file, until it replaces stdout and stderr.
+    file: Option<File>,
+    /// The original stdout and stderr, which a log command inherits.
+    saved: Option<(OwnedFd, OwnedFd)>,
+    logger: Option<Pid>,
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+impl Output {
+    /// Opens a log file right away, so that a bad path is reported before
+    /// anything starts. A log command starts later, in [`Output::redirect`].
+    pub fn open(target: Option<LogTarget>, ports: &[PortSpec]) -> Result<Output, String> {
+        let file = match &target {
+            Some(LogTarget::File(path)) => {
+                let file = open_append(path).map_err(|e| {
+                    format!(
+                        "unable to open log file {}: {}",
+                        path.display(),
+                        errtext(&e)
+                    )
+                })?;
+                let fd = clear_of_placements(file.into(), ports).map_err(|e| {
+                    format!(
+                        "unable to open log file {}: {}",
+                        path.display(),
+                        errtext(&e)
+                    )
+                })?;
+                Some(File::from(fd))
+            }
+            _ => None,
+        };
+        Ok(Output {
+            target,
+            file,
+            saved: None,
+            logger: None,
+        })
+    }
+
+    /// Points stdout and stderr at the log.
+    pub fn redirect(&mut self) -> Result<(), String> {
+        match &self.target {
+            None => Ok(()),
+            Some(LogTarget::File(_)) => {
+                let Some(file) = self.file.take() else {
+                    return Ok(());
+                };
+                point_stdio_at(file.as_raw_fd())
+                    .map_err(|e| format!("unable to redirect output: {}", errtext(&e)))
+            }
+            Some(LogTarget::Command(cmd)) => {
+                let cmd = cmd.clone();
+                let saved = (sys::dup_above(1, 3), sys::dup_above(2, 3));
+                let (Ok(out), Ok(err)) = saved else {
+                    return Err("unable to save stdout and stderr".into());
+                };
+                self.saved = Some((out, err));
+                self.start_logger(&cmd)
+            }
+        }
+    }
+
+    /// Starts `/bin/sh -c cmd` reading from a new pipe, and points stdout
+    /// and stderr at that pipe.
+    fn start_logger(&mut self, cmd: &std::ffi::OsStr) -> Result<(), String> {
+        let fail = |e: std::io::Error| {
+            format!(
+                "unable to start log command '{}': {}",
+                cmd.to_string_lossy(),
+                errtext(&e)
+            )
+        };
+        let (out, err) = match &self.saved {
+            Some((o, e)) => (o.as_raw_fd(), e.as_raw_fd()),
+            None => (1, 2),
+        };
+        let (r, w) = sys::pipe().map_err(fail)?;
+        let sh =
+            Command::new(&["/bin/sh".into(), "-c".into(), cmd.to_owned()], None).map_err(fail)?;
+        let vars: Vars = std::env::vars_os().collect();
+        let child = spawn::spawn_with(
+            &sh,
+            &vars,
+            &[(r.as_raw_fd(), 0), (out, 1), (err, 2)],
+            Some(3),
+        )
+        .map_err(fail)?;
+        // The exec takes well under a millisecond: wait for its report.
+        let mut pfd = [libc::pollfd {
+            fd: child.report.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let _ = sys::poll(&mut pfd, None);
+        if let Report::Failed { step, errno } = spawn::read_report(&child.report) {
+            return Err(format!(
+                "log command: {}",
+                spawn::describe_failure(&sh, step, errno)
+            ));
+        }
+        point_stdio_at(w.as_raw_fd()).map_err(fail)?;
+        self.logger = Some(child.pid);
+        Ok(())
+    }
+
+    /// SIGUSR1: reopen the log file, or start the log command anew.
+    pub fn reopen(&mut self) {
+        match self.target.clone() {
+            None => note!("received USR1, but there is no --log-file to reopen"),
+            Some(LogTarget::File(path)) => {
+                match open_append(&path).and_then(|f| point_stdio_at(f.as_raw_fd())) {
+                    Ok(()) => note!("received USR1, reopened log file {}", path.display()),
+                    Err(e) => warning!(
+                        "unable to reopen log file {}: {}",
+                        path.display(),
+                        errtext(&e)
+                    ),
+                }
+            }
+            Some(LogTarget::Command(cmd)) => match self.start_logger(&cmd) {
+                Ok(()) => note!("received USR1, restarted the log command"),
+                Err(e) => warning!("{e}"),
+            },
+        }
+    }
+
+    /// A child that is not a worker was reaped.
+    pub fn reaped(&mut self, pid: Pid) {
+        if self.logger == Some(pid) {
+            self.logger = None;
+        }
+    }
+
+    /// At exit: closes our end of a log command's pipe and gives the
+    /// command a moment to drain and exit.
+    pub fn close(&mut self, signals: &Signals) {
+        let Some(logger) = self.logger else { return };
+        if let Ok(null) = File::options().write(true).open("/dev/null") {
+            let _ = point_stdio_at(null.as_raw_fd());
+        }
+        let deadline = Instant::now() + LOGGER_GRACE;
+        loop {
+            while let Ok(Some((pid, _))) = sys::waitpid_any() {
+                if pid == logger {
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut pfd = [libc::pollfd {
+                fd: signals.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let _ = sys::poll(&mut pfd, Some(left));
+            while signals.next().is_some() {}
+        }
+    }
+}
+
+fn point_stdio_at(fd: i32) -> std::io::Result<()> {
+    sys::dup2(fd, 1)?;
+    sys::dup2(fd, 2)
+}

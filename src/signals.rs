@@ -1,0 +1,149 @@
+//! Signals as events: every catchable asynchronous signal is blocked at
+//! start-up and read from a signalfd in the event loop, so "handlers" are
+//! ordinary code and no signal can kill start_server by surprise.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::sys::{self, SigSet};
+
+/// Names as `kill -l` prints them, without the SIG prefix.
+const NAMES: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGIOT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("POLL", libc::SIGPOLL),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// Signals the kernel raises synchronously for a fault in the process
+/// itself, plus the two that cannot be caught: these are never blocked.
+const UNBLOCKABLE: &[i32] = &[
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGSEGV,
+    libc::SIGSYS,
+    libc::SIGKILL,
+    libc::SIGSTOP,
+];
+
+/// A signal number, parsed from `TERM`, `SIGTERM`, `term` or `15`.
+pub fn parse(s: &str) -> Option<i32> {
+    let upper = s.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
+    }
+    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, sig)| sig)
+}
+
+/// The conventional name of `sig` without the SIG prefix (`TERM`), or
+/// its number for a signal without one.
+pub fn name(sig: i32) -> String {
+    match NAMES.iter().find(|&&(_, s)| s == sig) {
+        Some((n, _)) => (*n).to_string(),
+        None => sig.to_string(),
+    }
+}
+
+/// The last signal number on this system.
+fn last() -> i32 {
+    libc::SIGRTMAX()
+}
+
+/// Blocks every catchable asynchronous signal and resets every
+/// disposition to SIG_DFL (undoing an inherited SIG_IGN and the Rust
+/// runtime's ignored SIGPIPE), so that workers inherit clean defaults and
+/// only their mask needs resetting after fork. Call first thing in main.
+pub fn block_all() -> io::Result<SigSet> {
+    let mut set = SigSet::empty();
+    for sig in 1..=last() {
+        if !UNBLOCKABLE.contains(&sig) {
+            set.add(sig);
+        }
+    }
+    sys::sigprocmask_set(&set)?;
+    for sig in 1..=last() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // Numbers the C library reserves for itself refuse; that is fine.
+            let _ = sys::reset_disposition(sig);
+        }
+    }
+    Ok(set)
+}
+
+/// Unblocks everything again: client modes want Ctrl-C to work.
+pub fn unblock_all() -> io::Result<()> {
+    sys::sigprocmask_set(&SigSet::empty())
+}
+
+/// The stream of signals delivered to start_server.
+pub struct Signals {
+    fd: OwnedFd,
+}
+
+impl Signals {
+    pub fn new(set: &SigSet) -> io::Result<Signals> {
+        Ok(Signals {
+            fd: sys::signalfd(set)?,
+        })
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The next pending signal, without blocking.
+    pub fn next(&self) -> Option<i32> {
+        sys::signalfd_read(self.fd.as_fd()).ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_numbers() {
+        assert_eq!(parse("TERM"), Some(libc::SIGTERM));
+        assert_eq!(parse("SIGterm"), Some(libc::SIGTERM));
+        assert_eq!(parse("usr1"), Some(libc::SIGUSR1));
+        assert_eq!(parse("9"), Some(9));
+        assert_eq!(parse("NOSUCH"), None);
+        assert_eq!(parse("0"), None);
+        assert_eq!(parse("1000"), None);
+        assert_eq!(name(libc::SIGHUP), "HUP");
+    }
+}

@@ -1,0 +1,161 @@
+//! Starting a process: the plan is built in the parent (argv, envp, the
+//! PATH search, the descriptor moves), then [`sys::fork_exec`] runs the
+//! child's fixed script. An exec failure comes back through a
+//! close-on-exec pipe that the event loop watches.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::env::{self, Vars};
+use crate::sys::{self, CStrArray, ChildScript, Pid};
+
+/// The search path execvp uses when PATH is unset.
+const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
+
+/// A command to run: its arguments (the first names the program) and the
+/// directory to start in.
+pub struct Command {
+    argv: Vec<CString>,
+    dir: Option<CString>,
+    pub dir_path: Option<PathBuf>,
+}
+
+impl Command {
+    pub fn new(args: &[OsString], dir: Option<PathBuf>) -> io::Result<Command> {
+        let argv = args
+            .iter()
+            .map(|a| sys::cstring(a))
+            .collect::<io::Result<_>>()?;
+        let dir_c = dir
+            .as_ref()
+            .map(|d| sys::cstring(d.as_os_str()))
+            .transpose()?;
+        Ok(Command {
+            argv,
+            dir: dir_c,
+            dir_path: dir,
+        })
+    }
+
+    pub fn program(&self) -> &OsStr {
+        OsStr::from_bytes(self.argv[0].as_bytes())
+    }
+
+    /// The paths to try, in order: the program itself if it has a slash,
+    /// else each PATH directory (from the environment the program gets).
+    fn candidates(&self, vars: &Vars) -> Vec<CString> {
+        let program = self.argv[0].as_bytes();
+        if program.contains(&b'/') {
+            return vec![self.argv[0].clone()];
+        }
+        let path = env::get(vars, "PATH").map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
+        path.split(|&b| b == b':')
+            .filter_map(|dir| {
+                let mut full = if dir.is_empty() {
+                    b".".to_vec()
+                } else {
+                    dir.to_vec()
+                };
+                full.push(b'/');
+                full.extend_from_slice(program);
+                CString::new(full).ok()
+            })
+            .collect()
+    }
+}
+
+/// A started child and the pipe that reports its exec.
+pub struct Spawned {
+    pub pid: Pid,
+    pub report: OwnedFd,
+}
+
+/// Starts `cmd` with environment `vars` and the descriptor moves `fds`
+/// (`(from, to)`: `from`'s file ends up on `to`).
+pub fn spawn(cmd: &Command, vars: &Vars, fds: &[(RawFd, RawFd)]) -> io::Result<Spawned> {
+    spawn_with(cmd, vars, fds, None)
+}
+
+/// [`spawn`], and descriptors from `cloexec_from` up not inherited.
+pub fn spawn_with(
+    cmd: &Command,
+    vars: &Vars,
+    fds: &[(RawFd, RawFd)],
+    cloexec_from: Option<RawFd>,
+) -> io::Result<Spawned> {
+    let envp: Vec<CString> = vars
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let park_fd = fds.iter().map(|&(_, to)| to + 1).max().unwrap_or(3).max(3);
+    let script = ChildScript {
+        fds: fds.to_vec(),
+        dir: cmd.dir.clone(),
+        programs: cmd.candidates(vars),
+        argv: CStrArray::new(cmd.argv.clone()),
+        envp: CStrArray::new(envp),
+        park_fd,
+        cloexec_from,
+    };
+    let (pid, report) = sys::fork_exec(&script)?;
+    sys::set_nonblocking(report.as_raw_fd())?;
+    Ok(Spawned { pid, report })
+}
+
+/// What an exec report pipe says once readable.
+#[derive(Debug, PartialEq)]
+pub enum Report {
+    /// End of file: the exec succeeded.
+    Exec,
+    /// The child failed at `step` with `errno`.
+    Failed { step: u8, errno: i32 },
+    /// Nothing yet.
+    Pending,
+}
+
+pub fn read_report(fd: &OwnedFd) -> Report {
+    let mut buf = [0u8; 5];
+    match sys::read(fd.as_raw_fd(), &mut buf) {
+        Ok(0) => Report::Exec,
+        Ok(5) => Report::Failed {
+            step: buf[0],
+            errno: i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]),
+        },
+        Ok(_) => Report::Failed {
+            step: sys::STEP_EXEC,
+            errno: libc::EIO,
+        },
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Report::Pending,
+        Err(e) => Report::Failed {
+            step: sys::STEP_EXEC,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        },
+    }
+}
+
+/// A report's failure in words: `unable to exec /x: No such file or directory`.
+pub fn describe_failure(cmd: &Command, step: u8, errno: i32) -> String {
+    let why = sys::strerror(errno);
+    match step {
+        sys::STEP_CHDIR => format!(
+            "unable to chdir to {}: {why}",
+            cmd.dir_path
+                .as_deref()
+                .unwrap_or_else(|| "?".as_ref())
+                .display()
+        ),
+        sys::STEP_FDS => format!(
+            "unable to set up descriptors for {}: {why}",
+            cmd.program().to_string_lossy()
+        ),
+        _ => format!("unable to exec {}: {why}", cmd.program().to_string_lossy()),
+    }
+}

@@ -1,0 +1,123 @@
+//! The status file and the pid file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::sys::Pid;
+
+/// Rewrites the status file atomically: one `GEN:PID` line per live
+/// worker, in generation order, written to `FILE.<our pid>` and renamed
+/// over FILE.
+pub fn write_status(path: &Path, entries: &[(u64, Pid)]) -> io::Result<()> {
+    let mut entries = entries.to_vec();
+    entries.sort();
+    let mut text = String::new();
+    for (generation, pid) in entries {
+        text.push_str(&format!("{generation}:{pid}\n"));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The generations listed in a status file, in ascending order.
+pub fn read_generations(path: &Path) -> io::Result<Vec<u64>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut gens: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split_once(':')?.0.parse().ok())
+        .collect();
+    gens.sort_unstable();
+    gens.dedup();
+    Ok(gens)
+}
+
+/// The pid file, `flock`ed for as long as start_server lives: a second
+/// start_server cannot take it, and `--stop` waits for the lock to go.
+pub struct PidFile {
+    path: PathBuf,
+    file: File,
+}
+
+/// Why the pid file could not be taken.
+pub enum LockError {
+    /// Another live process holds it; its pid, if the file says.
+    Held(Option<Pid>),
+    Io(io::Error),
+}
+
+impl PidFile {
+    /// Opens (creating) and locks the pid file without blocking and
+    /// without truncating it first, so a running owner's content survives
+    /// a failed attempt.
+    pub fn lock(path: &Path) -> Result<PidFile, LockError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(LockError::Io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(PidFile {
+                path: path.to_owned(),
+                file,
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held(read_pid(path).ok())),
+            Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(e)),
+        }
+    }
+
+    /// Writes `PID\n`.
+    pub fn write(&mut self, pid: Pid) -> io::Result<()> {
+        self.file.set_len(0)?;
+        (&self.file).write_all(format!("{pid}\n").as_bytes())
+    }
+
+    /// Moves the descriptor out of the way of `=FD` placements (a
+    /// duplicate shares the lock).
+    pub fn keep_clear(self, ports: &[crate::listen::PortSpec]) -> io::Result<PidFile> {
+        let fd = crate::listen::clear_of_placements(self.file.into(), ports)?;
+        Ok(PidFile {
+            path: self.path,
+            file: File::from(fd),
+        })
+    }
+
+    /// Unlinks the file, then releases the lock by closing it: whoever
+    /// waits for the lock finds the file gone.
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads the pid a pid file holds.
+pub fn read_pid(path: &Path) -> io::Result<Pid> {
+    let mut text = String::new();
+    File::open(path)?.read_to_string(&mut text)?;
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|&p: &Pid| p > 0)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no pid in it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_roundtrip() {
+        let path = std::env::temp_dir().join(format!("ss-status-{}", std::process::id()));
+        write_status(&path, &[(10, 5), (9, 4)]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "9:4\n10:5\n");
+        assert_eq!(read_generations(&path).unwrap(), [9, 10]);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

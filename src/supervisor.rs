@@ -1,0 +1,659 @@
+//! The supervisor: a state machine driven by one `poll` with one deadline.
+//!
+//! Events are signals (read from a signalfd), exec reports (a pipe per
+//! starting worker) and timers (the earliest of the start check, a retry,
+//! the kill-old delay, auto-restart and the stop timeout). Nothing here
+//! sleeps, and when nothing is pending the loop waits with no timeout at
+//! all, so an idle supervisor never wakes.
+//!
+//! Workers are kept in one list, each with its generation and role: the
+//! one starting (at most one at a time), the current one, and old ones
+//! (kept until they exit, signalled once their successor is up).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::env::{self, Settings, Vars, fmt_secs};
+use crate::listen::{self, Listener, errtext};
+use crate::log::{fatal, note, original, warning};
+use crate::output::Output;
+use crate::signals::{self, Signals};
+use crate::spawn::{self, Command, Report};
+use crate::status::{self, PidFile};
+use crate::sys::{self, Pid, WaitStatus};
+
+/// Retries that keep the original's pace (one `--interval` apart).
+const FAST_RETRIES: u32 = 3;
+/// The first backed-off wait, doubled at every further failure...
+const BACKOFF_FIRST: Duration = Duration::from_millis(125);
+/// ...up to this.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// A worker that exits sooner than max(--interval, this) after it was
+/// spawned counts as a failed start, even if it passed the start check.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Everything the supervisor runs with, prepared by `main`.
+pub struct Setup {
+    pub command: Command,
+    /// The workers' environment before the envdir and protocol variables.
+    pub base_env: Vars,
+    pub envdir: Option<PathBuf>,
+    pub listeners: Vec<Listener>,
+    pub interval: Duration,
+    pub signal_on_hup: i32,
+    pub signal_on_term: i32,
+    pub stop_timeout: Option<Duration>,
+    pub status_file: Option<PathBuf>,
+    pub pid_file: Option<PidFile>,
+    pub output: Output,
+    pub signals: Signals,
+    /// With --daemonize: where to tell the waiting parent how the first
+    /// start went (one byte, the exit status it should use).
+    pub started: Option<OwnedFd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// Spawned, not yet counted as started. `restart`: old workers are to
+    /// be signalled once it is up.
+    Starting {
+        restart: bool,
+        ready_at: Instant,
+    },
+    Current,
+    Old {
+        signalled: bool,
+    },
+}
+
+struct Worker {
+    pid: Pid,
+    generation: u64,
+    spawned: Instant,
+    role: Role,
+    /// The exec report pipe, until the exec is known to have happened.
+    report: Option<OwnedFd>,
+}
+
+pub struct Supervisor {
+    s: Setup,
+    workers: Vec<Worker>,
+    generation: u64,
+    /// A spawn waiting for its time: `(when, restart)`.
+    retry: Option<(Instant, bool)>,
+    /// When the old workers get `--signal-on-hup`.
+    kill_old_at: Option<Instant>,
+    /// A HUP arrived while a restart was under way.
+    pending_restart: bool,
+    /// Consecutive failed starts.
+    failures: u32,
+    last_restart: Instant,
+    /// Whether any worker has ever been executed.
+    ever_started: bool,
+    /// Shutting down; `Some(deadline)` when --stop-timeout is set.
+    stopping: Option<Option<Instant>>,
+    exit_code: Option<i32>,
+    envdir_vars: Vars,
+    settings: Settings,
+    settings_problems: Vec<String>,
+    status_written: bool,
+}
+
+fn join_pids(pids: &[Pid]) -> String {
+    if pids.is_empty() {
+        return "none".into();
+    }
+    let list: Vec<String> = pids.iter().map(Pid::to_string).collect();
+    list.join(",")
+}
+
+/// The delay before the next attempt after `failures` consecutive
+/// failures, beyond the original's pace.
+pub fn backoff(failures: u32) -> Duration {
+    if failures <= FAST_RETRIES {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - FAST_RETRIES - 1).min(16);
+    (BACKOFF_FIRST * (1 << doublings)).min(BACKOFF_CAP)
+}
+
+impl Supervisor {
+    pub fn new(setup: Setup) -> Supervisor {
+        let (settings, _) = Settings::from_vars(&setup.base_env);
+        Supervisor {
+            s: setup,
+            workers: Vec::new(),
+            generation: 0,
+            retry: None,
+            kill_old_at: None,
+            pending_restart: false,
+            failures: 0,
+            last_restart: Instant::now(),
+            ever_started: false,
+            stopping: None,
+            exit_code: None,
+            envdir_vars: Vars::new(),
+            settings,
+            settings_problems: Vec::new(),
+            status_written: false,
+        }
+    }
+
+    /// Runs until shutdown; returns the exit status.
+    pub fn run(mut self) -> i32 {
+        self.refresh();
+        self.spawn(false);
+        while self.exit_code.is_none() {
+            self.wait_and_dispatch();
+        }
+        let code = self.exit_code.unwrap_or(1);
+        self.finish(code)
+    }
+
+    /// One turn of the loop: wait for the next event or deadline, then act
+    /// on everything that is ready.
+    fn wait_and_dispatch(&mut self) {
+        let timeout = self
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let mut fds = vec![libc::pollfd {
+            fd: self.s.signals.fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let reporting: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.report.is_some())
+            .map(|w| w.pid)
+            .collect();
+        for w in self.workers.iter().filter(|w| w.report.is_some()) {
+            fds.push(libc::pollfd {
+                fd: w.report.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let Err(e) = sys::poll(&mut fds, timeout) {
+            warning!("poll failed: {}", errtext(&e));
+        }
+        for (pid, fd) in reporting.iter().zip(&fds[1..]) {
+            if fd.revents != 0 {
+                self.on_report(*pid);
+            }
+        }
+        // Drain the signals first, then act: reap before anything else so
+        // that decisions see who is still alive.
+        let mut sigs = Vec::new();
+        while let Some(sig) = self.s.signals.next() {
+            sigs.push(sig);
+        }
+        if sigs.contains(&libc::SIGCHLD) {
+            self.reap();
+        }
+        for sig in sigs {
+            self.on_signal(sig);
+        }
+        self.refresh();
+        self.on_timers(Instant::now());
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let ready = self.workers.iter().filter_map(|w| match w.role {
+            Role::Starting { ready_at, .. } if w.report.is_none() => Some(ready_at),
+            _ => None,
+        });
+        ready
+            .chain(self.retry.map(|(at, _)| at))
+            .chain(self.kill_old_at)
+            .chain(self.stopping.flatten())
+            .chain(self.auto_restart_due())
+            .min()
+    }
+
+    /// Re-reads the envdir and the settings it may change.
+    fn refresh(&mut self) {
+        let Some(dir) = &self.s.envdir else { return };
+        self.envdir_vars = env::read_envdir(dir);
+        let mut merged = self.s.base_env.clone();
+        merged.extend(self.envdir_vars.iter().cloned());
+        let (settings, problems) = Settings::from_vars(&merged);
+        if problems != self.settings_problems {
+            for p in &problems {
+                warning!("envdir {}: {p}; using the default", dir.display());
+            }
+            self.settings_problems = problems;
+        }
+        self.settings = settings;
+    }
+
+    fn worker_env(&self, generation: u64) -> Vars {
+        let mut vars = self.s.base_env.clone();
+        vars.extend(self.envdir_vars.iter().cloned());
+        env::set(
+            &mut vars,
+            "SERVER_STARTER_PORT",
+            listen::server_starter_port(&self.s.listeners),
+        );
+        env::set(
+            &mut vars,
+            "SERVER_STARTER_GENERATION",
+            generation.to_string(),
+        );
+        vars
+    }
+
+    fn candidate(&self) -> Option<&Worker> {
+        self.workers
+            .iter()
+            .find(|w| matches!(w.role, Role::Starting { .. }))
+    }
+
+    /// A restart is under way: a worker is starting or old workers await
+    /// their signal. Restarts run one after another.
+    fn busy(&self) -> bool {
+        self.candidate().is_some() || self.kill_old_at.is_some()
+    }
+
+    fn has_current(&self) -> bool {
+        self.workers.iter().any(|w| w.role == Role::Current)
+    }
+
+    fn has_old(&self) -> bool {
+        self.workers
+            .iter()
+            .any(|w| matches!(w.role, Role::Old { .. }))
+    }
+
+    fn auto_restart_due(&self) -> Option<Instant> {
+        if !self.settings.auto_restart
+            || self.stopping.is_some()
+            || self.busy()
+            || self.retry.is_some()
+            || !self.has_current()
+        {
+            return None;
+        }
+        let interval = self.settings.auto_restart_interval;
+        // With old workers still draining, wait up to twice as long.
+        let factor = if self.has_old() { 2 } else { 1 };
+        Some(self.last_restart + interval * factor)
+    }
+
+    // ------------------------------------------------------------ spawning
+
+    fn spawn(&mut self, restart: bool) {
+        self.refresh();
+        self.generation += 1;
+        let vars = self.worker_env(self.generation);
+        let now = Instant::now();
+        match spawn::spawn(&self.s.command, &vars, &[]) {
+            Ok(child) => {
+                original!("starting new worker {}", child.pid);
+                self.workers.push(Worker {
+                    pid: child.pid,
+                    generation: self.generation,
+                    spawned: now,
+                    role: Role::Starting {
+                        restart,
+                        ready_at: now + self.s.interval,
+                    },
+                    report: Some(child.report),
+                });
+            }
+            Err(e) => {
+                warning!("unable to fork: {}", errtext(&e));
+                self.failures += 1;
+                let wait = backoff(self.failures.max(FAST_RETRIES + 1));
+                self.retry = Some((now + wait, restart));
+            }
+        }
+    }
+
+    /// Schedules the next attempt after a failure: at the original's pace
+    /// (one --interval after the failed attempt began) for the first
+    /// retries, then backing off exponentially.
+    fn schedule_retry(&mut self, spawned: Instant, restart: bool) {
+        let now = Instant::now();
+        let mut at = spawned + self.s.interval;
+        let extra = backoff(self.failures);
+        if !extra.is_zero() {
+            at = at.max(now + extra);
+            note!(
+                "{} failed starts in a row, next attempt in {} s",
+                self.failures,
+                fmt_secs(at.saturating_duration_since(now))
+            );
+        }
+        if at <= now {
+            self.spawn(restart);
+        } else {
+            self.retry = Some((at, restart));
+        }
+    }
+
+    fn begin_restart(&mut self) {
+        for w in &mut self.workers {
+            if w.role == Role::Current {
+                w.role = Role::Old { signalled: false };
+            }
+        }
+        self.spawn(true);
+    }
+
+    /// The starting worker has passed its start check.
+    fn promote(&mut self, pid: Pid, restart: bool) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            w.role = Role::Current;
+        }
+        self.last_restart = Instant::now();
+        self.announce();
+        if !restart {
+            return;
+        }
+        let olds = self.pids(|r| r == Role::Old { signalled: false });
+        original!(
+            "new worker is now running, sending {} to old workers:{}",
+            signals::name(self.s.signal_on_hup),
+            join_pids(&olds)
+        );
+        let delay = self.settings.kill_old_delay;
+        if delay.is_zero() {
+            self.kill_olds();
+        } else {
+            original!(
+                "sleeping {} secs before killing old workers",
+                fmt_secs(delay)
+            );
+            self.kill_old_at = Some(Instant::now() + delay);
+        }
+    }
+
+    fn kill_olds(&mut self) {
+        original!("killing old workers");
+        for w in &mut self.workers {
+            if w.role == (Role::Old { signalled: false }) {
+                let _ = sys::kill(w.pid, self.s.signal_on_hup);
+                w.role = Role::Old { signalled: true };
+            }
+        }
+    }
+
+    fn pids(&self, pick: impl Fn(Role) -> bool) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| pick(w.role))
+            .map(|w| w.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Rewrites the status file: every current and old worker.
+    fn announce(&mut self) {
+        let Some(path) = &self.s.status_file else {
+            return;
+        };
+        let entries: Vec<(u64, Pid)> = self
+            .workers
+            .iter()
+            .filter(|w| !matches!(w.role, Role::Starting { .. }))
+            .map(|w| (w.generation, w.pid))
+            .collect();
+        match status::write_status(path, &entries) {
+            Ok(()) => self.status_written = true,
+            Err(e) => warning!(
+                "unable to write status file {}: {}",
+                path.display(),
+                errtext(&e)
+            ),
+        }
+    }
+
+    // -------------------------------------------------------------- events
+
+    /// A starting worker's exec report pipe is readable.
+    fn on_report(&mut self, pid: Pid) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        let Some(fd) = &w.report else { return };
+        match spawn::read_report(fd) {
+            Report::Pending => return,
+            Report::Exec => {
+                w.report = None;
+                if !self.ever_started {
+                    self.ever_started = true;
+                    self.tell_parent(0);
+                }
+            }
+            Report::Failed { step, errno } => {
+                w.report = None;
+                let msg = spawn::describe_failure(&self.s.command, step, errno);
+                if self.ever_started {
+                    warning!("{msg}");
+                } else {
+                    // Nothing has ever run: this is a deployment error, not
+                    // something to retry forever.
+                    fatal!("{msg}");
+                    let code = if step == sys::STEP_EXEC && errno == libc::ENOENT {
+                        127
+                    } else {
+                        126
+                    };
+                    self.exit_code = Some(code);
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match sys::waitpid_any() {
+                Ok(Some((pid, status))) => self.on_exit(pid, status),
+                Ok(None) => return,
+                Err(e) => {
+                    warning!("waitpid failed: {}", errtext(&e));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
+        let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+            // Not ours: an orphan that landed on us, or a log command.
+            self.s.output.reaped(pid);
+            return;
+        };
+        if self.workers[i].report.is_some() {
+            self.on_report(pid);
+        }
+        let w = self.workers.remove(i);
+        if self.stopping.is_some() || self.exit_code.is_some() {
+            original!("worker {pid} died, status:{status}");
+            self.announce();
+            if self.workers.is_empty() && self.exit_code.is_none() {
+                self.exit_code = Some(0);
+            }
+            return;
+        }
+        let lived = w.spawned.elapsed();
+        match w.role {
+            Role::Starting { restart, .. } => {
+                original!("new worker {pid} seems to have failed to start, exit status:{status}");
+                self.failures += 1;
+                self.schedule_retry(w.spawned, restart);
+            }
+            Role::Current => {
+                original!("worker {pid} died unexpectedly with status:{status}, restarting");
+                if lived < self.s.interval.max(STABLE_AFTER) {
+                    self.failures += 1;
+                } else {
+                    self.failures = 0;
+                }
+                self.announce();
+                self.schedule_retry(w.spawned, false);
+            }
+            Role::Old { .. } => {
+                original!("old worker {pid} died, status:{status}");
+                self.announce();
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        match sig {
+            libc::SIGCHLD | libc::SIGPIPE | libc::SIGWINCH | libc::SIGURG | libc::SIGCONT => {}
+            libc::SIGHUP => self.on_hup(),
+            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => match self.stopping {
+                None => self.begin_shutdown(sig),
+                Some(_) => {
+                    let pids = self.pids(|_| true);
+                    note!(
+                        "received {} again, sending KILL to all workers:{}",
+                        signals::name(sig),
+                        join_pids(&pids)
+                    );
+                    self.kill_all(libc::SIGKILL);
+                }
+            },
+            libc::SIGUSR1 => self.s.output.reopen(),
+            libc::SIGUSR2 => note!("received USR2, ignored (reserved)"),
+            other => note!("received {}, ignored", signals::name(other)),
+        }
+    }
+
+    fn on_hup(&mut self) {
+        if self.stopping.is_some() {
+            note!("received HUP while shutting down, ignored");
+        } else if self.busy() {
+            self.pending_restart = true;
+            note!("received HUP during a restart, will restart again once it completes");
+        } else if let Some((_, restart)) = self.retry.take() {
+            // A failing start: try the (presumably fixed) deployment now.
+            original!("received HUP, spawning a new worker");
+            self.spawn(restart);
+        } else {
+            original!("received HUP, spawning a new worker");
+            self.begin_restart();
+        }
+    }
+
+    fn begin_shutdown(&mut self, sig: i32) {
+        let term = if sig == libc::SIGTERM {
+            self.s.signal_on_term
+        } else {
+            libc::SIGTERM
+        };
+        let pids = self.pids(|_| true);
+        original!(
+            "received {}, sending {} to all workers:{}",
+            signals::name(sig),
+            signals::name(term),
+            pids.iter()
+                .map(Pid::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        self.kill_all(term);
+        self.retry = None;
+        self.kill_old_at = None;
+        self.pending_restart = false;
+        self.stopping = Some(self.s.stop_timeout.map(|t| Instant::now() + t));
+        if self.workers.is_empty() {
+            self.exit_code = Some(0);
+        }
+    }
+
+    fn kill_all(&self, sig: i32) {
+        for w in &self.workers {
+            let _ = sys::kill(w.pid, sig);
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.exit_code.is_some() {
+            return;
+        }
+        let ready = self.workers.iter().find_map(|w| match w.role {
+            Role::Starting { restart, ready_at } if w.report.is_none() && now >= ready_at => {
+                Some((w.pid, restart))
+            }
+            _ => None,
+        });
+        if let Some((pid, restart)) = ready {
+            self.promote(pid, restart);
+        }
+        if let Some((at, restart)) = self.retry
+            && now >= at
+        {
+            self.retry = None;
+            self.spawn(restart);
+        }
+        if self.kill_old_at.is_some_and(|at| now >= at) {
+            self.kill_old_at = None;
+            self.kill_olds();
+        }
+        if let Some(Some(at)) = self.stopping
+            && now >= at
+        {
+            self.stopping = Some(None);
+            let pids = self.pids(|_| true);
+            note!(
+                "workers still running after --stop-timeout, sending KILL to all workers:{}",
+                join_pids(&pids)
+            );
+            self.kill_all(libc::SIGKILL);
+        }
+        if self.auto_restart_due().is_some_and(|due| now >= due) {
+            let forced = if self.has_old() { "forced, " } else { "" };
+            original!(
+                "autorestart triggered ({forced}interval={})",
+                fmt_secs(self.settings.auto_restart_interval)
+            );
+            self.begin_restart();
+        } else if self.pending_restart
+            && !self.busy()
+            && self.retry.is_none()
+            && self.stopping.is_none()
+        {
+            self.pending_restart = false;
+            original!("received HUP, spawning a new worker");
+            self.begin_restart();
+        }
+    }
+
+    // ------------------------------------------------------------- the end
+
+    fn tell_parent(&mut self, code: i32) {
+        if let Some(fd) = self.s.started.take() {
+            let _ = sys::write_all(fd.as_raw_fd(), &[code as u8]);
+        }
+    }
+
+    /// Reaps what is left, removes our files, and returns `code`.
+    fn finish(mut self, code: i32) -> i32 {
+        if code == 0 {
+            original!("exiting");
+        }
+        for w in std::mem::take(&mut self.workers) {
+            // Only a worker whose exec just failed can be left: it is exiting.
+            let _ = sys::waitpid(w.pid);
+        }
+        if self.status_written
+            && let Some(path) = &self.s.status_file
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(pid_file) = self.s.pid_file.take() {
+            pid_file.remove();
+        }
+        listen::remove_socket_files(&self.s.listeners);
+        self.tell_parent(code);
+        self.s.output.close(&self.s.signals);
+        code
+    }
+}

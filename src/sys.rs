@@ -1,0 +1,577 @@
+//! Thin, safe wrappers around the system calls start_server needs.
+//!
+//! This is the only module allowed to use `unsafe`. Every wrapper is named
+//! after the call it makes, turns `-1` into `io::Error`, retries on `EINTR`
+//! where the call is restartable, and hands descriptors out as `OwnedFd`.
+//! The code that runs in a forked child before `execve` lives here too
+//! ([`fork_exec`]): a fixed script of async-signal-safe calls that touches
+//! only memory prepared before the fork.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+pub use libc::pid_t as Pid;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_r(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn cvt_size(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// The text of an errno value, without Rust's " (os error N)" suffix.
+pub fn strerror(errno: i32) -> String {
+    // SAFETY: strerror returns a pointer to a NUL-terminated string that
+    // stays valid at least until the next strerror call; we copy it at once.
+    let msg = unsafe { CStr::from_ptr(libc::strerror(errno)) };
+    msg.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------- signals
+
+/// A set of signals.
+#[derive(Clone, Copy)]
+pub struct SigSet(libc::sigset_t);
+
+impl SigSet {
+    pub fn empty() -> SigSet {
+        let mut set = MaybeUninit::uninit();
+        // SAFETY: sigemptyset initialises the whole set it is given.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            SigSet(set.assume_init())
+        }
+    }
+
+    pub fn add(&mut self, sig: i32) {
+        // SAFETY: self.0 is an initialised set; an invalid number only makes
+        // the call fail with EINVAL, which is harmless here.
+        unsafe { libc::sigaddset(&mut self.0, sig) };
+    }
+}
+
+/// Replaces the calling thread's signal mask.
+pub fn sigprocmask_set(set: &SigSet) -> io::Result<()> {
+    // SAFETY: both pointers are valid for the duration of the call; the old
+    // mask is not requested.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set.0, std::ptr::null_mut()) };
+    match ret {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Sets the disposition of `sig` to SIG_DFL.
+pub fn reset_disposition(sig: i32) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction with sa_sigaction = SIG_DFL is a valid
+    // request; the previous action is not requested.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        cvt(libc::sigaction(sig, &act, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// A non-blocking, close-on-exec signalfd for `set`.
+pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
+    // SAFETY: -1 asks for a new descriptor; set is initialised.
+    let fd = cvt(unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: signalfd just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal from a non-blocking signalfd, if any.
+pub fn signalfd_read(fd: BorrowedFd) -> io::Result<Option<i32>> {
+    let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: the buffer is valid for `size` writable bytes.
+    let ret = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), size) };
+    match cvt_size(ret) {
+        // SAFETY: the kernel filled the whole structure.
+        Ok(n) if n == size => Ok(Some(unsafe { info.assume_init() }.ssi_signo as i32)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn kill(pid: Pid, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+// -------------------------------------------------------------- processes
+
+/// How a child ended, as `waitpid` reports it.
+pub type WaitStatus = libc::c_int;
+
+/// Reaps one child that has ended, without blocking: `Ok(None)` when none
+/// has (or there are no children at all).
+pub fn waitpid_any() -> io::Result<Option<(Pid, WaitStatus)>> {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer.
+    match cvt_r(|| unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) }) {
+        Ok(0) => Ok(None),
+        Ok(pid) => Ok(Some((pid, status))),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits for `pid` to end (blocking).
+pub fn waitpid(pid: Pid) -> io::Result<WaitStatus> {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer.
+    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    Ok(status)
+}
+
+pub fn getpid() -> Pid {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// Forks; `Ok(None)` in the child. The caller's child branch must only
+/// exit or exec: used by `--daemonize`, where the child carries on as the
+/// whole program (the process is single-threaded at that point).
+pub fn fork() -> io::Result<Option<Pid>> {
+    // SAFETY: start_server is single-threaded, so the child is a complete
+    // copy of the process and may go on running ordinary code.
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid has no memory-safety preconditions.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
+/// A NULL-terminated array of C strings, as `execve` takes it. Built before
+/// fork so that the child only reads it.
+pub struct CStrArray {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CStrArray {
+    pub fn new(strings: Vec<CString>) -> CStrArray {
+        // The pointers stay valid when the Vec moves: each CString's bytes
+        // live in their own heap allocation.
+        let mut ptrs: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        CStrArray {
+            _strings: strings,
+            ptrs,
+        }
+    }
+
+    fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// Everything the forked child needs, prepared before fork: it runs the
+/// steps in order and allocates nothing.
+pub struct ChildScript {
+    /// Descriptors to install: each `(from, to)` pair ends with `from`'s
+    /// file on descriptor `to`, inherited across exec.
+    pub fds: Vec<(RawFd, RawFd)>,
+    /// Directory to change into.
+    pub dir: Option<CString>,
+    /// Paths to try in order (a PATH search done ahead of time).
+    pub programs: Vec<CString>,
+    pub argv: CStrArray,
+    pub envp: CStrArray,
+    /// The first descriptor above every `to`, where sources are parked so
+    /// that no move clobbers a source still to be moved.
+    pub park_fd: RawFd,
+    /// Descriptors from this one up are not inherited (for helpers that
+    /// must not hold the listening sockets).
+    pub cloexec_from: Option<RawFd>,
+}
+
+/// What the child reports through the close-on-exec pipe when it fails:
+/// the step that failed, then errno.
+pub const STEP_FDS: u8 = 1;
+pub const STEP_CHDIR: u8 = 2;
+pub const STEP_EXEC: u8 = 3;
+
+/// Forks a child that runs `script` and execs. Returns the child's pid and
+/// the read end of a close-on-exec pipe: it reaches end-of-file when the
+/// exec succeeds, or carries `[step, errno as 4 native-endian bytes]` when
+/// it fails (the child then exits 127 for ENOENT, 126 otherwise).
+pub fn fork_exec(script: &ChildScript) -> io::Result<(Pid, OwnedFd)> {
+    let (report_r, report_w) = pipe()?;
+    // SAFETY: the child branch below runs only async-signal-safe calls
+    // (dup, dup2, fcntl, chdir, sigprocmask, execve, write, _exit) on memory
+    // prepared before the fork, and never returns.
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        child_run(script, report_w.as_raw_fd());
+    }
+    drop(report_w);
+    Ok((pid, report_r))
+}
+
+/// The child's fixed script. Never returns.
+fn child_run(script: &ChildScript, report: RawFd) -> ! {
+    let fail = |step: u8, errno: i32| -> ! {
+        let e = errno.to_ne_bytes();
+        let msg = [step, e[0], e[1], e[2], e[3]];
+        // SAFETY: write and _exit are async-signal-safe; msg is on the stack.
+        unsafe {
+            libc::write(report, msg.as_ptr().cast(), msg.len());
+            libc::_exit(if errno == libc::ENOENT { 127 } else { 126 })
+        }
+    };
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+
+    // Park every source above all targets first, then move it into place.
+    // A fixed-size stack array: no allocation after fork.
+    let mut parked = [-1 as RawFd; 64];
+    if script.fds.len() > parked.len() {
+        fail(STEP_FDS, libc::EMFILE);
+    }
+    for (i, &(from, _)) in script.fds.iter().enumerate() {
+        // SAFETY: fcntl on a descriptor number; failure is reported.
+        let fd = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, script.park_fd) };
+        if fd < 0 {
+            fail(STEP_FDS, errno());
+        }
+        parked[i] = fd;
+    }
+    for (i, &(_, to)) in script.fds.iter().enumerate() {
+        // SAFETY: dup2 onto a descriptor number; the copy is not
+        // close-on-exec, so it survives execve.
+        if unsafe { libc::dup2(parked[i], to) } < 0 {
+            fail(STEP_FDS, errno());
+        }
+    }
+    if let Some(first) = script.cloexec_from {
+        // SAFETY: close_range only changes descriptor flags.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if ret != 0 {
+            for fd in first..4096 {
+                // SAFETY: fcntl on a descriptor number; EBADF is harmless.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+    if let Some(dir) = &script.dir {
+        // SAFETY: dir is a valid NUL-terminated string.
+        if unsafe { libc::chdir(dir.as_ptr()) } < 0 {
+            fail(STEP_CHDIR, errno());
+        }
+    }
+    // The worker starts with nothing blocked; dispositions were reset to
+    // SIG_DFL in the parent, and exec keeps them.
+    // SAFETY: an initialised empty set; sigprocmask is async-signal-safe.
+    unsafe {
+        let mut empty = MaybeUninit::uninit();
+        libc::sigemptyset(empty.as_mut_ptr());
+        libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+    }
+    // Try each candidate like execvp: keep going past ENOENT/ENOTDIR,
+    // remember EACCES, stop at any other error.
+    let mut err = libc::ENOENT;
+    for program in &script.programs {
+        // SAFETY: program, argv and envp are NUL-terminated and valid.
+        unsafe { libc::execve(program.as_ptr(), script.argv.as_ptr(), script.envp.as_ptr()) };
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => err = libc::EACCES,
+            other => {
+                err = other;
+                break;
+            }
+        }
+    }
+    fail(STEP_EXEC, err)
+}
+
+// ------------------------------------------------------------ descriptors
+
+/// A close-on-exec pipe: `(read end, write end)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 just returned these descriptors; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number has no memory-safety preconditions.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, new) }).map(drop)
+}
+
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number has no memory-safety preconditions.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Whether descriptor `fd` is open.
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Duplicates `fd` onto `to` (not close-on-exec), closing what was there.
+/// The caller owns descriptor `to` from then on.
+pub fn dup2(fd: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on descriptor numbers; replacing `to` is the intent.
+    cvt_r(|| unsafe { libc::dup2(fd, to) }).map(drop)
+}
+
+/// A close-on-exec duplicate of `fd` numbered `min` or above.
+pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on a descriptor number has no memory-safety preconditions.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Takes ownership of a descriptor number the caller knows to be open and
+/// unowned (a socket placed with `dup2`, say).
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller guarantees fd is open and has no other owner; if
+    // it is wrong, the worst outcome is closing a stray number at drop.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so that whatever
+/// our own parent leaked to us does not reach the workers.
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: walk the descriptor table instead.
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let name = entry?.file_name();
+        if let Some(fd) = name.to_str().and_then(|s| s.parse::<RawFd>().ok())
+            && fd >= first
+        {
+            let _ = set_cloexec(fd, true);
+        }
+    }
+    Ok(())
+}
+
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for buf.len() writable bytes.
+        match cvt_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Writes all of `buf`; gives up silently on any error but EINTR (the
+/// caller decides whether a lost write matters).
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: buf is valid for buf.len() readable bytes.
+        match cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes (`None`: no
+/// timeout). Returns how many are ready; EINTR counts as zero.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = match timeout {
+        None => -1,
+        // Round up, so that a deadline is never woken for early.
+        Some(t) => t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+    };
+    // SAFETY: fds is a valid array of fds.len() pollfd structures.
+    match cvt(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------- sockets
+
+/// A new close-on-exec socket.
+pub fn socket(domain: i32, ty: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket has no memory-safety preconditions.
+    let fd = cvt(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn setsockopt_int(fd: BorrowedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: value is a valid int for the stated length.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: value and len are valid out-pointers of the stated size.
+    cvt(unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) })?;
+    Ok(value)
+}
+
+pub fn bind_inet(fd: BorrowedFd, addr: &SocketAddr) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: storage holds a valid address of `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The longest path a unix socket address holds (without the NUL).
+pub const UNIX_PATH_MAX: usize = 107;
+
+pub fn bind_unix(fd: BorrowedFd, path: &Path) -> io::Result<()> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > UNIX_PATH_MAX {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    // SAFETY: an all-zero sockaddr_un is valid; sun_path then stays
+    // NUL-terminated because bytes is shorter than it.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: sun is a valid sockaddr_un of at least `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+pub fn listen(fd: BorrowedFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen has no memory-safety preconditions.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) }).map(drop)
+}
+
+/// Sets the file mode creation mask, returning the previous one.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail and has no memory-safety preconditions.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Whether `path` names a socket (without following a final symlink).
+pub fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// `path` as a C string, or EINVAL when it holds a NUL byte.
+pub fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
