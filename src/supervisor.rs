@@ -421,7 +421,7 @@ impl Supervisor {
         };
         let Some(fd) = &w.report else { return };
         match spawn::read_report(fd) {
-            Report::Pending => return,
+            Report::Pending => {}
             Report::Exec => {
                 w.report = None;
                 if !self.ever_started {

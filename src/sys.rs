@@ -86,16 +86,43 @@ pub fn sigprocmask_set(set: &SigSet) -> io::Result<()> {
     }
 }
 
-/// Sets the disposition of `sig` to SIG_DFL.
+/// Sets the disposition of `sig` to SIG_DFL. Made with the raw system
+/// call: the C library refuses the numbers it reserves for itself (32-34),
+/// which an ignored disposition inherited from our parent would otherwise
+/// keep ignored in every worker.
 pub fn reset_disposition(sig: i32) -> io::Result<()> {
-    // SAFETY: a zeroed sigaction with sa_sigaction = SIG_DFL is a valid
-    // request; the previous action is not requested.
-    unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = libc::SIG_DFL;
-        cvt(libc::sigaction(sig, &act, std::ptr::null_mut()))?;
+    /// The kernel's `struct sigaction` (x86_64 and others without
+    /// sa_restorer quirks for SIG_DFL): handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
     }
-    Ok(())
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: act is a valid kernel sigaction for the duration of the
+    // call; the old action is not requested; the size is the kernel's
+    // sigset size (8 bytes).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig as libc::c_long,
+            &act as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8 as libc::c_long,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A non-blocking, close-on-exec signalfd for `set`.

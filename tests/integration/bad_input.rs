@@ -1,0 +1,242 @@
+//! Bad input: one clear line naming the culprit, a documented exit status,
+//! and nothing left behind.
+
+use std::process::Command;
+
+use crate::support::*;
+
+/// Runs start_server with `args` plus files in `dir`, expecting it to fail
+/// with `code` and a message containing `needle`, leaving `dir` empty.
+fn rejects(dir: &TempDir, args: &[&str], code: i32, needle: &str) -> String {
+    let pid = dir.s("pid");
+    let status = dir.s("status");
+    let sock = dir.s("sock");
+    let mut all = vec!["--pid-file", &pid, "--status-file", &status];
+    let path_arg = format!("--path={sock}");
+    if !args.iter().any(|a| a.starts_with("--path")) {
+        all.push(&path_arg);
+    }
+    all.extend_from_slice(args);
+    let out = Command::new(bin()).args(&all).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{args:?}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{stderr}"
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("start_server: fatal:"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "{args:?}: one error line expected:\n{stderr}"
+    );
+    let left: Vec<String> = dir
+        .entries()
+        .into_iter()
+        .filter(|e| e != "mode" && e != "file")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{args:?} left {left:?} behind\nstderr:\n{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn invalid_values_are_rejected_before_anything_starts() {
+    let dir = TempDir::new("invalid-values");
+    for (args, needle) in [
+        (
+            &["--port=70000", "true"][..],
+            "'70000': port number out of range",
+        ),
+        (&["--port=abc", "true"], "'abc'"),
+        (&["--port=[nope]:80", "true"], "not an IPv6 address"),
+        (
+            &["--interval=abc", "true"],
+            "invalid --interval value 'abc'",
+        ),
+        (&["--interval=-1", "true"], "invalid --interval value '-1'"),
+        (
+            &["--kill-old-delay=x", "true"],
+            "invalid --kill-old-delay value 'x'",
+        ),
+        (
+            &["--signal-on-hup=NOSUCH", "true"],
+            "invalid --signal-on-hup value 'NOSUCH': no such signal",
+        ),
+        (
+            &["--signal-on-term=", "true"],
+            "invalid --signal-on-term value ''",
+        ),
+        (&["--backlog=-1", "true"], "invalid --backlog value '-1'"),
+        (&["--daemonize", "true"], "--daemonize requires --log-file"),
+        (&["--bogus", "true"], "unknown option 'bogus'"),
+        (&["--s=1", "true"], "is ambiguous"),
+        (&["--enable-auto-restart=1", "true"], "takes no value"),
+        (&["--port"], "needs a value"),
+        (&[], "server program not specified"),
+        (
+            &["--port=80=9", "--port=81=9", "true"],
+            "descriptor 9 is already taken",
+        ),
+        (&["--port=80=2", "true"], "descriptor 2"),
+    ] {
+        // No listening socket is bound for a parse error: no sock file.
+        rejects(&dir, args, 1, needle);
+    }
+}
+
+#[test]
+fn bad_environment_settings_are_rejected() {
+    let dir = TempDir::new("bad-env");
+    let out = Command::new(bin())
+        .env("KILL_OLD_DELAY", "soon")
+        .args(["--pid-file", &dir.s("pid"), "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("invalid KILL_OLD_DELAY value 'soon'"),
+        "{stderr}"
+    );
+    assert!(dir.entries().is_empty());
+}
+
+#[test]
+fn a_port_in_use_is_rejected_and_nothing_is_left() {
+    let dir = TempDir::new("port-in-use");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let spec = format!("--port=127.0.0.1:{port}");
+    let err = rejects(&dir, &[&spec, "true"], 1, "Address in use");
+    assert!(
+        err.contains(&format!("unable to bind to 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn unbindable_addresses_and_paths_are_rejected() {
+    let dir = TempDir::new("unbindable");
+    // TEST-NET-1 is never a local address.
+    rejects(
+        &dir,
+        &["--port=192.0.2.1:8080", "true"],
+        1,
+        "unable to bind to 192.0.2.1:8080",
+    );
+    rejects(
+        &dir,
+        &["--path=/nonexistent/dir/sock", "true"],
+        1,
+        "unable to bind to /nonexistent/dir/sock",
+    );
+    let long = format!("--path={}/{}", dir.path().display(), "x".repeat(120));
+    rejects(&dir, &[&long, "true"], 1, "Filename too long");
+    rejects(
+        &dir,
+        &["--port=no-such-host.invalid:80", "true"],
+        1,
+        "unable to resolve host 'no-such-host.invalid'",
+    );
+    // A regular file where the socket should go is not removed.
+    std::fs::write(dir.join("file"), "keep").unwrap();
+    let file = format!("--path={}", dir.s("file"));
+    rejects(&dir, &[&file, "true"], 1, "Address in use");
+    assert_eq!(std::fs::read_to_string(dir.join("file")).unwrap(), "keep");
+}
+
+#[test]
+fn a_missing_dir_or_unopenable_log_file_is_rejected() {
+    let dir = TempDir::new("bad-dir");
+    rejects(
+        &dir,
+        &["--dir=/nonexistent", "true"],
+        1,
+        "invalid --dir value '/nonexistent': not a directory",
+    );
+    rejects(
+        &dir,
+        &["--log-file=/nonexistent/log", "true"],
+        1,
+        "unable to open log file /nonexistent/log",
+    );
+}
+
+#[test]
+fn a_first_worker_that_cannot_be_executed_exits_127_or_126() {
+    let dir = TempDir::new("cannot-exec");
+    let port = format!("--port=127.0.0.1:{}", free_port());
+    rejects(
+        &dir,
+        &[&port, "/nonexistent/server"],
+        127,
+        "unable to exec /nonexistent/server: No such file or directory",
+    );
+    rejects(
+        &dir,
+        &["no-such-command-anywhere"],
+        127,
+        "unable to exec no-such-command-anywhere: No such file or directory",
+    );
+    std::fs::write(dir.join("file"), "#!/bin/sh\n").unwrap();
+    rejects(&dir, &[&port, &dir.s("file")], 126, "Permission denied");
+}
+
+#[test]
+fn help_and_version() {
+    for flag in ["--help", "-h", "-help"] {
+        let out = Command::new(bin()).arg(flag).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--port="));
+    }
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+#[test]
+fn a_second_instance_leaves_the_first_alone() {
+    let dir = TempDir::new("second-instance");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let (pid, sock) = (dir.s("pid"), dir.s("sock"));
+    let mut first = Server::start(&[
+        "--pid-file",
+        &pid,
+        "--path",
+        &sock,
+        "--interval=0",
+        &probe,
+        &dir.s(""),
+    ]);
+    first.wait_worker(1);
+    wait_for("pid file", &first, || {
+        std::fs::read_to_string(&pid).ok().filter(|s| !s.is_empty())
+    });
+    let out = Command::new(bin())
+        .args(["--pid-file", &pid, "--path", &sock, "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another start_server (pid {})", first.pid)),
+        "{stderr}"
+    );
+    // The first one's socket file and pid file are intact.
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    assert_eq!(
+        std::fs::read_to_string(&pid).unwrap(),
+        format!("{}\n", first.pid)
+    );
+    assert!(first.stop().success());
+}

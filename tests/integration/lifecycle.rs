@@ -1,0 +1,457 @@
+//! The lifecycle: start check, HUP restarts, failed starts and backoff,
+//! crash respawn, kill-old-delay, auto-restart, shutdown, signals.
+
+use std::time::Instant;
+
+use crate::support::*;
+
+fn probe_args<'a>(dir: &'a TempDir, probe: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = extra.to_vec();
+    args.extend(["--", probe, dir.path().to_str().unwrap()]);
+    args
+}
+
+#[test]
+fn hup_starts_a_new_generation_then_stops_the_old_one() {
+    let dir = TempDir::new("hup");
+    dir.mode("graceful");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let st_arg = format!("--status-file={}", st.display());
+    let pid_arg = format!("--pid-file={}", dir.s("pid"));
+    let mut server = Server::start(&probe_args(
+        &dir,
+        &probe,
+        &["--interval=0.2", &st_arg, &pid_arg],
+    ));
+    let first = server.wait_worker(1);
+    server.wait_line(&format!(
+        "start_server (pid:{}) starting now...",
+        server.pid
+    ));
+    assert_eq!(wait_status(&st, &[1], &server), [(1, first)]);
+    server.signal("HUP");
+    server.wait_line("received HUP, spawning a new worker");
+    let second = server.wait_worker(2);
+    server.wait_line(&format!(
+        "new worker is now running, sending TERM to old workers:{first}"
+    ));
+    server.wait_line("killing old workers");
+    server.wait_line(&format!("old worker {first} died, status:0"));
+    assert_eq!(wait_status(&st, &[2], &server), [(2, second)]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("1.stopped")).unwrap(),
+        "15"
+    );
+    // The old worker got its signal only after the new one was up.
+    let lines = server.lines();
+    let up = lines
+        .iter()
+        .position(|l| l.starts_with("new worker is now running"))
+        .unwrap();
+    let second_started = lines
+        .iter()
+        .position(|l| l == &format!("starting new worker {second}"))
+        .unwrap();
+    assert!(second_started < up);
+    server.signal("TERM");
+    server.wait_line(&format!(
+        "received TERM, sending TERM to all workers:{second}"
+    ));
+    server.wait_line(&format!("worker {second} died, status:0"));
+    server.wait_line("exiting");
+    assert!(server.wait_exit().success());
+    wait_gone(second, &server);
+    let left: Vec<String> = dir
+        .entries()
+        .into_iter()
+        .filter(|e| e.ends_with("pid") || e.starts_with("status"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_failed_restart_keeps_the_old_generation_serving() {
+    let dir = TempDir::new("failed-restart");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let st_arg = format!("--status-file={}", st.display());
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0.3", &st_arg]));
+    let first = server.wait_worker(1);
+    wait_status(&st, &[1], &server);
+    dir.mode("exit 3");
+    server.signal("HUP");
+    let failed = server.wait_worker(2);
+    server.wait_line(&format!(
+        "new worker {failed} seems to have failed to start, exit status:768"
+    ));
+    // Retried; the old generation is still the one listed and alive.
+    server.wait_worker(3);
+    assert_eq!(status(&st), [(1, first)]);
+    assert!(alive(first));
+    // Fix the deployment: the next attempt (HUP makes it immediate) wins.
+    dir.mode("run");
+    server.signal("HUP");
+    server.wait_line("new worker is now running, sending TERM to old workers:");
+    server.wait_line(&format!("old worker {first} died, status:15"));
+    let s = wait_for("one new generation", &server, || {
+        let s = status(&st);
+        (s.len() == 1 && s[0].0 > 2).then_some(s)
+    });
+    assert_ne!(s[0].1, first);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn consecutive_failures_back_off() {
+    let dir = TempDir::new("backoff");
+    dir.mode("exit 1");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0"]));
+    // Workers pass the (zero) start check, then die at once: the first
+    // three respawns keep the original's pace, then waits double.
+    server.wait_line("4 failed starts in a row, next attempt in 0.125 s");
+    server.wait_line("5 failed starts in a row, next attempt in 0.25 s");
+    server.wait_line("6 failed starts in a row, next attempt in 0.5 s");
+    assert_eq!(server.count("starting new worker"), 6, "{}", server.log());
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_crashed_worker_is_respawned() {
+    let dir = TempDir::new("crash");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let st_arg = format!("--status-file={}", st.display());
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &st_arg]));
+    let first = server.wait_worker(1);
+    wait_status(&st, &[1], &server);
+    kill("KILL", first);
+    server.wait_line(&format!(
+        "worker {first} died unexpectedly with status:9, restarting"
+    ));
+    let second = server.wait_worker(2);
+    assert_eq!(wait_status(&st, &[2], &server), [(2, second)]);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn term_during_kill_old_delay_exits_promptly() {
+    let dir = TempDir::new("kill-old-delay");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&probe_args(
+        &dir,
+        &probe,
+        &["--interval=0", "--kill-old-delay=60"],
+    ));
+    let first = server.wait_worker(1);
+    dir.report(1, &server);
+    server.signal("HUP");
+    let second = server.wait_worker(2);
+    server.wait_line("sleeping 60 secs before killing old workers");
+    let t = Instant::now();
+    server.signal("TERM");
+    let mut both = [first, second];
+    both.sort();
+    server.wait_line(&format!(
+        "received TERM, sending TERM to all workers:{},{}",
+        both[0], both[1]
+    ));
+    assert!(server.wait_exit().success());
+    assert!(
+        t.elapsed().as_secs() < 30,
+        "TERM waited for the kill-old delay"
+    );
+    assert!(!server.lines().iter().any(|l| l == "killing old workers"));
+    wait_gone(first, &server);
+    wait_gone(second, &server);
+}
+
+#[test]
+fn fractional_kill_old_delay_then_old_workers_are_signalled() {
+    let dir = TempDir::new("fraction");
+    dir.mode("graceful");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&probe_args(
+        &dir,
+        &probe,
+        &[
+            "--interval=0",
+            "--kill-old-delay=0.25",
+            "--signal-on-hup=USR1",
+        ],
+    ));
+    server.wait_worker(1);
+    dir.report(1, &server);
+    server.signal("HUP");
+    server.wait_line("new worker is now running, sending USR1 to old workers:");
+    server.wait_line("sleeping 0.25 secs before killing old workers");
+    server.wait_line("killing old workers");
+    // The probe takes USR1's default action (death).
+    server.wait_line("old worker");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn signal_on_term_and_int_and_quit_shut_down_gracefully() {
+    for (sig, custom, expected) in [
+        ("TERM", "--signal-on-term=INT", "2"),
+        ("INT", "--signal-on-term=INT", "15"),
+        ("QUIT", "", "15"),
+    ] {
+        let dir = TempDir::new(&format!("shutdown-{sig}"));
+        dir.mode("graceful");
+        let probe = example("probe").display().to_string();
+        let mut extra = vec!["--interval=0"];
+        if !custom.is_empty() {
+            extra.push(custom);
+        }
+        let mut server = Server::start(&probe_args(&dir, &probe, &extra));
+        let w = server.wait_worker(1);
+        dir.report(1, &server);
+        server.signal(sig);
+        server.wait_line(&format!("received {sig}, sending"));
+        assert!(server.wait_exit().success(), "{}", server.log());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("1.stopped")).unwrap(),
+            expected,
+            "{sig}"
+        );
+        wait_gone(w, &server);
+    }
+}
+
+#[test]
+fn stray_signals_do_not_kill_and_usr2_is_reserved() {
+    let dir = TempDir::new("stray-signals");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0"]));
+    server.wait_worker(1);
+    dir.report(1, &server);
+    for sig in ["USR2", "ALRM", "VTALRM", "PWR", "TSTP", "PIPE", "USR1"] {
+        server.signal(sig);
+    }
+    server.wait_line("received USR2, ignored (reserved)");
+    server.wait_line("received ALRM, ignored");
+    server.wait_line("received USR1, but there is no --log-file to reopen");
+    // Still in charge: a restart works.
+    server.signal("HUP");
+    dir.report(2, &server);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
+    let dir = TempDir::new("stubborn");
+    dir.mode("stubborn");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0"]));
+    let w = server.wait_worker(1);
+    dir.report(1, &server);
+    server.signal("TERM");
+    server.wait_line("received TERM, sending TERM");
+    server.signal("TERM");
+    server.wait_line(&format!(
+        "received TERM again, sending KILL to all workers:{w}"
+    ));
+    assert!(server.wait_exit().success());
+    wait_gone(w, &server);
+
+    let dir = TempDir::new("stop-timeout");
+    dir.mode("stubborn");
+    let mut server = Server::start(&probe_args(
+        &dir,
+        &probe,
+        &["--interval=0", "--stop-timeout=0.2"],
+    ));
+    let w = server.wait_worker(1);
+    dir.report(1, &server);
+    server.signal("INT");
+    server.wait_line(&format!(
+        "workers still running after --stop-timeout, sending KILL to all workers:{w}"
+    ));
+    server.wait_line(&format!("worker {w} died, status:9"));
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn auto_restart_restarts_periodically() {
+    let dir = TempDir::new("auto-restart");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&probe_args(
+        &dir,
+        &probe,
+        &[
+            "--interval=0",
+            "--enable-auto-restart",
+            "--auto-restart-interval=0.3",
+            "--kill-old-delay=0",
+        ],
+    ));
+    server.wait_worker(1);
+    server.wait_line("autorestart triggered (interval=0.3)");
+    server.wait_worker(2);
+    server.wait_line("killing old workers");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_burst_of_hups_folds_into_a_follow_up_restart() {
+    let dir = TempDir::new("hup-burst");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let st_arg = format!("--status-file={}", st.display());
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0.2", &st_arg]));
+    server.wait_worker(1);
+    wait_status(&st, &[1], &server);
+    for _ in 0..5 {
+        server.signal("HUP");
+    }
+    // However the HUPs fold, the last one is acted on after the first
+    // restart completes, and in the end one generation is left.
+    server.wait_line("received HUP during a restart");
+    let s = wait_for("a single generation newer than 2", &server, || {
+        let s = status(&st);
+        (s.len() == 1 && s[0].0 > 2 && server.count("old worker") >= 2).then_some(s)
+    });
+    assert!(s[0].0 <= 6, "{s:?}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn children_we_did_not_spawn_are_reaped_quietly() {
+    let dir = TempDir::new("orphans");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    // The shell's background child becomes start_server's child at exec.
+    let script = format!(
+        "sleep 0.3 & echo \"stray $!\" >&2; exec {} --interval=0 {probe} {}",
+        bin().display(),
+        dir.path().display()
+    );
+    let mut server = Server::spawn(std::process::Command::new("sh").args(["-c", &script]));
+    let stray: u32 = server
+        .wait_line("stray ")
+        .trim_start_matches("stray ")
+        .parse()
+        .unwrap();
+    let w = server.wait_worker(1);
+    wait_gone(stray, &server);
+    assert_eq!(server.count("died"), 0, "{}", server.log());
+    assert!(alive(w));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn usr1_reopens_the_log_file() {
+    let dir = TempDir::new("reopen");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let log = dir.join("log");
+    let log_arg = format!("--log-file={}", log.display());
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &log_arg]));
+    // Before the redirect, the banner goes to our stderr.
+    server.wait_line("starting now...");
+    wait_for("log file to get the first worker", &server, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("starting new worker"))
+    });
+    std::fs::rename(&log, dir.join("log.1")).unwrap();
+    server.signal("USR1");
+    wait_for("a new log file", &server, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("reopened log file"))
+    });
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("exiting"), "{text}");
+}
+
+#[test]
+fn a_log_command_receives_the_output() {
+    let dir = TempDir::new("log-pipe");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let log = dir.join("piped");
+    let log_arg = format!("--log-file=| cat >> {}", log.display());
+    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &log_arg]));
+    server.wait_line("starting now...");
+    wait_for("the log command to get the first worker", &server, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("starting new worker"))
+    });
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    // start_server waited for the log command to drain.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("exiting"), "{text}");
+}
+
+#[test]
+fn daemonize_detaches_and_reports_the_first_start() {
+    let dir = TempDir::new("daemonize");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let (pid, log) = (dir.s("pid"), dir.s("log"));
+    let out = std::process::Command::new(bin())
+        .args([
+            "--daemonize",
+            "--interval=0",
+            "--pid-file",
+            &pid,
+            "--log-file",
+            &log,
+            &probe,
+            dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon: u32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(daemon));
+    let stop = std::process::Command::new(bin())
+        .args(["--stop", "--pid-file", &pid])
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(!dir.join("pid").exists());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("exiting"), "{text}");
+
+    // A first worker that cannot run fails the command, even daemonized.
+    let out = std::process::Command::new(bin())
+        .args([
+            "--daemonize",
+            "--pid-file",
+            &pid,
+            "--log-file",
+            &log,
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(!dir.join("pid").exists());
+}

@@ -1,0 +1,9 @@
+//! start_server's integration tests: the real binary, real workers, real
+//! sockets on loopback and in per-test temp dirs.
+
+mod bad_input;
+mod clients;
+mod lifecycle;
+mod load;
+mod support;
+mod worker_env;

@@ -1,0 +1,325 @@
+//! Test support: a temp dir per test, the binary under test, and a handle
+//! on a running start_server whose stderr is collected line by line. Every
+//! wait has a deadline and, on failure, prints what it found and the
+//! supervisor's stderr.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The usual deadline for an event that should take milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_start_server"))
+}
+
+/// An example program built alongside the binary.
+pub fn example(name: &str) -> PathBuf {
+    let path = bin().parent().unwrap().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+/// A directory of its own for one test, removed when the test passes.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("start_server-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn s(&self, name: &str) -> String {
+        self.join(name).display().to_string()
+    }
+
+    /// Names in the directory (the leftovers check).
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Sets the probe's behaviour for the next workers.
+    pub fn mode(&self, mode: &str) {
+        std::fs::write(self.join("mode"), mode).unwrap();
+    }
+
+    /// The report a probe of `generation` wrote, once it exists.
+    pub fn report(&self, generation: u64, server: &Server) -> HashMap<String, String> {
+        let path = self.join(&format!("{generation}.report"));
+        wait_for(
+            &format!("report of generation {generation}"),
+            server,
+            || {
+                std::fs::read_to_string(&path).ok().map(|text| {
+                    text.lines()
+                        .filter_map(|l| l.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+            },
+        )
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `sig` (a name like "HUP") to `pid`.
+pub fn kill(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {pid} failed");
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie has been reaped by nobody yet: count it as alive.
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until `pid` is gone (exited and reaped).
+pub fn wait_gone(pid: u32, server: &Server) {
+    wait_for(&format!("process {pid} to be gone"), server, || {
+        (!alive(pid)).then_some(())
+    });
+}
+
+/// Polls `probe` until it yields, or fails the test after DEADLINE with
+/// what it was waiting for and the supervisor's stderr.
+pub fn wait_for<T>(what: &str, server: &Server, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}\n--- start_server stderr ---\n{}",
+                server.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A running start_server.
+pub struct Server {
+    child: Option<Child>,
+    pub pid: u32,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    status: Option<ExitStatus>,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        Self::spawn(Command::new(bin()).args(args))
+    }
+
+    /// Starts `cmd`, collecting its stderr (and stdout) lines.
+    pub fn spawn(cmd: &mut Command) -> Server {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn start_server");
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let lines = Arc::clone(&lines);
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let (store, cv) = &*lines;
+                    store.lock().unwrap().push(line);
+                    cv.notify_all();
+                }
+            });
+        }
+        Server {
+            pid: child.id(),
+            child: Some(child),
+            lines,
+            status: None,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.0.lock().unwrap().join("\n")
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// Waits for the `nth` (1-based) line containing `needle`.
+    pub fn wait_line_n(&self, needle: &str, nth: usize) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let (store, cv) = &*self.lines;
+        let mut lines = store.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().filter(|l| l.contains(needle)).nth(nth - 1) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out waiting for line #{nth} containing {needle:?}\n--- start_server stderr ---\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cv.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    pub fn wait_line(&self, needle: &str) -> String {
+        self.wait_line_n(needle, 1)
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The pid in a line ending with one: `starting new worker 123`.
+    pub fn wait_worker(&self, nth: usize) -> u32 {
+        let line = self.wait_line_n("starting new worker ", nth);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        kill(sig, self.pid);
+    }
+
+    /// Waits for start_server to exit; fails the test with its stderr if
+    /// it does not within DEADLINE.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the readers catch the last lines.
+                thread::sleep(Duration::from_millis(20));
+                self.status = Some(status);
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "start_server did not exit\n--- start_server stderr ---\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops start_server with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child
+            && self.status.is_none()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads a status file as (generation, pid) pairs.
+pub fn status(path: &Path) -> Vec<(u64, u32)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (g, p) = l.split_once(':')?;
+            Some((g.parse().ok()?, p.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits until the status file lists exactly `gens`.
+pub fn wait_status(path: &Path, gens: &[u64], server: &Server) -> Vec<(u64, u32)> {
+    wait_for(
+        &format!(
+            "status file {} to list generations {gens:?}",
+            path.display()
+        ),
+        server,
+        || {
+            let s = status(path);
+            (s.iter().map(|&(g, _)| g).collect::<Vec<_>>() == gens).then_some(s)
+        },
+    )
+}
+
+/// One HTTP GET over TCP; the body.
+pub fn get(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(DEADLINE))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.to_string()),
+        _ => Err(std::io::Error::other(format!("bad response: {out:?}"))),
+    }
+}

@@ -1,0 +1,143 @@
+//! What a worker receives: SERVER_STARTER_PORT and _GENERATION, exactly
+//! the sockets and nothing else, a clean signal state, the envdir, --dir.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::*;
+
+/// The worker's ignored signals, but SIGPIPE, which the probe's own Rust
+/// runtime ignores before its main runs.
+fn ignored(report: &std::collections::HashMap<String, String>) -> u64 {
+    u64::from_str_radix(&report["sigign"], 16).unwrap() & !(1 << (13 - 1))
+}
+
+#[test]
+fn the_worker_gets_the_sockets_and_nothing_else() {
+    let dir = TempDir::new("worker-env");
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let sock = dir.s("app.sock");
+    let probe = example("probe").display().to_string();
+    let ports = [
+        format!("--port={p1}"),
+        format!("--port=127.0.0.1:{p2}"),
+        format!("--port=[::1]:{p3}"),
+        format!("--port=127.0.0.1:u{p2}"),
+        format!("--port=localhost:{p3}=9"),
+    ];
+    let mut args: Vec<&str> = ports.iter().map(String::as_str).collect();
+    args.extend([
+        "--path",
+        &sock,
+        "--interval=0",
+        "--",
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut server = Server::start(&args);
+    let report = dir.report(1, &server);
+    server.wait_line("socket is duplicated to file descriptor 9");
+    let port = &report["env.SERVER_STARTER_PORT"];
+    let pairs: Vec<(&str, &str)> = port
+        .split(';')
+        .map(|p| p.rsplit_once('=').unwrap())
+        .collect();
+    let names: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+    let expected_names = [
+        p1.to_string(),
+        format!("127.0.0.1:{p2}"),
+        format!("[::1]:{p3}"),
+        format!("127.0.0.1:{p2}"),
+        format!("localhost:{p3}"),
+        sock.clone(),
+    ];
+    assert_eq!(names, expected_names, "{port}");
+    assert_eq!(pairs[4].1, "9", "{port}");
+    assert_eq!(report["env.SERVER_STARTER_GENERATION"], "1");
+    // Descriptors: stdio and exactly the sockets.
+    let mut expected_fds: Vec<u32> = pairs.iter().map(|p| p.1.parse().unwrap()).collect();
+    expected_fds.extend([0, 1, 2]);
+    expected_fds.sort();
+    let fds: Vec<u32> = report["fds"]
+        .split(',')
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(fds, expected_fds, "{report:?}");
+    assert_eq!(report["sigblk"], "0000000000000000");
+    assert_eq!(ignored(&report), 0);
+    // The unix socket is world-connectable and works.
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o777, "{mode:o}");
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    assert!(server.stop().success());
+    assert!(!dir.join("app.sock").exists(), "socket file left behind");
+}
+
+#[test]
+fn no_port_gives_an_empty_variable_and_the_settings_are_exported() {
+    let dir = TempDir::new("no-port");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&[
+        "--interval=0",
+        "--kill-old-delay=2",
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]);
+    let report = dir.report(1, &server);
+    assert_eq!(report["env.SERVER_STARTER_PORT"], "");
+    assert_eq!(report["env.KILL_OLD_DELAY"], "2");
+    assert_eq!(report["fds"], "0,1,2");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn stray_descriptors_and_ignored_signals_do_not_reach_the_worker() {
+    let dir = TempDir::new("strays");
+    let probe = example("probe").display().to_string();
+    // The shell leaks descriptor 7 and ignores HUP and PIPE before exec.
+    let script = format!(
+        "trap '' HUP PIPE; exec 7</dev/null; exec {} --interval=0 {probe} {}",
+        bin().display(),
+        dir.path().display()
+    );
+    let mut server = Server::spawn(std::process::Command::new("sh").args(["-c", &script]));
+    let report = dir.report(1, &server);
+    assert_eq!(report["fds"], "0,1,2");
+    assert_eq!(ignored(&report), 0);
+    // And HUP, ignored by our parent, still restarts.
+    server.signal("HUP");
+    dir.report(2, &server);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_worker_starts_in_dir_and_gets_the_envdir_read_afresh() {
+    let dir = TempDir::new("envdir");
+    let envdir = dir.join("env");
+    std::fs::create_dir(&envdir).unwrap();
+    std::fs::write(envdir.join("GREETING"), "hello\nignored second line\n").unwrap();
+    std::fs::write(envdir.join("DOOMED"), "soon gone").unwrap();
+    std::fs::write(envdir.join(".hidden"), "no").unwrap();
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&[
+        "--interval=0",
+        "--dir=/tmp",
+        &format!("--envdir={}", envdir.display()),
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]);
+    let report = dir.report(1, &server);
+    assert_eq!(report["cwd"], "/tmp");
+    assert_eq!(report["env.GREETING"], "hello");
+    assert_eq!(report["env.DOOMED"], "soon gone");
+    assert!(!report.contains_key("env..hidden"));
+    std::fs::write(envdir.join("GREETING"), "bonjour").unwrap();
+    std::fs::remove_file(envdir.join("DOOMED")).unwrap();
+    server.signal("HUP");
+    let report = dir.report(2, &server);
+    assert_eq!(report["env.GREETING"], "bonjour");
+    assert!(
+        !report.contains_key("env.DOOMED"),
+        "a removed file must remove the variable"
+    );
+    assert!(server.stop().success());
+}
