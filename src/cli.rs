@@ -282,23 +282,26 @@ fn nonempty(raw: OsString) -> Result<PathBuf, String> {
     }
 }
 
-/// Seconds as a non-negative decimal number: `1`, `0.25`, `.5`.
+/// Seconds as a non-negative decimal number: `1`, `0.25`, `.5`, with up
+/// to nine decimals (integer arithmetic: no float parsing in the binary).
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let bad = || "expected a non-negative number of seconds".to_string();
     let t = s.trim();
-    let ok = !t.is_empty()
-        && t.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && t.chars().filter(|&c| c == '.').count() <= 1
-        && t != ".";
-    let secs: f64 = if ok {
-        t.parse().map_err(|_| String::new())
-    } else {
-        Err(String::new())
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || frac.len() > 9 {
+        return Err(bad());
     }
-    .map_err(|_| "expected a non-negative number of seconds".to_string())?;
-    if secs > 1e9 {
+    let secs: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    if secs > 1_000_000_000 {
         return Err("too large (at most 1000000000 seconds)".into());
     }
-    Ok(Duration::from_secs_f64(secs))
+    let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+    Ok(Duration::new(secs, nanos))
 }
 
 fn parse_signal(s: &str) -> Result<i32, String> {
@@ -475,7 +478,20 @@ mod tests {
     fn seconds() {
         assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
         assert_eq!(parse_seconds(".25"), Ok(Duration::from_millis(250)));
-        for bad in ["", ".", "-1", "1e3", "inf", "nan", "1.2.3", "abc"] {
+        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_seconds("2."), Ok(Duration::from_secs(2)));
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "inf",
+            "nan",
+            "1.2.3",
+            "abc",
+            "+1",
+            "0.0000000001",
+        ] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
     }

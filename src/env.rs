@@ -109,8 +109,8 @@ pub fn fmt_secs(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         d.as_secs().to_string()
     } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        s.trim_end_matches('0').to_string()
+        let frac = format!("{:09}", d.subsec_nanos());
+        format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
     }
 }
 

@@ -9,7 +9,22 @@ use crate::support::*;
 
 #[test]
 fn no_request_fails_across_20_restarts() {
-    let dir = TempDir::new("load");
+    hammer("load", 20);
+}
+
+/// `make soak`: SOAK_RESTARTS restarts (default 500).
+#[test]
+#[ignore = "long: run by `make soak`"]
+fn soak_restarts_under_load() {
+    let n = std::env::var("SOAK_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    hammer("soak", n);
+}
+
+fn hammer(name: &str, restarts: u64) {
+    let dir = TempDir::new(name);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let hello = example("hello").display().to_string();
@@ -49,7 +64,7 @@ fn no_request_fails_across_20_restarts() {
             })
         })
         .collect();
-    for generation in 2..=21 {
+    for generation in 2..=restarts + 1 {
         let before = ok.load(Ordering::Relaxed);
         server.signal("HUP");
         wait_status(&st, &[generation], &server);
@@ -63,7 +78,10 @@ fn no_request_fails_across_20_restarts() {
         c.join().unwrap();
     }
     let body = get(&addr).unwrap();
-    assert!(body.starts_with("hello from generation 21"), "{body}");
+    assert!(
+        body.starts_with(&format!("hello from generation {}", restarts + 1)),
+        "{body}"
+    );
     assert!(server.stop().success());
     let errors = errors.lock().unwrap();
     assert_eq!(

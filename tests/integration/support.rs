@@ -14,13 +14,23 @@ use std::time::{Duration, Instant};
 /// The usual deadline for an event that should take milliseconds.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The binary under test: the one cargo built for this test run, or the
+/// one START_SERVER_BIN names (`make test` runs the suite again on the
+/// release binary that ships).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_start_server"))
+    match std::env::var_os("START_SERVER_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_start_server")),
+    }
 }
 
-/// An example program built alongside the binary.
+/// An example program built alongside the test binary.
 pub fn example(name: &str) -> PathBuf {
-    let path = bin().parent().unwrap().join("examples").join(name);
+    let path = Path::new(env!("CARGO_BIN_EXE_start_server"))
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
     assert!(
         path.exists(),
         "{} is not built: run `cargo build --examples`",

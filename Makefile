@@ -1,0 +1,62 @@
+# start_server: build, test, install, demo, bench.
+#
+# `make` builds the static musl binary at $(BIN). The release build
+# rebuilds the standard library without its backtrace symbolizer (about
+# 200 KB of DWARF parsing that std's panic hook links in, useless in a
+# panic=abort binary): that needs rust-src and RUSTC_BOOTSTRAP for the
+# -Z build-std flags, on the stable toolchain. Behaviour is identical;
+# a panic still prints its message.
+
+TARGET   := x86_64-unknown-linux-musl
+BIN      := target/$(TARGET)/release/start_server
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+PORT     ?= 8080
+CARGO    ?= cargo
+RELEASE  := RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=
+
+.PHONY: all build prereqs test soak install uninstall demo bench clean
+
+all: build
+
+prereqs:
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+	@rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
+
+build: prereqs
+	$(RELEASE) --bin start_server
+	@ls -l $(BIN)
+
+# Unit, integration and doc tests on a debug build, then the integration
+# tests again against the release binary that ships.
+test: build
+	$(CARGO) test
+	START_SERVER_BIN=$(CURDIR)/$(BIN) $(CARGO) test --test integration
+
+# Long runs, not for CI: many more restarts under load.
+soak: build
+	START_SERVER_BIN=$(CURDIR)/$(BIN) SOAK_RESTARTS=500 $(CARGO) test --release --test integration -- --ignored --nocapture
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/start_server
+	install -m 644 man/start_server.1 $(DESTDIR)$(PREFIX)/share/man/man1/start_server.1
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/start_server $(DESTDIR)$(PREFIX)/share/man/man1/start_server.1
+
+# The example server under start_server on 127.0.0.1:$(PORT), in the
+# foreground: curl it, `kill -HUP` it, Ctrl-C to stop.
+demo: build
+	$(CARGO) build --release --example hello
+	@echo "try: curl http://127.0.0.1:$(PORT)/   kill -HUP <start_server pid>"
+	$(BIN) --port=127.0.0.1:$(PORT) --interval=0.5 -- target/$(TARGET)/release/examples/hello
+
+# Size, idle memory, idle wake-ups and start-up latency, side by side with
+# Perl's Server::Starter when it is installed.
+bench: build
+	$(CARGO) build --release --example bench --example hello
+	target/$(TARGET)/release/examples/bench $(BIN)
+
+clean:
+	$(CARGO) clean
