@@ -1,0 +1,230 @@
+//! `make bench`: whole-process figures for start_server, side by side with
+//! Perl's Server::Starter (/usr/bin/start_server) when it is installed.
+//!
+//!     bench PATH-TO-start_server
+//!
+//! - size of the binary;
+//! - idle VmRSS of the supervisor with one worker running (median of 5);
+//! - wake-ups (context switches) of an idle supervisor over 10 s, with and
+//!   without auto-restart pending;
+//! - latency from spawning start_server to its worker's first instruction
+//!   (median of 21), next to spawning the worker directly.
+//!
+//! Run as `bench stamp`, it is that worker: it prints the wall-clock time
+//! at which it started, in nanoseconds, then waits to be killed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const PERL: &str = "/usr/bin/start_server";
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("stamp") {
+        let t = now_ns();
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{t}");
+        let _ = out.flush();
+        loop {
+            std::thread::park();
+        }
+    }
+    let ours = args
+        .get(1)
+        .expect("usage: bench PATH-TO-start_server")
+        .clone();
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let perl = std::path::Path::new(PERL)
+        .exists()
+        .then(|| PERL.to_string());
+    if perl.is_none() {
+        println!(
+            "(Server::Starter not installed: apt-get install libserver-starter-perl for the comparison)"
+        );
+    }
+    let impls: Vec<(&str, String)> = std::iter::once(("ours", ours.clone()))
+        .chain(perl.clone().map(|p| ("perl", p)))
+        .collect();
+
+    println!("start_server benchmark ({})", ours);
+    println!();
+    let size = std::fs::metadata(&ours).unwrap().len();
+    println!(
+        "binary size              ours: {} bytes ({:.0} KiB), static: {}",
+        size,
+        size as f64 / 1024.0,
+        is_static(&ours)
+    );
+    if perl.is_some() {
+        let perl_size = std::fs::metadata("/usr/bin/perl")
+            .map(|m| m.len())
+            .unwrap_or(0);
+        println!(
+            "                         perl: script + /usr/bin/perl ({} KiB) + modules",
+            perl_size / 1024
+        );
+    }
+
+    for (name, bin) in &impls {
+        let rss: Vec<u64> = (0..5)
+            .map(|_| {
+                let mut s = Supervised::start(bin, &me, &[]);
+                let rss = proc_status(s.child.id(), "VmRSS:");
+                s.stop();
+                rss
+            })
+            .collect();
+        println!("idle VmRSS (median of 5) {name}: {} kB", median(rss));
+    }
+
+    println!("idle wake-ups over 10 s  (measuring...)");
+    let mut running: Vec<(String, Supervised)> = Vec::new();
+    for (name, bin) in &impls {
+        running.push((name.to_string(), Supervised::start(bin, &me, &[])));
+        running.push((
+            format!("{name}, auto-restart pending"),
+            Supervised::start(
+                bin,
+                &me,
+                &["--enable-auto-restart", "--auto-restart-interval=360"],
+            ),
+        ));
+    }
+    // Let start-up settle (Perl's first start check included).
+    std::thread::sleep(Duration::from_millis(500));
+    let before: Vec<u64> = running
+        .iter()
+        .map(|(_, s)| switches(s.child.id()))
+        .collect();
+    std::thread::sleep(Duration::from_secs(10));
+    for ((name, s), b) in running.iter_mut().zip(before) {
+        println!(
+            "                         {name}: {}",
+            switches(s.child.id()) - b
+        );
+        s.stop();
+    }
+
+    let direct: Vec<u128> = (0..21)
+        .map(|_| {
+            let t0 = now_ns();
+            let mut child = Command::new(&me)
+                .arg("stamp")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let t1 = read_stamp(&mut child);
+            let _ = child.kill();
+            let _ = child.wait();
+            t1 - t0
+        })
+        .collect();
+    let direct = median(direct);
+    println!("spawn to first instruction (median of 21)");
+    println!(
+        "                         worker spawned directly: {:.3} ms",
+        direct as f64 / 1e6
+    );
+    for (name, bin) in &impls {
+        let runs: Vec<u128> = (0..21)
+            .map(|_| {
+                let t0 = now_ns();
+                let mut s = Supervised::start(bin, &me, &[]);
+                let t1 = s.stamp;
+                s.stop();
+                t1 - t0
+            })
+            .collect();
+        let m = median(runs);
+        println!(
+            "                         via {name}: {:.3} ms (start_server's share: {:.3} ms)",
+            m as f64 / 1e6,
+            (m.saturating_sub(direct)) as f64 / 1e6
+        );
+    }
+    println!();
+    println!(
+        "zero failed requests across 20 restarts under load: cargo test --test integration load"
+    );
+}
+
+/// A start_server running `bench stamp` as its worker, on a loopback port.
+struct Supervised {
+    child: Child,
+    stamp: u128,
+}
+
+impl Supervised {
+    fn start(bin: &str, me: &str, extra: &[&str]) -> Supervised {
+        let mut child = Command::new(bin)
+            .args(["--port=127.0.0.1:0", "--interval=0"])
+            .args(extra)
+            .args(["--", me, "stamp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stamp = read_stamp(&mut child);
+        Supervised { child, stamp }
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", self.child.id()))
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_stamp(child: &mut Child) -> u128 {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().parse().expect("a timestamp from the worker")
+}
+
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn switches(pid: u32) -> u64 {
+    proc_status(pid, "voluntary_ctxt_switches:") + proc_status(pid, "nonvoluntary_ctxt_switches:")
+}
+
+fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn is_static(path: &str) -> bool {
+    // A static executable has no PT_INTERP program header.
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let phentsize = u16::from_le_bytes(bytes[54..56].try_into().unwrap()) as usize;
+    let phnum = u16::from_le_bytes(bytes[56..58].try_into().unwrap()) as usize;
+    (0..phnum).all(|i| {
+        let off = phoff + i * phentsize;
+        bytes
+            .get(off..off + 4)
+            .is_none_or(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+    })
+}
