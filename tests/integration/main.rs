@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod clients;
+mod compat;
 mod lifecycle;
 mod load;
 mod support;
