@@ -455,3 +455,61 @@ fn daemonize_detaches_and_reports_the_first_start() {
     assert_eq!(out.status.code(), Some(127));
     assert!(!dir.join("pid").exists());
 }
+
+/// The children of `pid`, as the kernel lists them.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
+    if std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: unshare(1) is not installed");
+        return;
+    }
+    let dir = TempDir::new("pid1");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    // The worker's subshell leaves an orphan, which lands on PID 1.
+    let script = format!("(sleep 1 &); exec {probe} {}", dir.path().display());
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(bin())
+        .args(["--interval=0", "--", "sh", "-c", &script]);
+    let mut server = Server::spawn(&mut cmd);
+    let started = wait_for("start_server or unshare's failure", &server, || {
+        if server.count("starting new worker") > 0 {
+            Some(true)
+        } else if server.count("unshare") > 0 {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    if !started {
+        eprintln!(
+            "skipped: cannot create a pid namespace here:\n{}",
+            server.log()
+        );
+        return;
+    }
+    server.wait_line("start_server (pid:1) starting now...");
+    dir.report(1, &server);
+    let init = children(server.pid)[0];
+    assert_eq!(children(init).len(), 2, "the worker and the orphan");
+    wait_for("the orphan to be reaped", &server, || {
+        (children(init).len() == 1).then_some(())
+    });
+    assert_eq!(server.count("died"), 0, "{}", server.log());
+    kill("TERM", init);
+    server.wait_line("exiting");
+    assert!(server.wait_exit().success());
+}

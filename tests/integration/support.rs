@@ -282,14 +282,23 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// A test that fails midway still leaves nothing running: TERM lets
+    /// start_server stop its workers; SIGKILL only if it will not.
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child
-            && self.status.is_none()
-            && child.try_wait().ok().flatten().is_none()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(child) = &mut self.child else { return };
+        if self.status.is_some() || child.try_wait().ok().flatten().is_some() {
+            return;
         }
+        kill("TERM", self.pid);
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
