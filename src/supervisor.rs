@@ -100,10 +100,8 @@ pub struct Supervisor {
     status_written: bool,
 }
 
+/// `1,2,3`, as the original lists pids.
 fn join_pids(pids: &[Pid]) -> String {
-    if pids.is_empty() {
-        return "none".into();
-    }
     let list: Vec<String> = pids.iter().map(Pid::to_string).collect();
     list.join(",")
 }
@@ -165,16 +163,16 @@ impl Supervisor {
         let reporting: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|w| w.report.is_some())
-            .map(|w| w.pid)
+            .filter_map(|w| {
+                let fd = w.report.as_ref()?;
+                fds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                Some(w.pid)
+            })
             .collect();
-        for w in self.workers.iter().filter(|w| w.report.is_some()) {
-            fds.push(libc::pollfd {
-                fd: w.report.as_ref().map_or(-1, |f| f.as_raw_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
         if let Err(e) = sys::poll(&mut fds, timeout) {
             warning!("poll failed: {}", errtext(&e));
         }
@@ -356,7 +354,11 @@ impl Supervisor {
         original!(
             "new worker is now running, sending {} to old workers:{}",
             signals::name(self.s.signal_on_hup),
-            join_pids(&olds)
+            if olds.is_empty() {
+                "none".into()
+            } else {
+                join_pids(&olds)
+            }
         );
         let delay = self.settings.kill_old_delay;
         if delay.is_zero() {
