@@ -67,13 +67,39 @@ enum Role {
     },
 }
 
+/// Whether a worker's program is running yet.
+enum Exec {
+    /// Waiting on the exec report pipe.
+    Pending(OwnedFd),
+    /// The program runs: the worker may count as started.
+    Done,
+    /// It could not be executed: the worker is about to exit.
+    Failed,
+}
+
 struct Worker {
     pid: Pid,
     generation: u64,
     spawned: Instant,
     role: Role,
-    /// The exec report pipe, until the exec is known to have happened.
-    report: Option<OwnedFd>,
+    exec: Exec,
+}
+
+impl Worker {
+    fn report_fd(&self) -> Option<&OwnedFd> {
+        match &self.exec {
+            Exec::Pending(fd) => Some(fd),
+            _ => None,
+        }
+    }
+
+    /// When a starting worker counts as started, if its program runs.
+    fn ready_at(&self) -> Option<(Instant, bool)> {
+        match (self.role, &self.exec) {
+            (Role::Starting { restart, ready_at }, Exec::Done) => Some((ready_at, restart)),
+            _ => None,
+        }
+    }
 }
 
 pub struct Supervisor {
@@ -164,7 +190,7 @@ impl Supervisor {
             .workers
             .iter()
             .filter_map(|w| {
-                let fd = w.report.as_ref()?;
+                let fd = w.report_fd()?;
                 fds.push(libc::pollfd {
                     fd: fd.as_raw_fd(),
                     events: libc::POLLIN,
@@ -198,10 +224,7 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let ready = self.workers.iter().filter_map(|w| match w.role {
-            Role::Starting { ready_at, .. } if w.report.is_none() => Some(ready_at),
-            _ => None,
-        });
+        let ready = self.workers.iter().filter_map(|w| Some(w.ready_at()?.0));
         ready
             .chain(self.retry.map(|(at, _)| at))
             .chain(self.kill_old_at)
@@ -297,7 +320,7 @@ impl Supervisor {
                         restart,
                         ready_at: now + self.s.interval,
                     },
-                    report: Some(child.report),
+                    exec: Exec::Pending(child.report),
                 });
             }
             Err(e) => {
@@ -421,18 +444,18 @@ impl Supervisor {
         let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
-        let Some(fd) = &w.report else { return };
+        let Some(fd) = w.report_fd() else { return };
         match spawn::read_report(fd) {
             Report::Pending => {}
             Report::Exec => {
-                w.report = None;
+                w.exec = Exec::Done;
                 if !self.ever_started {
                     self.ever_started = true;
                     self.tell_parent(0);
                 }
             }
             Report::Failed { step, errno } => {
-                w.report = None;
+                w.exec = Exec::Failed;
                 let msg = spawn::describe_failure(&self.s.command, step, errno);
                 if self.ever_started {
                     warning!("{msg}");
@@ -470,7 +493,7 @@ impl Supervisor {
             self.s.output.reaped(pid);
             return;
         };
-        if self.workers[i].report.is_some() {
+        if self.workers[i].report_fd().is_some() {
             self.on_report(pid);
         }
         let w = self.workers.remove(i);
@@ -533,7 +556,12 @@ impl Supervisor {
             note!("received HUP while shutting down, ignored");
         } else if self.busy() {
             self.pending_restart = true;
-            note!("received HUP during a restart, will restart again once it completes");
+            let under_way = if self.candidate().is_some() {
+                "a new worker is starting"
+            } else {
+                "old workers await --kill-old-delay"
+            };
+            note!("received HUP while {under_way}, will restart once that is done");
         } else if let Some((_, restart)) = self.retry.take() {
             // A failing start: try the (presumably fixed) deployment now.
             original!("received HUP, spawning a new worker");
@@ -580,11 +608,9 @@ impl Supervisor {
         if self.exit_code.is_some() {
             return;
         }
-        let ready = self.workers.iter().find_map(|w| match w.role {
-            Role::Starting { restart, ready_at } if w.report.is_none() && now >= ready_at => {
-                Some((w.pid, restart))
-            }
-            _ => None,
+        let ready = self.workers.iter().find_map(|w| {
+            let (at, restart) = w.ready_at()?;
+            (now >= at).then_some((w.pid, restart))
         });
         if let Some((pid, restart)) = ready {
             self.promote(pid, restart);

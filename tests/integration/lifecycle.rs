@@ -315,7 +315,7 @@ fn a_burst_of_hups_folds_into_a_follow_up_restart() {
     }
     // However the HUPs fold, the last one is acted on after the first
     // restart completes, and in the end one generation is left.
-    server.wait_line("received HUP during a restart");
+    server.wait_line("received HUP while a new worker is starting, will restart once that is done");
     let s = wait_for("a single generation newer than 2", &server, || {
         let s = status(&st);
         (s.len() == 1 && s[0].0 > 2 && server.count("old worker") >= 2).then_some(s)

@@ -6,5 +6,6 @@ mod clients;
 mod compat;
 mod lifecycle;
 mod load;
+mod sockets;
 mod support;
 mod worker_env;
