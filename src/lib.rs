@@ -128,6 +128,15 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
     if let Some(problem) = env::Settings::from_vars(&base_env).1.into_iter().next() {
         return fail(problem);
     }
+    if let Some(path) = &cfg.status_file
+        && let Err(e) = status::check_writable(path)
+    {
+        return fail(format!(
+            "unable to write status file {}: {}",
+            path.display(),
+            errtext(&e)
+        ));
+    }
     let envdir = env::get(&base_env, "ENVDIR")
         .filter(|d| !d.is_empty())
         .map(std::path::PathBuf::from);

@@ -194,9 +194,13 @@ fn bind_into(
     // Only now place sockets: every socket is clear of every target.
     for (p, l) in ports.iter().zip(out.iter_mut()) {
         if let Some(target) = p.fd {
-            sys::dup2(l.raw(), target)
-                .map_err(|e| format!("unable to place {} on descriptor {target}: {e}", p.spec))?;
-            l.fd = sys::own_fd(target);
+            l.fd = sys::dup2_owned(l.fd.as_fd(), target).map_err(|e| {
+                format!(
+                    "unable to place {} on descriptor {target}: {}",
+                    p.spec,
+                    errtext(&e)
+                )
+            })?;
             original!("socket is duplicated to file descriptor {target}");
         }
     }

@@ -16,14 +16,26 @@ pub fn write_status(path: &Path, entries: &[(u64, Pid)]) -> io::Result<()> {
     for (generation, pid) in entries {
         text.push_str(&format!("{generation}:{pid}\n"));
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let tmp = tmp_path(path);
     let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Checks that the status file can be written where it goes, by creating
+/// and removing the temporary file it is written through.
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    File::create(&tmp)?;
+    std::fs::remove_file(&tmp)
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}", std::process::id()));
+    PathBuf::from(tmp)
 }
 
 /// The generations listed in a status file, in ascending order.

@@ -403,12 +403,27 @@ pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-/// Takes ownership of a descriptor number the caller knows to be open and
-/// unowned (a socket placed with `dup2`, say).
-pub fn own_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller guarantees fd is open and has no other owner; if
-    // it is wrong, the worst outcome is closing a stray number at drop.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Duplicates `fd` onto `to` (not close-on-exec) and returns ownership of
+/// descriptor `to`, which now refers to `fd`'s file.
+pub fn dup2_owned(fd: BorrowedFd, to: RawFd) -> io::Result<OwnedFd> {
+    dup2(fd.as_raw_fd(), to)?;
+    // SAFETY: dup2 just made `to` a new reference to the file; the caller
+    // asked for it, and no other owner of that number remains (dup2
+    // closed whatever was there).
+    Ok(unsafe { OwnedFd::from_raw_fd(to) })
+}
+
+/// Takes ownership of a descriptor this process inherited and was told
+/// about (through SERVER_STARTER_PORT, say), after checking it is open.
+/// Each inherited descriptor must be adopted at most once.
+pub fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if !is_open(fd) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the descriptor is open, was handed to this process for it to
+    // own, and nothing in this process has taken it before (the caller's
+    // contract above).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so that whatever

@@ -76,16 +76,14 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
 }
 
 fn adopt(name: String, fd: RawFd) -> io::Result<Listener> {
-    if !sys::is_open(fd) {
-        return Err(io::Error::new(
+    let owned: OwnedFd = sys::adopt_inherited(fd).map_err(|_| {
+        io::Error::new(
             io::ErrorKind::NotFound,
             format!("{name}: descriptor {fd} is not open"),
-        ));
-    }
+        )
+    })?;
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
     let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
-    // The descriptor was handed to this process for it to own.
-    let owned: OwnedFd = sys::own_fd(fd);
     // Not inherited further by whatever the server itself runs.
     sys::set_cloexec(owned.as_raw_fd(), true)?;
     let socket = match (domain, ty) {
