@@ -1,6 +1,10 @@
-//! Logging to stderr that never panics: one `write(2)` per line (so lines
-//! from start_server and its workers, sharing the descriptor, do not mix
-//! mid-line), errors ignored (a dead log pipe must not kill a supervisor).
+//! Logging to stderr that never panics and never blocks: one `write(2)`
+//! per line (so lines from start_server and its workers, sharing the
+//! descriptor, do not mix mid-line), errors ignored (a dead log pipe must
+//! not kill a supervisor), and a line dropped rather than waited for when
+//! the destination is full (a log command that stops reading must not stop
+//! signal handling and reaping). Stderr itself stays blocking: the workers
+//! share it.
 //!
 //! Two kinds of line: those Server::Starter prints, kept word for word
 //! because operators grep them ([`original!`]), and our own, which follow
@@ -19,7 +23,9 @@ pub fn line(args: fmt::Arguments) {
     let mut s = String::with_capacity(128);
     let _ = s.write_fmt(args);
     s.push('\n');
-    let _ = crate::sys::write_all(2, s.as_bytes());
+    if crate::sys::writable_now(2) {
+        let _ = crate::sys::write_all(2, s.as_bytes());
+    }
 }
 
 /// A line of Server::Starter's, verbatim.

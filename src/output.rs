@@ -158,7 +158,8 @@ impl Output {
     }
 
     /// At exit: closes our end of a log command's pipe and gives the
-    /// command a moment to drain and exit.
+    /// command a moment to drain and exit; then SIGTERM, so that nothing
+    /// is left running.
     pub fn close(&mut self, signals: &Signals) {
         let Some(logger) = self.logger else { return };
         if let Ok(null) = File::options().write(true).open("/dev/null") {
@@ -173,6 +174,7 @@ impl Output {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                let _ = sys::kill(logger, libc::SIGTERM);
                 return;
             }
             let mut pfd = [libc::pollfd {

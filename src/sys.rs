@@ -478,6 +478,17 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a write of up to PIPE_BUF bytes to `fd` would not block now
+/// (always true for files and closed or broken pipes, where it fails fast).
+pub fn writable_now(fd: RawFd) -> bool {
+    let mut pfd = [libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    }];
+    poll(&mut pfd, Some(Duration::ZERO)).map_or(true, |n| n > 0)
+}
+
 /// Waits until one of `fds` is ready or `timeout` passes (`None`: no
 /// timeout). Returns how many are ready; EINTR counts as zero.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {

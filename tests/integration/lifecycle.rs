@@ -513,3 +513,39 @@ fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
     server.wait_line("exiting");
     assert!(server.wait_exit().success());
 }
+
+#[test]
+fn a_log_command_that_stops_reading_never_stalls_start_server() {
+    let dir = TempDir::new("stuck-log");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let st_arg = format!("--status-file={}", st.display());
+    let mut server = Server::start(&probe_args(
+        &dir,
+        &probe,
+        &["--interval=0", &st_arg, "--log-file=| exec sleep 987654"],
+    ));
+    wait_status(&st, &[1], &server);
+    // Each USR2 is a log line; thousands fill the 64 KiB pipe.
+    let flood = format!(
+        "i=0; while [ $i -lt 4000 ]; do kill -USR2 {}; i=$((i+1)); done",
+        server.pid
+    );
+    assert!(
+        std::process::Command::new("sh")
+            .args(["-c", &flood])
+            .status()
+            .unwrap()
+            .success()
+    );
+    server.signal("HUP");
+    wait_status(&st, &[2], &server);
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    // The log command, which ignored end-of-file, was stopped too.
+    let logger_left = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.windows(6).any(|w| w == b"987654"))
+    });
+    assert!(!logger_left, "the log command was left running");
+}
