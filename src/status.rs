@@ -95,11 +95,20 @@ impl PidFile {
     /// Moves the descriptor out of the way of `=FD` placements (a
     /// duplicate shares the lock).
     pub fn keep_clear(self, ports: &[crate::listen::PortSpec]) -> io::Result<PidFile> {
-        let fd = crate::listen::clear_of_placements(self.file.into(), ports)?;
-        Ok(PidFile {
-            path: self.path,
-            file: File::from(fd),
-        })
+        let moved = self
+            .file
+            .try_clone()
+            .and_then(|f| crate::listen::clear_of_placements(f.into(), ports));
+        match moved {
+            Ok(fd) => Ok(PidFile {
+                path: self.path,
+                file: File::from(fd),
+            }),
+            Err(e) => {
+                self.remove();
+                Err(e)
+            }
+        }
     }
 
     /// Unlinks the file, then releases the lock by closing it: whoever
