@@ -358,18 +358,10 @@ fn usr1_reopens_the_log_file() {
     let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &log_arg]));
     // Before the redirect, the banner goes to our stderr.
     server.wait_line("starting now...");
-    wait_for("log file to get the first worker", &server, || {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|t| t.contains("starting new worker"))
-    });
+    wait_file_contains(&log, "starting new worker", &server);
     std::fs::rename(&log, dir.join("log.1")).unwrap();
     server.signal("USR1");
-    wait_for("a new log file", &server, || {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|t| t.contains("reopened log file"))
-    });
+    wait_file_contains(&log, "reopened log file", &server);
     server.signal("TERM");
     assert!(server.wait_exit().success());
     let text = std::fs::read_to_string(&log).unwrap();
@@ -385,11 +377,7 @@ fn a_log_command_receives_the_output() {
     let log_arg = format!("--log-file=| cat >> {}", log.display());
     let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &log_arg]));
     server.wait_line("starting now...");
-    wait_for("the log command to get the first worker", &server, || {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|t| t.contains("starting new worker"))
-    });
+    wait_file_contains(&log, "starting new worker", &server);
     server.signal("TERM");
     assert!(server.wait_exit().success());
     // start_server waited for the log command to drain.

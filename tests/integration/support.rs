@@ -153,11 +153,19 @@ pub fn wait_for<T>(what: &str, server: &Server, mut probe: impl FnMut() -> Optio
     }
 }
 
+/// Output collected from start_server's stdout and stderr.
+#[derive(Default)]
+struct Output {
+    lines: Vec<String>,
+    /// Streams that reached end-of-file.
+    closed: usize,
+}
+
 /// A running start_server.
 pub struct Server {
     child: Option<Child>,
     pub pid: u32,
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    lines: Arc<(Mutex<Output>, Condvar)>,
     status: Option<ExitStatus>,
 }
 
@@ -174,19 +182,21 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn start_server");
-        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let lines = Arc::new((Mutex::new(Output::default()), Condvar::new()));
         for stream in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
             let lines = Arc::clone(&lines);
             thread::spawn(move || {
+                let (store, cv) = &*lines;
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    let (store, cv) = &*lines;
-                    store.lock().unwrap().push(line);
+                    store.lock().unwrap().lines.push(line);
                     cv.notify_all();
                 }
+                store.lock().unwrap().closed += 1;
+                cv.notify_all();
             });
         }
         Server {
@@ -198,30 +208,30 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        self.lines.0.lock().unwrap().join("\n")
+        self.lines.0.lock().unwrap().lines.join("\n")
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.lines.0.lock().unwrap().clone()
+        self.lines.0.lock().unwrap().lines.clone()
     }
 
     /// Waits for the `nth` (1-based) line containing `needle`.
     pub fn wait_line_n(&self, needle: &str, nth: usize) -> String {
         let deadline = Instant::now() + DEADLINE;
         let (store, cv) = &*self.lines;
-        let mut lines = store.lock().unwrap();
+        let mut out = store.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().filter(|l| l.contains(needle)).nth(nth - 1) {
+            if let Some(l) = out.lines.iter().filter(|l| l.contains(needle)).nth(nth - 1) {
                 return l.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 panic!(
                     "timed out waiting for line #{nth} containing {needle:?}\n--- start_server stderr ---\n{}",
-                    lines.join("\n")
+                    out.lines.join("\n")
                 );
             }
-            lines = cv.wait_timeout(lines, left).unwrap().0;
+            out = cv.wait_timeout(out, left).unwrap().0;
         }
     }
 
@@ -234,6 +244,7 @@ impl Server {
             .0
             .lock()
             .unwrap()
+            .lines
             .iter()
             .filter(|l| l.contains(needle))
             .count()
@@ -259,9 +270,8 @@ impl Server {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                // Let the readers catch the last lines.
-                thread::sleep(Duration::from_millis(20));
                 self.status = Some(status);
+                self.wait_output_closed();
                 return status;
             }
             if Instant::now() > deadline {
@@ -271,6 +281,22 @@ impl Server {
                 );
             }
             thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until both output streams are closed, so that every line is
+    /// collected; gives up quietly at the deadline (a process that outlived
+    /// start_server may hold them, and the test then says what it misses).
+    fn wait_output_closed(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        let (store, cv) = &*self.lines;
+        let mut out = store.lock().unwrap();
+        while out.closed < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            out = cv.wait_timeout(out, left).unwrap().0;
         }
     }
 
@@ -300,6 +326,19 @@ impl Drop for Server {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Waits until the file at `path` exists and contains `needle`; its text.
+pub fn wait_file_contains(path: &Path, needle: &str, server: &Server) -> String {
+    wait_for(
+        &format!("{} to contain {needle:?}", path.display()),
+        server,
+        || {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|t| t.contains(needle))
+        },
+    )
 }
 
 /// Reads a status file as (generation, pid) pairs.
