@@ -52,12 +52,51 @@ pub struct Config {
     pub daemonize: bool,
     pub backlog: Option<i32>,
     pub stop_timeout: Option<Duration>,
+    /// Which fd-passing conventions the workers' environment speaks.
+    pub protocols: Protocols,
+    /// Explicit LISTEN_FDNAMES names, in socket order.
+    pub fd_names: Vec<String>,
+    /// What makes a new worker count as started.
+    pub readiness: Readiness,
+    /// With notify readiness: how long a worker may take to be ready.
+    pub ready_timeout: Option<Duration>,
     /// Settings that Server::Starter also reads from the environment
     /// (ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY) as
     /// given by options: they override the environment and, as in the
     /// original, are exported to the workers.
     pub settings: Vec<(&'static str, String)>,
     pub command: Vec<OsString>,
+}
+
+/// The fd-passing conventions a worker's environment can carry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Protocols {
+    /// SERVER_STARTER_PORT (and SERVER_STARTER_GENERATION).
+    pub server_starter: bool,
+    /// LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES.
+    pub systemd: bool,
+    /// EINHORN_FD_COUNT, EINHORN_FD_<n>, EINHORN_FDS.
+    pub einhorn: bool,
+}
+
+impl Default for Protocols {
+    fn default() -> Protocols {
+        Protocols {
+            server_starter: true,
+            systemd: true,
+            einhorn: true,
+        }
+    }
+}
+
+/// What makes a new worker count as started.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Readiness {
+    /// Alive after --interval (Server::Starter's rule).
+    #[default]
+    Interval,
+    /// It sent READY=1 on NOTIFY_SOCKET.
+    Notify,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -78,6 +117,10 @@ enum Opt {
     KillOldDelay,
     Backlog,
     StopTimeout,
+    Protocols,
+    FdNames,
+    Readiness,
+    ReadyTimeout,
     Restart,
     Stop,
     Help,
@@ -102,6 +145,10 @@ const OPTIONS: &[(&str, Opt, bool)] = &[
     ("kill-old-delay", Opt::KillOldDelay, true),
     ("backlog", Opt::Backlog, true),
     ("stop-timeout", Opt::StopTimeout, true),
+    ("protocols", Opt::Protocols, true),
+    ("fd-names", Opt::FdNames, true),
+    ("readiness", Opt::Readiness, true),
+    ("ready-timeout", Opt::ReadyTimeout, true),
     ("restart", Opt::Restart, false),
     ("stop", Opt::Stop, false),
     ("help", Opt::Help, false),
@@ -220,6 +267,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             Opt::StopTimeout => {
                 cfg.stop_timeout = Some(parse_seconds(&text()?).map_err(|e| bad(&e))?)
             }
+            Opt::Protocols => cfg.protocols = parse_protocols(&text()?).map_err(|e| bad(&e))?,
+            Opt::FdNames => cfg.fd_names = parse_fd_names(&text()?).map_err(|e| bad(&e))?,
+            Opt::Readiness => {
+                cfg.readiness = match text()?.as_str() {
+                    "interval" => Readiness::Interval,
+                    "notify" => Readiness::Notify,
+                    _ => return Err(bad("expected 'interval' or 'notify'")),
+                }
+            }
+            Opt::ReadyTimeout => {
+                let t = parse_seconds(&text()?).map_err(|e| bad(&e))?;
+                if t.is_zero() {
+                    return Err(bad("must be more than 0"));
+                }
+                cfg.ready_timeout = Some(t)
+            }
             Opt::Restart => restart = true,
             Opt::Stop => stop = true,
             Opt::Help => help = true,
@@ -256,6 +319,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
         return Err("server program not specified".into());
     }
     check_placements(&cfg.ports)?;
+    let sockets = cfg.ports.len() + cfg.paths.len();
+    if cfg.fd_names.len() > sockets && sockets > 0 {
+        return Err(format!(
+            "invalid --fd-names value: {} names for {sockets} socket(s)",
+            cfg.fd_names.len()
+        ));
+    }
     Ok(Mode::Run(Box::new(cfg)))
 }
 
@@ -302,6 +372,45 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
     let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
     Ok(Duration::new(secs, nanos))
+}
+
+fn parse_protocols(s: &str) -> Result<Protocols, String> {
+    let mut p = Protocols {
+        server_starter: false,
+        systemd: false,
+        einhorn: false,
+    };
+    for word in s.split(',').map(str::trim) {
+        match word {
+            "server-starter" => p.server_starter = true,
+            "systemd" => p.systemd = true,
+            "einhorn" => p.einhorn = true,
+            "none" => {}
+            _ => {
+                return Err(format!(
+                    "unknown protocol '{word}' (server-starter, systemd, einhorn, none)"
+                ));
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// LISTEN_FDNAMES names: printable ASCII but ':', 1 to 255 characters.
+fn parse_fd_names(s: &str) -> Result<Vec<String>, String> {
+    s.split(':')
+        .map(|name| {
+            let ok =
+                !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic());
+            if ok {
+                Ok(name.to_string())
+            } else {
+                Err(format!(
+                    "'{name}' is not a valid name (1-255 printable characters, no ':' or space)"
+                ))
+            }
+        })
+        .collect()
 }
 
 fn parse_signal(s: &str) -> Result<i32, String> {
@@ -366,6 +475,13 @@ Options (any unique prefix works; -name works like --name):
   --backlog=N                  listen backlog (SOMAXCONN)
   --stop-timeout=SECONDS       on shutdown, SIGKILL servers still alive
                                after this long (default: wait for them)
+  --readiness=interval|notify  a new server is up after --interval, or
+                               when it sends READY=1 on NOTIFY_SOCKET
+  --ready-timeout=SECONDS      with notify: kill a server not ready by
+                               then and retry (default 60)
+  --protocols=LIST             fd-passing variables servers get: any of
+                               server-starter,systemd,einhorn (all)
+  --fd-names=NAME:NAME...      LISTEN_FDNAMES names, in socket order
   --restart                    tell a running start_server to restart
   --stop                       tell a running start_server to stop
   --help                       print this help
@@ -451,6 +567,18 @@ mod tests {
             (&["--port=80=5", "--port=81=5", "x"], "descriptor 5"),
             (&["--restart", "--pid-file=p"], "--status-file"),
             (&["--stop"], "--pid-file"),
+            (
+                &["--protocols=systemd,bogus", "x"],
+                "unknown protocol 'bogus'",
+            ),
+            (&["--fd-names=a:b", "--port=1", "x"], "2 names for 1 socket"),
+            (&["--fd-names=a b", "x"], "'a b' is not a valid name"),
+            (&["--fd-names=a::b", "x"], "'' is not a valid name"),
+            (
+                &["--readiness=soon", "x"],
+                "expected 'interval' or 'notify'",
+            ),
+            (&["--ready-timeout=0", "x"], "must be more than 0"),
         ] {
             let err = parse(args.iter().map(OsString::from)).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -8,7 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::parse_seconds;
+use crate::cli::{Protocols, parse_seconds};
+use crate::listen::Listener;
 
 /// Variables as NAME, VALUE pairs; a later entry wins.
 pub type Vars = Vec<(OsString, OsString)>;
@@ -25,6 +26,62 @@ pub fn get<'a>(vars: &'a Vars, name: &str) -> Option<&'a OsStr> {
 pub fn set(vars: &mut Vars, name: &str, value: impl Into<OsString>) {
     vars.retain(|(k, _)| k != name);
     vars.push((name.into(), value.into()));
+}
+
+/// Variables that describe descriptors or a notification socket handed to
+/// start_server itself: consumed at start-up, never passed on stale.
+pub const CONSUMED: &[&str] = &[
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "EINHORN_FDS",
+    "EINHORN_FD_COUNT",
+];
+
+/// Whether `name` is one of the variables start_server consumes.
+pub fn is_consumed(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    CONSUMED.iter().any(|c| c.as_bytes() == bytes) || bytes.starts_with(b"EINHORN_FD_")
+}
+
+/// Adds the fd-passing variables for `listeners`: every protocol
+/// `protocols` enables, where it applies. SERVER_STARTER_PORT is set even
+/// with no socket (as in the original); the others only with sockets, and
+/// LISTEN_FDS only when the sockets sit on 3, 4, ... (`systemd_layout`).
+/// LISTEN_PID holds a placeholder the child replaces with its own pid.
+pub fn add_protocol_vars(
+    vars: &mut Vars,
+    listeners: &[Listener],
+    protocols: Protocols,
+    systemd_layout: bool,
+    generation: u64,
+) {
+    if protocols.server_starter {
+        let pairs: Vec<String> = listeners
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.raw()))
+            .collect();
+        set(vars, "SERVER_STARTER_PORT", pairs.join(";"));
+        set(vars, "SERVER_STARTER_GENERATION", generation.to_string());
+    }
+    if listeners.is_empty() {
+        return;
+    }
+    if protocols.systemd && systemd_layout {
+        set(vars, "LISTEN_FDS", listeners.len().to_string());
+        set(vars, "LISTEN_PID", crate::spawn::PID_PLACEHOLDER);
+        let names: Vec<&str> = listeners.iter().map(|l| l.fd_name.as_str()).collect();
+        set(vars, "LISTEN_FDNAMES", names.join(":"));
+    }
+    if protocols.einhorn {
+        set(vars, "EINHORN_FD_COUNT", listeners.len().to_string());
+        for (i, l) in listeners.iter().enumerate() {
+            set(vars, &format!("EINHORN_FD_{i}"), l.raw().to_string());
+        }
+        let fds: Vec<String> = listeners.iter().map(|l| l.raw().to_string()).collect();
+        set(vars, "EINHORN_FDS", fds.join(" "));
+    }
 }
 
 /// Reads a daemontools-style environment directory: every regular file

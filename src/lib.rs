@@ -115,8 +115,17 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
             dir.display()
         ));
     }
+    // What was handed to us (LISTEN_FDS, NOTIFY_SOCKET, ...) is consumed
+    // here; the workers get their own.
+    let inherited = listen::inherited(
+        std::env::var("LISTEN_FDS").ok().as_deref(),
+        std::env::var("LISTEN_PID").ok().as_deref(),
+        std::env::var("LISTEN_FDNAMES").ok().as_deref(),
+    );
     let mut base_env: env::Vars = std::env::vars_os()
-        .filter(|(k, _)| k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION")
+        .filter(|(k, _)| {
+            k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION" && !env::is_consumed(k)
+        })
         .collect();
     // As in the original, settings given as options are exported too.
     if let Some(dir) = &cfg.envdir {
@@ -156,7 +165,9 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
     let _ = sys::cloexec_from(3);
 
     original!("start_server (pid:{}) starting now...", sys::getpid());
-    let mut output = match Output::open(cfg.log_file.clone(), &cfg.ports) {
+    let specs = cfg.ports.len() + cfg.paths.len();
+    let layout = listen::Layout::plan(&cfg.ports, if specs == 0 { inherited.len() } else { specs });
+    let mut output = match Output::open(cfg.log_file.clone(), &layout) {
         Ok(o) => o,
         Err(msg) => return fail(msg),
     };
@@ -164,7 +175,7 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
     // touch the first one's unix socket files.
     let mut pid_file = match &cfg.pid_file {
         None => None,
-        Some(path) => match PidFile::lock(path).map(|p| p.keep_clear(&cfg.ports)) {
+        Some(path) => match PidFile::lock(path).map(|p| p.keep_clear(&layout)) {
             Ok(Ok(p)) => Some(p),
             Ok(Err(e)) | Err(LockError::Io(e)) => {
                 return fail(format!(
@@ -182,8 +193,13 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
             }
         },
     };
-    let backlog = cfg.backlog.unwrap_or(libc::SOMAXCONN);
-    let listeners = match listen::bind_all(&cfg.ports, &cfg.paths, backlog) {
+    let sockets = listen::Sockets {
+        ports: &cfg.ports,
+        paths: &cfg.paths,
+        backlog: cfg.backlog.unwrap_or(libc::SOMAXCONN),
+        fd_names: &cfg.fd_names,
+    };
+    let listeners = match listen::open_all(&sockets, &layout, inherited) {
         Ok(l) => l,
         Err(msg) => {
             if let Some(p) = pid_file {
@@ -241,6 +257,8 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
         base_env,
         envdir,
         listeners,
+        systemd_layout: layout.systemd,
+        protocols: cfg.protocols,
         interval: cfg.interval.unwrap_or(std::time::Duration::from_secs(1)),
         signal_on_hup: cfg.signal_on_hup.unwrap_or(libc::SIGTERM),
         signal_on_term: cfg.signal_on_term.unwrap_or(libc::SIGTERM),

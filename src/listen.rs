@@ -115,7 +115,8 @@ impl FromStr for PortSpec {
 }
 
 impl PortSpec {
-    fn address(&self) -> Result<SocketAddr, String> {
+    /// The address to bind (resolving a host name).
+    pub fn address(&self) -> Result<SocketAddr, String> {
         let ip = match &self.host {
             Host::Any => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Host::V6(ip) => IpAddr::V6(*ip),
@@ -133,14 +134,18 @@ impl PortSpec {
     }
 }
 
-/// A bound socket, sitting on the descriptor workers will find it on
+/// A listening socket, sitting on the descriptor workers will find it on
 /// (inherited: not close-on-exec).
 #[derive(Debug)]
 pub struct Listener {
-    /// The spec as workers see it (`8080`, `/tmp/app.sock`).
+    /// The spec as workers see it in SERVER_STARTER_PORT (`8080`,
+    /// `127.0.0.1:8080`, `/tmp/app.sock`).
     pub name: String,
+    /// Its LISTEN_FDNAMES name.
+    pub fd_name: String,
     pub fd: OwnedFd,
-    /// The socket file to remove at exit, for `--path`.
+    /// The socket file to remove at exit: a `--path` we bound ourselves
+    /// (an adopted one belongs to whoever passed it to us).
     pub unix_path: Option<PathBuf>,
 }
 
@@ -150,80 +155,273 @@ impl Listener {
     }
 }
 
-/// Moves `fd` out of the way of every `=FD` placement, so that placing a
-/// socket later cannot clobber it.
-pub fn clear_of_placements(fd: OwnedFd, ports: &[PortSpec]) -> std::io::Result<OwnedFd> {
-    let targets: Vec<RawFd> = ports.iter().filter_map(|p| p.fd).collect();
-    match targets.iter().max() {
-        Some(&max) if targets.contains(&fd.as_raw_fd()) => sys::dup_above(fd.as_raw_fd(), max + 1),
-        _ => Ok(fd),
+/// Where the sockets go. When explicit `=FD` placements allow it, socket i
+/// (ports first, then paths) goes on descriptor 3+i: the layout systemd's
+/// LISTEN_FDS needs, and a worker sees the same numbers we hold. Otherwise
+/// only the explicit placements are honoured and LISTEN_FDS cannot be
+/// offered.
+#[derive(Debug)]
+pub struct Layout {
+    targets: Vec<Option<RawFd>>,
+    /// Sockets are on 3, 4, ... in order.
+    pub systemd: bool,
+}
+
+impl Layout {
+    pub fn plan(ports: &[PortSpec], sockets: usize) -> Layout {
+        let placed: Vec<Option<RawFd>> = ports
+            .iter()
+            .map(|p| p.fd)
+            .chain(std::iter::repeat(None))
+            .take(sockets)
+            .collect();
+        let systemd = placed
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.is_none_or(|fd| fd == 3 + i as RawFd));
+        let targets = if systemd {
+            (0..sockets).map(|i| Some(3 + i as RawFd)).collect()
+        } else {
+            placed
+        };
+        Layout { targets, systemd }
+    }
+
+    /// Moves `fd` above every target if it sits on one, so that placing a
+    /// socket cannot clobber it.
+    pub fn clear(&self, fd: OwnedFd) -> std::io::Result<OwnedFd> {
+        let targets: Vec<RawFd> = self.targets.iter().flatten().copied().collect();
+        match targets.iter().max() {
+            Some(&max) if targets.contains(&fd.as_raw_fd()) => {
+                sys::dup_above(fd.as_raw_fd(), max + 1)
+            }
+            _ => Ok(fd),
+        }
     }
 }
 
-/// Binds every `--port` and then every `--path`. On failure, removes the
-/// socket files it created and says which spec failed and why.
-pub fn bind_all(
-    ports: &[PortSpec],
-    paths: &[PathBuf],
-    backlog: i32,
+/// A socket passed to us by systemd-style socket activation.
+#[derive(Debug)]
+pub struct Inherited {
+    fd: OwnedFd,
+    addr: sys::LocalAddr,
+    udp: bool,
+    /// Its LISTEN_FDNAMES name, if one was given.
+    fd_name: Option<String>,
+}
+
+impl Inherited {
+    /// The spec a socket at this address would have been given with.
+    fn spec(&self) -> String {
+        match &self.addr {
+            sys::LocalAddr::Inet(a) if a.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => {
+                a.port().to_string()
+            }
+            sys::LocalAddr::Inet(SocketAddr::V4(a)) => a.to_string(),
+            sys::LocalAddr::Inet(SocketAddr::V6(a)) => format!("[{}]:{}", a.ip(), a.port()),
+            sys::LocalAddr::Unix(Some(path)) => path.to_string_lossy().into_owned(),
+            _ => format!("fd{}", self.fd.as_raw_fd()),
+        }
+    }
+}
+
+/// The sockets LISTEN_FDS passes to this process, if LISTEN_PID names
+/// it. Descriptors that are not sockets are reported and left alone.
+pub fn inherited(
+    listen_fds: Option<&str>,
+    listen_pid: Option<&str>,
+    names: Option<&str>,
+) -> Vec<Inherited> {
+    let (Some(fds), Some(pid)) = (listen_fds, listen_pid) else {
+        return Vec::new();
+    };
+    if pid.trim().parse::<sys::Pid>().ok() != Some(sys::getpid()) {
+        return Vec::new();
+    }
+    let Ok(count) = fds.trim().parse::<RawFd>() else {
+        warning!("ignoring LISTEN_FDS={fds}: not a number");
+        return Vec::new();
+    };
+    let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, fd) in (3..3 + count.clamp(0, 1024)).enumerate() {
+        let ty = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+            Ok(ty) => ty,
+            Err(e) => {
+                warning!(
+                    "ignoring inherited descriptor {fd} (LISTEN_FDS): not a socket ({})",
+                    errtext(&e)
+                );
+                continue;
+            }
+        };
+        let Ok(owned) = sys::adopt_inherited(fd) else {
+            continue;
+        };
+        let addr = sys::local_addr(fd).unwrap_or(sys::LocalAddr::Other);
+        let fd_name = names
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .map(|n| n.to_string());
+        out.push(Inherited {
+            fd: owned,
+            addr,
+            udp: ty == libc::SOCK_DGRAM,
+            fd_name,
+        });
+    }
+    out
+}
+
+/// The sockets to listen on, in order, and where each must be placed.
+pub struct Sockets<'a> {
+    pub ports: &'a [PortSpec],
+    pub paths: &'a [PathBuf],
+    pub backlog: i32,
+    pub fd_names: &'a [String],
+}
+
+/// Takes every `--port` and `--path` from the inherited sockets when one
+/// matches, binds the others, or adopts all inherited sockets when no
+/// spec is given; then places them as `layout` says. On failure, removes
+/// the socket files it created and says which spec failed and why.
+pub fn open_all(
+    s: &Sockets,
+    layout: &Layout,
+    inherited: Vec<Inherited>,
 ) -> Result<Vec<Listener>, String> {
     let mut listeners = Vec::new();
-    let result = bind_into(&mut listeners, ports, paths, backlog);
+    let result = open_into(&mut listeners, s, layout, inherited);
     if result.is_err() {
         remove_socket_files(&listeners);
     }
     result.map(|()| listeners)
 }
 
-fn bind_into(
+/// The LISTEN_FDNAMES name derived from a spec: the spec, with `:`
+/// (systemd's separator) turned into `_`.
+fn derived_fd_name(spec: &str) -> String {
+    let name: String = spec
+        .chars()
+        .map(|c| {
+            if c == ':' || !c.is_ascii_graphic() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    name.chars().take(255).collect()
+}
+
+fn open_into(
     out: &mut Vec<Listener>,
-    ports: &[PortSpec],
-    paths: &[PathBuf],
-    backlog: i32,
+    s: &Sockets,
+    layout: &Layout,
+    mut inherited: Vec<Inherited>,
 ) -> Result<(), String> {
-    for p in ports {
-        let fd = bind_port(p, backlog).map_err(|e| format!("unable to bind to {}: {e}", p.spec))?;
-        let fd = clear_of_placements(fd, ports)
-            .map_err(|e| format!("unable to move {}: {e}", p.spec))?;
+    let clear = |fd: OwnedFd, what: &str| {
+        layout
+            .clear(fd)
+            .map_err(|e| format!("unable to move {what}: {}", errtext(&e)))
+    };
+    let take = |inherited: &mut Vec<Inherited>, want: &sys::LocalAddr, udp: bool| {
+        let i = inherited
+            .iter()
+            .position(|h| &h.addr == want && h.udp == udp)?;
+        Some(inherited.remove(i))
+    };
+    if s.ports.is_empty() && s.paths.is_empty() {
+        for h in inherited.drain(..) {
+            let name = h.spec();
+            let fd_name = h.fd_name.clone().unwrap_or_else(|| derived_fd_name(&name));
+            out.push(Listener {
+                name,
+                fd_name,
+                fd: clear(h.fd, "an inherited socket")?,
+                unix_path: None,
+            });
+        }
+    }
+    for p in s.ports {
+        let addr = p
+            .address()
+            .map_err(|e| format!("unable to bind to {}: {e}", p.spec))?;
+        let (fd, fd_name) = match take(&mut inherited, &sys::LocalAddr::Inet(addr), p.udp) {
+            Some(h) => (h.fd, h.fd_name),
+            None => (
+                bind_port(addr, p.udp, s.backlog)
+                    .map_err(|e| format!("unable to bind to {}: {e}", p.spec))?,
+                None,
+            ),
+        };
         out.push(Listener {
             name: p.spec.clone(),
-            fd,
+            fd_name: fd_name.unwrap_or_else(|| derived_fd_name(&p.spec)),
+            fd: clear(fd, &p.spec)?,
             unix_path: None,
         });
     }
-    // Only now place sockets: every socket is clear of every target.
-    for (p, l) in ports.iter().zip(out.iter_mut()) {
-        if let Some(target) = p.fd {
+    for path in s.paths {
+        let shown = path.display();
+        let (fd, fd_name, ours) = match take(
+            &mut inherited,
+            &sys::LocalAddr::Unix(Some(path.clone())),
+            false,
+        ) {
+            Some(h) => (h.fd, h.fd_name, false),
+            None => {
+                if sys::is_socket(path) {
+                    original!("removing existing socket file:{shown}");
+                    std::fs::remove_file(path).map_err(|e| {
+                        format!(
+                            "unable to remove existing socket file {shown}: {}",
+                            errtext(&e)
+                        )
+                    })?;
+                }
+                let fd = bind_unix(path, s.backlog)
+                    .map_err(|e| format!("unable to bind to {shown}: {e}"))?;
+                (fd, None, true)
+            }
+        };
+        let name = path.to_string_lossy().into_owned();
+        out.push(Listener {
+            fd_name: fd_name.unwrap_or_else(|| derived_fd_name(&name)),
+            name,
+            fd: clear(fd, &path.to_string_lossy())?,
+            unix_path: ours.then(|| path.clone()),
+        });
+    }
+    for h in inherited {
+        warning!(
+            "ignoring inherited socket {} on descriptor {}: it matches no --port or --path",
+            h.spec(),
+            h.fd.as_raw_fd()
+        );
+    }
+    for (i, name) in s.fd_names.iter().enumerate() {
+        if let Some(l) = out.get_mut(i) {
+            l.fd_name = name.clone();
+        }
+    }
+    // Every socket is clear of every target: place them.
+    for (i, l) in out.iter_mut().enumerate() {
+        let Some(target) = layout.targets.get(i).copied().flatten() else {
+            continue;
+        };
+        if l.raw() != target {
             l.fd = sys::dup2_owned(l.fd.as_fd(), target).map_err(|e| {
                 format!(
                     "unable to place {} on descriptor {target}: {}",
-                    p.spec,
+                    l.name,
                     errtext(&e)
                 )
             })?;
+        }
+        if s.ports.get(i).is_some_and(|p| p.fd.is_some()) {
             original!("socket is duplicated to file descriptor {target}");
         }
-    }
-    for path in paths {
-        if sys::is_socket(path) {
-            original!("removing existing socket file:{}", path.display());
-            std::fs::remove_file(path).map_err(|e| {
-                format!(
-                    "unable to remove existing socket file {}: {}",
-                    path.display(),
-                    errtext(&e)
-                )
-            })?;
-        }
-        let fd = bind_unix(path, backlog)
-            .map_err(|e| format!("unable to bind to {}: {e}", path.display()))?;
-        let fd = clear_of_placements(fd, ports)
-            .map_err(|e| format!("unable to move {}: {e}", path.display()))?;
-        out.push(Listener {
-            name: path.to_string_lossy().into_owned(),
-            fd,
-            unix_path: Some(path.clone()),
-        });
     }
     for l in out.iter() {
         sys::set_cloexec(l.raw(), false)
@@ -240,14 +438,13 @@ pub fn errtext(e: &std::io::Error) -> String {
     }
 }
 
-fn bind_port(p: &PortSpec, backlog: i32) -> Result<OwnedFd, String> {
-    let addr = p.address()?;
+fn bind_port(addr: SocketAddr, udp: bool, backlog: i32) -> Result<OwnedFd, String> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
-    let ty = if p.udp {
+    let ty = if udp {
         libc::SOCK_DGRAM
     } else {
         libc::SOCK_STREAM
@@ -259,7 +456,7 @@ fn bind_port(p: &PortSpec, backlog: i32) -> Result<OwnedFd, String> {
         sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1).map_err(io)?;
     }
     sys::bind_inet(fd.as_fd(), &addr).map_err(io)?;
-    if !p.udp {
+    if !udp {
         sys::listen(fd.as_fd(), backlog).map_err(io)?;
     }
     Ok(fd)
@@ -289,15 +486,6 @@ pub fn remove_socket_files(listeners: &[Listener]) {
             warning!("unable to remove {}: {}", path.display(), errtext(&e));
         }
     }
-}
-
-/// SERVER_STARTER_PORT: `SPEC=FD` pairs joined by `;`.
-pub fn server_starter_port(listeners: &[Listener]) -> String {
-    let pairs: Vec<String> = listeners
-        .iter()
-        .map(|l| format!("{}={}", l.name, l.raw()))
-        .collect();
-    pairs.join(";")
 }
 
 #[cfg(test)]

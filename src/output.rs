@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::LogTarget;
 use crate::env::Vars;
-use crate::listen::{PortSpec, clear_of_placements, errtext};
+use crate::listen::{Layout, errtext};
 use crate::log::{note, warning};
 use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
@@ -34,7 +34,7 @@ fn open_append(path: &std::path::Path) -> std::io::Result<File> {
 impl Output {
     /// Opens a log file right away, so that a bad path is reported before
     /// anything starts. A log command starts later, in [`Output::redirect`].
-    pub fn open(target: Option<LogTarget>, ports: &[PortSpec]) -> Result<Output, String> {
+    pub fn open(target: Option<LogTarget>, layout: &Layout) -> Result<Output, String> {
         let file = match &target {
             Some(LogTarget::File(path)) => {
                 let file = open_append(path).map_err(|e| {
@@ -44,7 +44,7 @@ impl Output {
                         errtext(&e)
                     )
                 })?;
-                let fd = clear_of_placements(file.into(), ports).map_err(|e| {
+                let fd = layout.clear(file.into()).map_err(|e| {
                     format!(
                         "unable to open log file {}: {}",
                         path.display(),

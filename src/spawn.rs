@@ -67,6 +67,11 @@ impl Command {
     }
 }
 
+/// The value to give LISTEN_PID in a worker's environment: the child
+/// replaces it with its own pid after fork.
+pub const PID_PLACEHOLDER: &str = "0000000000";
+const _: () = assert!(PID_PLACEHOLDER.len() == sys::PID_DIGITS);
+
 /// A started child and the pipe that reports its exec.
 pub struct Spawned {
     pub pid: Pid,
@@ -86,6 +91,7 @@ pub fn spawn_with(
     fds: &[(RawFd, RawFd)],
     cloexec_from: Option<RawFd>,
 ) -> io::Result<Spawned> {
+    let mut pid_slot = None;
     let envp: Vec<CString> = vars
         .iter()
         .filter_map(|(k, v)| {
@@ -94,9 +100,16 @@ pub fn spawn_with(
             kv.extend_from_slice(v.as_bytes());
             CString::new(kv).ok()
         })
+        .enumerate()
+        .map(|(i, kv)| {
+            if kv.as_bytes().strip_prefix(b"LISTEN_PID=") == Some(PID_PLACEHOLDER.as_bytes()) {
+                pid_slot = Some((i, "LISTEN_PID=".len()));
+            }
+            kv
+        })
         .collect();
     let park_fd = fds.iter().map(|&(_, to)| to + 1).max().unwrap_or(3).max(3);
-    let script = ChildScript {
+    let mut script = ChildScript {
         fds: fds.to_vec(),
         dir: cmd.dir.clone(),
         programs: cmd.candidates(vars),
@@ -104,8 +117,9 @@ pub fn spawn_with(
         envp: CStrArray::new(envp),
         park_fd,
         cloexec_from,
+        pid_slot,
     };
-    let (pid, report) = sys::fork_exec(&script)?;
+    let (pid, report) = sys::fork_exec(&mut script)?;
     sys::set_nonblocking(report.as_raw_fd())?;
     Ok(Spawned { pid, report })
 }

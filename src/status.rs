@@ -92,13 +92,10 @@ impl PidFile {
         (&self.file).write_all(format!("{pid}\n").as_bytes())
     }
 
-    /// Moves the descriptor out of the way of `=FD` placements (a
+    /// Moves the descriptor out of the way of the sockets' places (a
     /// duplicate shares the lock).
-    pub fn keep_clear(self, ports: &[crate::listen::PortSpec]) -> io::Result<PidFile> {
-        let moved = self
-            .file
-            .try_clone()
-            .and_then(|f| crate::listen::clear_of_placements(f.into(), ports));
+    pub fn keep_clear(self, layout: &crate::listen::Layout) -> io::Result<PidFile> {
+        let moved = self.file.try_clone().and_then(|f| layout.clear(f.into()));
         match moved {
             Ok(fd) => Ok(PidFile {
                 path: self.path,

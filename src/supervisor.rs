@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::cli::Protocols;
 use crate::env::{self, Settings, Vars, fmt_secs};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{fatal, note, original, warning};
@@ -40,6 +41,9 @@ pub struct Setup {
     pub base_env: Vars,
     pub envdir: Option<PathBuf>,
     pub listeners: Vec<Listener>,
+    /// The sockets sit on 3, 4, ...: LISTEN_FDS can be offered.
+    pub systemd_layout: bool,
+    pub protocols: Protocols,
     pub interval: Duration,
     pub signal_on_hup: i32,
     pub signal_on_term: i32,
@@ -252,15 +256,12 @@ impl Supervisor {
     fn worker_env(&self, generation: u64) -> Vars {
         let mut vars = self.s.base_env.clone();
         vars.extend(self.envdir_vars.iter().cloned());
-        env::set(
+        env::add_protocol_vars(
             &mut vars,
-            "SERVER_STARTER_PORT",
-            listen::server_starter_port(&self.s.listeners),
-        );
-        env::set(
-            &mut vars,
-            "SERVER_STARTER_GENERATION",
-            generation.to_string(),
+            &self.s.listeners,
+            self.s.protocols,
+            self.s.systemd_layout,
+            generation,
         );
         vars
     }

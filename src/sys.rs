@@ -203,22 +203,24 @@ pub fn setsid() -> io::Result<()> {
 }
 
 /// A NULL-terminated array of C strings, as `execve` takes it. Built before
-/// fork so that the child only reads it.
+/// fork so that the child only reads it (but for the pid slot).
 pub struct CStrArray {
-    _strings: Vec<CString>,
+    /// Each string with its NUL.
+    strings: Vec<Vec<u8>>,
     ptrs: Vec<*const libc::c_char>,
 }
 
 impl CStrArray {
     pub fn new(strings: Vec<CString>) -> CStrArray {
-        // The pointers stay valid when the Vec moves: each CString's bytes
+        let strings: Vec<Vec<u8>> = strings
+            .into_iter()
+            .map(CString::into_bytes_with_nul)
+            .collect();
+        // The pointers stay valid when the Vec moves: each string's bytes
         // live in their own heap allocation.
-        let mut ptrs: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
+        let mut ptrs: Vec<_> = strings.iter().map(|s| s.as_ptr().cast()).collect();
         ptrs.push(std::ptr::null());
-        CStrArray {
-            _strings: strings,
-            ptrs,
-        }
+        CStrArray { strings, ptrs }
     }
 
     fn as_ptr(&self) -> *const *const libc::c_char {
@@ -244,7 +246,14 @@ pub struct ChildScript {
     /// Descriptors from this one up are not inherited (for helpers that
     /// must not hold the listening sockets).
     pub cloexec_from: Option<RawFd>,
+    /// `(envp index, byte offset)`: where the child writes its own pid in
+    /// decimal, NUL-terminated (LISTEN_PID). The string must have room for
+    /// PID_DIGITS bytes there.
+    pub pid_slot: Option<(usize, usize)>,
 }
+
+/// Room a pid slot needs: the digits of the largest pid_t.
+pub const PID_DIGITS: usize = 10;
 
 /// What the child reports through the close-on-exec pipe when it fails:
 /// the step that failed, then errno.
@@ -256,7 +265,7 @@ pub const STEP_EXEC: u8 = 3;
 /// the read end of a close-on-exec pipe: it reaches end-of-file when the
 /// exec succeeds, or carries `[step, errno as 4 native-endian bytes]` when
 /// it fails (the child then exits 127 for ENOENT, 126 otherwise).
-pub fn fork_exec(script: &ChildScript) -> io::Result<(Pid, OwnedFd)> {
+pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, OwnedFd)> {
     let (report_r, report_w) = pipe()?;
     // SAFETY: the child branch below runs only async-signal-safe calls
     // (dup, dup2, fcntl, chdir, sigprocmask, execve, write, _exit) on memory
@@ -270,7 +279,7 @@ pub fn fork_exec(script: &ChildScript) -> io::Result<(Pid, OwnedFd)> {
 }
 
 /// The child's fixed script. Never returns.
-fn child_run(script: &ChildScript, report: RawFd) -> ! {
+fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
     let fail = |step: u8, errno: i32| -> ! {
         let e = errno.to_ne_bytes();
         let msg = [step, e[0], e[1], e[2], e[3]];
@@ -302,6 +311,34 @@ fn child_run(script: &ChildScript, report: RawFd) -> ! {
         if unsafe { libc::dup2(parked[i], to) } < 0 {
             fail(STEP_FDS, errno());
         }
+    }
+    if let Some((index, offset)) = script.pid_slot
+        && let Some(string) = script.envp.strings.get_mut(index)
+        && string.len() > offset + PID_DIGITS
+    {
+        // Decimal digits of our own pid, on the stack, then into the slot.
+        // SAFETY: getpid is async-signal-safe.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        // Written through the Vec's own pointer: the child has its private
+        // copy of the memory, and envp's pointer to this string (from
+        // as_ptr) stays valid alongside as_mut_ptr.
+        let dst = string.as_mut_ptr();
+        for i in 0..n {
+            // SAFETY: offset + n < string.len(), checked above.
+            unsafe { *dst.add(offset + i) = digits[n - 1 - i] };
+        }
+        // SAFETY: as above; the NUL ends the value.
+        unsafe { *dst.add(offset + n) = 0 };
     }
     if let Some(first) = script.cloexec_from {
         // SAFETY: close_range only changes descriptor flags.
@@ -578,6 +615,65 @@ pub fn bind_inet(fd: BorrowedFd, addr: &SocketAddr) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// A socket's local address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalAddr {
+    Inet(SocketAddr),
+    /// A unix socket bound to a path (None: unnamed or abstract).
+    Unix(Option<std::path::PathBuf>),
+    Other,
+}
+
+/// The local address of socket `fd` (`getsockname`).
+pub fn local_addr(fd: RawFd) -> io::Result<LocalAddr> {
+    // SAFETY: an all-zero sockaddr_storage is valid; len says its size.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage and len are valid out-pointers of the stated size.
+    cvt(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    let family = i32::from(storage.ss_family);
+    let ptr = &storage as *const libc::sockaddr_storage;
+    Ok(match family {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for an AF_INET socket.
+            let sin = unsafe { &*ptr.cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            LocalAddr::Inet(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for an AF_INET6 socket.
+            let sin6 = unsafe { &*ptr.cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            LocalAddr::Inet(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+        }
+        libc::AF_UNIX => {
+            // SAFETY: the kernel wrote a sockaddr_un of `len` bytes.
+            let sun = unsafe { &*ptr.cast::<libc::sockaddr_un>() };
+            let offset = std::mem::size_of::<libc::sa_family_t>();
+            let n = (len as usize)
+                .saturating_sub(offset)
+                .min(sun.sun_path.len());
+            let bytes: Vec<u8> = sun.sun_path[..n]
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&b| b != 0)
+                .collect();
+            if bytes.is_empty() {
+                LocalAddr::Unix(None)
+            } else {
+                LocalAddr::Unix(Some(std::path::PathBuf::from(OsStr::from_bytes(&bytes))))
+            }
+        }
+        _ => LocalAddr::Other,
+    })
 }
 
 /// The longest path a unix socket address holds (without the NUL).
