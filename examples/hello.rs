@@ -1,7 +1,8 @@
 //! A small HTTP server to run under start_server: it serves on every
-//! inherited TCP or unix socket, answers each request with its generation
-//! and pid, echoes UDP datagrams, and on SIGTERM stops accepting, finishes
-//! the requests in flight and exits.
+//! inherited TCP or unix socket (passed by any convention the `worker`
+//! module knows), answers each request with its generation and pid, echoes
+//! UDP datagrams, says READY=1 when it is up, and on SIGTERM stops
+//! accepting, finishes the requests in flight and exits.
 //!
 //!     start_server --port=127.0.0.1:8080 -- target/.../examples/hello
 //!     curl http://127.0.0.1:8080/
@@ -44,6 +45,9 @@ fn serve() -> io::Result<()> {
         std::process::id(),
         listeners.len()
     );
+    // Everything is in place: with --readiness=notify, start_server hands
+    // over to this generation now.
+    worker::ready()?;
     let fds: Vec<BorrowedFd> = listeners
         .iter()
         .map(|l| match &l.socket {

@@ -1,40 +1,88 @@
 //! A worker for start_server's tests. It writes what it received to
-//! `DIR/<generation>.report` (atomically), then behaves as `DIR/mode`
-//! says (read at start, so tests can change it between generations):
+//! `DIR/<generation>.report` (atomically), then behaves as the words in
+//! `DIR/mode` say (read at start, so tests can change it between
+//! generations):
 //!
 //! - `run` (or no file): wait until a signal's default action ends it;
 //! - `exit N`: exit with status N at once;
-//! - `graceful`: on TERM/INT/QUIT write the signal's number to
+//! - `graceful`: on TERM/INT/QUIT write `<signal> <time>` to
 //!   `DIR/<generation>.stopped` and exit 0;
-//! - `stubborn`: block TERM/INT/QUIT and never exit (SIGKILL only).
+//! - `stubborn`: block TERM/INT/QUIT and never exit (SIGKILL only);
+//! - `notify`: send READY=1 and a STATUS= line (after writing `<time>` to
+//!   `DIR/<generation>.ready`); `notify-twice`: send READY=1 twice;
+//!   `notify-child`: have a child process send them.
+//!
+//! Times are nanoseconds since the epoch.
 //!
 //!     probe DIR
 
 use std::fs;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use start_server::worker::{self, Event, Shutdown};
+
+fn now() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
 
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: probe DIR");
+    if dir == "notify-once" {
+        let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_default();
+        worker::notify(&format!("READY=1\nSTATUS=generation {generation} ready"))
+            .expect("send READY=1");
+        return;
+    }
     let dir = Path::new(&dir);
     let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_else(|_| "none".into());
     let mode = fs::read_to_string(dir.join("mode")).unwrap_or_else(|_| "run".into());
-    let mode = mode.trim();
+    let words: Vec<&str> = mode.split_whitespace().collect();
+    let has = |w: &str| words.contains(&w);
     // Decide before reporting, so a test never sees a report from a
     // worker that has not yet blocked its signals.
-    let shutdown = match mode {
-        "graceful" | "stubborn" => {
-            Some(start_server::worker::Shutdown::new().expect("block signals"))
-        }
-        _ => None,
-    };
+    let shutdown =
+        (has("graceful") || has("stubborn")).then(|| Shutdown::new().expect("block signals"));
     report(dir, &generation);
-    if let Some(code) = mode.strip_prefix("exit ") {
-        std::process::exit(code.trim().parse().unwrap_or(1));
+    if let Some(code) = words
+        .iter()
+        .position(|&w| w == "exit")
+        .and_then(|i| words.get(i + 1))
+    {
+        std::process::exit(code.parse().unwrap_or(1));
     }
-    match (mode, shutdown) {
-        ("graceful", Some(s)) => {
-            if let Ok(start_server::worker::Event::Shutdown(sig)) = s.wait(&[]) {
-                let _ = fs::write(dir.join(format!("{generation}.stopped")), sig.to_string());
+    if has("notify") || has("notify-twice") {
+        fs::write(dir.join(format!("{generation}.ready")), now().to_string()).unwrap();
+        worker::notify(&format!("READY=1\nSTATUS=generation {generation} ready"))
+            .expect("send READY=1");
+        if has("notify-twice") {
+            worker::ready().expect("send READY=1 again");
+        }
+    }
+    if has("notify-child") {
+        let status = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "echo $$ > {}/{generation}.child; exec {} notify-once",
+                    dir.display(),
+                    std::env::current_exe().unwrap().display()
+                ),
+            ])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()));
+    }
+    match shutdown {
+        Some(s) if has("graceful") => {
+            if let Ok(Event::Shutdown(sig)) = s.wait(&[]) {
+                fs::write(
+                    dir.join(format!("{generation}.stopped")),
+                    format!("{sig} {}", now()),
+                )
+                .unwrap();
             }
         }
         _ => loop {

@@ -36,6 +36,9 @@ use supervisor::{Setup, Supervisor};
 /// Exit status for bad usage and failures before the first worker runs.
 const EXIT_FAILURE: i32 = 1;
 
+/// How long a worker may take to send READY=1, by default.
+const DEFAULT_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The program: returns the exit status.
 #[doc(hidden)]
 pub fn main() -> i32 {
@@ -225,6 +228,23 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
             );
         }
     };
+    let notify = match cfg.readiness {
+        cli::Readiness::Interval => None,
+        cli::Readiness::Notify => match sys::notify_socket() {
+            Ok((fd, address)) => Some(supervisor::Notify {
+                fd,
+                address,
+                timeout: cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+            }),
+            Err(e) => {
+                return abort(
+                    format!("unable to create the notification socket: {}", errtext(&e)),
+                    pid_file,
+                    &listeners,
+                );
+            }
+        },
+    };
     let started = if cfg.daemonize {
         match daemonize(&listeners) {
             Ok(Daemon::Parent(code)) => return code,
@@ -268,6 +288,8 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
         output,
         signals,
         started,
+        notify,
+        upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
     };
     Supervisor::new(setup).run()
 }

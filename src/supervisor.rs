@@ -10,7 +10,7 @@
 //! one starting (at most one at a time), the current one, and old ones
 //! (kept until they exit, signalled once their successor is up).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -55,15 +55,49 @@ pub struct Setup {
     /// With --daemonize: where to tell the waiting parent how the first
     /// start went (one byte, the exit status it should use).
     pub started: Option<OwnedFd>,
+    /// With --readiness=notify: the socket workers send READY=1 to.
+    pub notify: Option<Notify>,
+    /// The NOTIFY_SOCKET start_server itself was given (by systemd): told
+    /// READY=1 once the first generation is up.
+    pub upstream_notify: Option<std::ffi::OsString>,
+}
+
+/// Readiness by notification.
+pub struct Notify {
+    pub fd: OwnedFd,
+    /// The NOTIFY_SOCKET value workers get.
+    pub address: String,
+    /// How long a new worker may take to send READY=1.
+    pub timeout: Duration,
+}
+
+/// The largest notification read whole; bigger ones are rejected.
+const NOTIFY_MAX: usize = 4096;
+/// Notifications handled per turn of the loop, so that a flood cannot
+/// starve signals and reaping.
+const NOTIFY_BATCH: usize = 256;
+/// Ignored notifications described one by one per turn of the loop.
+const IGNORED_SHOWN: usize = 3;
+/// How far up the process tree a sender is looked for among the workers.
+const NOTIFY_ANCESTRY: usize = 32;
+
+/// What makes a starting worker count as started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ready {
+    /// Still alive at this instant (--interval).
+    After(Instant),
+    /// It sent READY=1 (or not yet).
+    Notified(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Role {
     /// Spawned, not yet counted as started. `restart`: old workers are to
-    /// be signalled once it is up.
+    /// be signalled once it is up. `give_up`: killed if not ready by then.
     Starting {
         restart: bool,
-        ready_at: Instant,
+        ready: Ready,
+        give_up: Option<Instant>,
     },
     Current,
     Old {
@@ -99,8 +133,20 @@ impl Worker {
 
     /// When a starting worker counts as started, if its program runs.
     fn ready_at(&self) -> Option<(Instant, bool)> {
-        match (self.role, &self.exec) {
-            (Role::Starting { restart, ready_at }, Exec::Done) => Some((ready_at, restart)),
+        let Role::Starting { restart, ready, .. } = self.role else {
+            return None;
+        };
+        match (ready, &self.exec) {
+            (Ready::After(at), Exec::Done) => Some((at, restart)),
+            (Ready::Notified(true), Exec::Done) => Some((self.spawned, restart)),
+            _ => None,
+        }
+    }
+
+    /// When a starting worker that is not ready yet will be given up on.
+    fn give_up(&self) -> Option<Instant> {
+        match self.role {
+            Role::Starting { give_up, .. } if self.ready_at().is_none() => give_up,
             _ => None,
         }
     }
@@ -203,6 +249,13 @@ impl Supervisor {
                 Some(w.pid)
             })
             .collect();
+        if let Some(n) = &self.s.notify {
+            fds.push(libc::pollfd {
+                fd: n.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         if let Err(e) = sys::poll(&mut fds, timeout) {
             warning!("poll failed: {}", errtext(&e));
         }
@@ -210,6 +263,9 @@ impl Supervisor {
             if fd.revents != 0 {
                 self.on_report(*pid);
             }
+        }
+        if self.s.notify.is_some() && fds.last().is_some_and(|f| f.revents != 0) {
+            self.on_notifications();
         }
         // Drain the signals first, then act: reap before anything else so
         // that decisions see who is still alive.
@@ -229,7 +285,9 @@ impl Supervisor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let ready = self.workers.iter().filter_map(|w| Some(w.ready_at()?.0));
+        let give_up = self.workers.iter().filter_map(Worker::give_up);
         ready
+            .chain(give_up)
             .chain(self.retry.map(|(at, _)| at))
             .chain(self.kill_old_at)
             .chain(self.stopping.flatten())
@@ -256,6 +314,9 @@ impl Supervisor {
     fn worker_env(&self, generation: u64) -> Vars {
         let mut vars = self.s.base_env.clone();
         vars.extend(self.envdir_vars.iter().cloned());
+        if let Some(n) = &self.s.notify {
+            env::set(&mut vars, "NOTIFY_SOCKET", n.address.as_str());
+        }
         env::add_protocol_vars(
             &mut vars,
             &self.s.listeners,
@@ -319,7 +380,11 @@ impl Supervisor {
                     spawned: now,
                     role: Role::Starting {
                         restart,
-                        ready_at: now + self.s.interval,
+                        ready: match &self.s.notify {
+                            Some(_) => Ready::Notified(false),
+                            None => Ready::After(now + self.s.interval),
+                        },
+                        give_up: self.s.notify.as_ref().map(|n| now + n.timeout),
                     },
                     exec: Exec::Pending(child.report),
                 });
@@ -371,6 +436,15 @@ impl Supervisor {
         }
         self.last_restart = Instant::now();
         self.announce();
+        if let Some(upstream) = self.s.upstream_notify.take()
+            && let Err(e) = sys::send_notification(&upstream, b"READY=1")
+        {
+            warning!(
+                "unable to notify {}: {}",
+                upstream.to_string_lossy(),
+                errtext(&e)
+            );
+        }
         if !restart {
             return;
         }
@@ -472,6 +546,106 @@ impl Supervisor {
                     self.exit_code = Some(code);
                 }
             }
+        }
+    }
+
+    /// Reads the waiting notifications (a batch at most), acts on those from
+    /// workers, and reports the others in one line.
+    fn on_notifications(&mut self) {
+        let mut buf = [0u8; NOTIFY_MAX];
+        let mut ignored: Vec<String> = Vec::new();
+        for _ in 0..NOTIFY_BATCH {
+            let Some(n) = &self.s.notify else { return };
+            let d = match sys::recv_notification(n.fd.as_fd(), &mut buf) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => {
+                    warning!("unable to read notifications: {}", errtext(&e));
+                    break;
+                }
+            };
+            if let Err(why) = self.on_notification(&d, &buf[..d.len]) {
+                ignored.push(why);
+            }
+        }
+        // A few reasons in full, then a count: a flood costs a line a turn.
+        for why in ignored.iter().take(IGNORED_SHOWN) {
+            warning!("ignoring a notification: {why}");
+        }
+        if ignored.len() > IGNORED_SHOWN {
+            warning!(
+                "ignoring {} more notifications",
+                ignored.len() - IGNORED_SHOWN
+            );
+        }
+    }
+
+    /// One notification: acted on, or why it was ignored.
+    fn on_notification(&mut self, d: &sys::Datagram, data: &[u8]) -> Result<(), String> {
+        let sender = d.pid.ok_or("it carries no credentials")?;
+        if let Some(size) = d.truncated {
+            return Err(format!(
+                "{size} bytes from pid {sender} (at most {NOTIFY_MAX})"
+            ));
+        }
+        let pid = self
+            .worker_for(sender)
+            .ok_or_else(|| format!("pid {sender} is not a worker or a worker's descendant"))?;
+        let text =
+            std::str::from_utf8(data).map_err(|_| format!("not UTF-8, from worker {pid}"))?;
+        let mut pairs = Vec::new();
+        for line in text.split('\n').filter(|l| !l.is_empty()) {
+            let pair = line
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("malformed line {line:?} from worker {pid}"))?;
+            pairs.push(pair);
+        }
+        for (key, value) in pairs {
+            match key {
+                "READY" if value == "1" => self.on_ready(pid),
+                "STATUS" => note!("worker {pid} status: {value}"),
+                // Everything else (MAINPID, RELOADING, WATCHDOG, ...) is
+                // not ours to act on.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker `sender` is, or descends from.
+    fn worker_for(&self, sender: Pid) -> Option<Pid> {
+        let mut pid = sender;
+        for _ in 0..NOTIFY_ANCESTRY {
+            if self.workers.iter().any(|w| w.pid == pid) {
+                return Some(pid);
+            }
+            pid = sys::parent_of(pid).filter(|&p| p > 1)?;
+        }
+        None
+    }
+
+    fn on_ready(&mut self, pid: Pid) {
+        if self
+            .workers
+            .iter()
+            .any(|w| w.pid == pid && w.report_fd().is_some())
+        {
+            // A running program has certainly been executed.
+            self.on_report(pid);
+        }
+        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        match &mut w.role {
+            Role::Starting {
+                ready: ready @ Ready::Notified(false),
+                ..
+            } => {
+                *ready = Ready::Notified(true);
+                note!("new worker {pid} is ready");
+            }
+            _ => note!("worker {pid} sent READY=1 again, ignored"),
         }
     }
 
@@ -615,6 +789,25 @@ impl Supervisor {
         });
         if let Some((pid, restart)) = ready {
             self.promote(pid, restart);
+        }
+        let late: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.give_up().is_some_and(|at| now >= at))
+            .map(|w| w.pid)
+            .collect();
+        for pid in late {
+            if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid)
+                && let Role::Starting { give_up, .. } = &mut w.role
+            {
+                *give_up = None;
+            }
+            let secs = self.s.notify.as_ref().map_or(Duration::ZERO, |n| n.timeout);
+            warning!(
+                "new worker {pid} is not ready after {} s, killing it",
+                fmt_secs(secs)
+            );
+            let _ = sys::kill(pid, libc::SIGKILL);
         }
         if let Some((at, restart)) = self.retry
             && now >= at

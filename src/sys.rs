@@ -12,7 +12,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -674,6 +674,159 @@ pub fn local_addr(fd: RawFd) -> io::Result<LocalAddr> {
         }
         _ => LocalAddr::Other,
     })
+}
+
+/// A unix datagram socket for sd_notify messages: non-blocking,
+/// close-on-exec, with SO_PASSCRED so that every datagram carries its
+/// sender's pid, bound to an abstract name the kernel picks (autobind).
+/// Returns the socket and its NOTIFY_SOCKET value (`@name`).
+pub fn notify_socket() -> io::Result<(OwnedFd, String)> {
+    let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // Binding just the family asks the kernel for a unique abstract name.
+    let len = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+    // SAFETY: sun is a valid sockaddr_un of at least `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })?;
+    // SAFETY: an all-zero sockaddr_un is valid; len says its size.
+    let mut bound: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: bound and len are valid out-pointers of the stated size.
+    cvt(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut bound as *mut libc::sockaddr_un).cast(),
+            &mut len,
+        )
+    })?;
+    let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    // An abstract name: a NUL, then the name (no terminator).
+    let name: String = bound.sun_path[1..n.min(bound.sun_path.len())]
+        .iter()
+        .map(|&c| c as u8 as char)
+        .collect();
+    Ok((fd, format!("@{name}")))
+}
+
+/// One datagram read by [`recv_notification`].
+#[derive(Debug)]
+pub struct Datagram {
+    /// Bytes stored in the buffer.
+    pub len: usize,
+    /// The datagram was larger than the buffer (its real size).
+    pub truncated: Option<usize>,
+    /// The sender's pid, from its kernel-checked credentials.
+    pub pid: Option<Pid>,
+}
+
+/// Receives one datagram with its sender's credentials, without
+/// blocking: `Ok(None)` when none is waiting. Descriptors a sender passes
+/// along are closed at once.
+pub fn recv_notification(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
+    // Room for the credentials and a few descriptors (which we close).
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the pointers set below are
+    // valid for the lengths given, for the duration of the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: msg describes valid buffers, as above.
+    let n = match cvt_size(unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) }) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut pid = None;
+    // SAFETY: msg was filled by recvmsg; the CMSG macros walk the control
+    // buffer within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let (level, ty) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            let data = libc::CMSG_DATA(cmsg);
+            let data_len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+            if level == libc::SOL_SOCKET
+                && ty == libc::SCM_CREDENTIALS
+                && data_len >= std::mem::size_of::<libc::ucred>()
+            {
+                let cred = std::ptr::read_unaligned(data.cast::<libc::ucred>());
+                pid = Some(cred.pid);
+            } else if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+                for i in 0..data_len / std::mem::size_of::<RawFd>() {
+                    let passed = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    libc::close(passed);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let truncated = (msg.msg_flags & libc::MSG_TRUNC != 0).then_some(n);
+    Ok(Some(Datagram {
+        len: n.min(buf.len()),
+        truncated,
+        pid: pid.filter(|&p| p > 0),
+    }))
+}
+
+/// Sends one datagram to the unix socket a NOTIFY_SOCKET value names: a
+/// path, or an abstract name written with a leading `@`.
+pub fn send_notification(address: &OsStr, message: &[u8]) -> io::Result<()> {
+    let bytes = address.as_bytes();
+    let (abstract_name, name) = match bytes.first() {
+        Some(b'@') => (true, &bytes[1..]),
+        Some(b'/') => (false, bytes),
+        _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    };
+    if name.len() + 1 > UNIX_PATH_MAX + 1 {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let start = usize::from(abstract_name);
+    for (dst, &src) in sun.sun_path[start..].iter_mut().zip(name) {
+        *dst = src as libc::c_char;
+    }
+    let offset = std::mem::size_of::<libc::sa_family_t>();
+    // Abstract names are exactly as long as given; paths get their NUL.
+    let len = offset + start + name.len() + usize::from(!abstract_name);
+    let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM)?;
+    // SAFETY: message and sun are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            libc::MSG_NOSIGNAL,
+            (&sun as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    cvt_size(sent).map(drop)
+}
+
+/// The parent of process `pid`, from /proc.
+pub fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The longest path a unix socket address holds (without the NUL).

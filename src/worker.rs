@@ -1,21 +1,48 @@
-//! The server side: what a Rust server run under start_server uses to
-//! take the sockets it inherits, and to shut down gracefully.
+//! The server side: what a Rust server run under start_server (or under
+//! anything that speaks the same conventions) uses to take the sockets it
+//! inherits, to say it is ready, and to shut down gracefully.
+//!
+//! [`listeners`] finds the sockets through whichever convention the
+//! environment carries: Server::Starter's `SERVER_STARTER_PORT`, systemd's
+//! `LISTEN_FDS` (only when `LISTEN_PID` is this process), or einhorn's
+//! `EINHORN_FD_COUNT` / `EINHORN_FDS`. [`ready`] sends `READY=1` to
+//! `NOTIFY_SOCKET`, as sd_notify does. [`Shutdown`] turns SIGTERM into an
+//! event, so that a server stops accepting before it exits.
+//!
+//! ```
+//! use start_server::worker::{self, Socket};
+//! use std::os::fd::IntoRawFd;
+//!
+//! // What start_server passes: a socket on some descriptor, named by its spec.
+//! let fd = std::net::TcpListener::bind("127.0.0.1:0")?.into_raw_fd();
+//! let env = |name: &str| (name == "SERVER_STARTER_PORT").then(|| format!("127.0.0.1:8080={fd}"));
+//!
+//! let listeners = worker::listeners_from(&env)?;
+//! assert_eq!(listeners[0].name, "127.0.0.1:8080");
+//! let Socket::Tcp(tcp) = &listeners[0].socket else { panic!("not TCP") };
+//! assert!(tcp.local_addr()?.ip().is_loopback());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! A complete server, `examples/hello.rs`, serves until SIGTERM:
 //!
 //! ```no_run
 //! use start_server::worker::{self, Event, Shutdown, Socket};
 //! use std::os::fd::AsFd;
 //!
 //! // Block the shutdown signals first, before any thread exists.
-//! let shutdown = Shutdown::new().unwrap();
-//! let listeners = worker::listeners().unwrap();
+//! let shutdown = Shutdown::new()?;
+//! let listeners = worker::listeners()?;
 //! let Socket::Tcp(tcp) = &listeners[0].socket else { panic!("not TCP") };
-//! tcp.set_nonblocking(true).unwrap();
+//! tcp.set_nonblocking(true)?;
+//! worker::ready()?; // with --readiness=notify, the hand-over happens now
 //! loop {
-//!     match shutdown.wait(&[tcp.as_fd()]).unwrap() {
+//!     match shutdown.wait(&[tcp.as_fd()])? {
 //!         Event::Shutdown(_) => break, // stop accepting, finish in-flight work
 //!         Event::Readable(_) => while let Ok((conn, _)) = tcp.accept() { drop(conn) },
 //!     }
 //! }
+//! # Ok::<(), std::io::Error>(())
 //! ```
 
 use std::io;
@@ -58,30 +85,125 @@ pub fn parse_server_starter_port(value: &str) -> Result<Vec<(String, RawFd)>, St
         .collect()
 }
 
-/// Takes the sockets named by SERVER_STARTER_PORT. Call it once: the
-/// returned values own the descriptors.
+/// Takes the sockets this process was given, as the environment
+/// describes them (see [`listeners_from`]). Call it once: the returned
+/// values own the descriptors.
 pub fn listeners() -> io::Result<Vec<Listener>> {
-    let value = std::env::var("SERVER_STARTER_PORT").map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            "SERVER_STARTER_PORT is not set: not started by start_server?",
-        )
-    })?;
-    let pairs = parse_server_starter_port(&value)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    pairs
-        .into_iter()
-        .map(|(name, fd)| adopt(name, fd))
-        .collect()
+    listeners_from(&|name| std::env::var(name).ok())
 }
 
-fn adopt(name: String, fd: RawFd) -> io::Result<Listener> {
+/// Takes the sockets described by `env`, a variable lookup: from
+/// SERVER_STARTER_PORT if it is set (names: the specs); else from
+/// LISTEN_FDS, if LISTEN_PID is this process (names: LISTEN_FDNAMES);
+/// else from EINHORN_FD_COUNT and EINHORN_FD_0... or the older EINHORN_FDS
+/// (names: the sockets' addresses). Fails when none is set, or when a
+/// named descriptor is not an open socket. The descriptors become
+/// close-on-exec: whatever the server runs does not inherit them.
+pub fn listeners_from(env: &dyn Fn(&str) -> Option<String>) -> io::Result<Vec<Listener>> {
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    if let Some(value) = env("SERVER_STARTER_PORT") {
+        let pairs = parse_server_starter_port(&value).map_err(invalid)?;
+        return pairs
+            .into_iter()
+            .map(|(name, fd)| adopt(Some(name), fd))
+            .collect();
+    }
+    if let Some(count) = env("LISTEN_FDS") {
+        let pid = env("LISTEN_PID").and_then(|p| p.trim().parse::<u32>().ok());
+        if pid != Some(std::process::id()) {
+            return Ok(Vec::new());
+        }
+        let count: RawFd = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("LISTEN_FDS={count}")))?;
+        let names = env("LISTEN_FDNAMES").unwrap_or_default();
+        let mut names = names.split(':');
+        return (3..3 + count.max(0))
+            .map(|fd| {
+                adopt(
+                    names.next().filter(|n| !n.is_empty()).map(str::to_string),
+                    fd,
+                )
+            })
+            .collect();
+    }
+    let fds: Vec<RawFd> = if let Some(count) = env("EINHORN_FD_COUNT") {
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("EINHORN_FD_COUNT={count}")))?;
+        (0..count)
+            .map(|i| {
+                let var = format!("EINHORN_FD_{i}");
+                env(&var)
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| invalid(format!("{var} is missing")))
+            })
+            .collect::<io::Result<_>>()?
+    } else if let Some(list) = env("EINHORN_FDS") {
+        list.split_whitespace()
+            .map(|f| {
+                f.parse()
+                    .map_err(|_| invalid(format!("EINHORN_FDS={list}")))
+            })
+            .collect::<io::Result<_>>()?
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no sockets were passed: none of SERVER_STARTER_PORT, LISTEN_FDS, EINHORN_FDS is set",
+        ));
+    };
+    fds.into_iter().map(|fd| adopt(None, fd)).collect()
+}
+
+/// Sends `state` (`READY=1`, `STATUS=...`, several lines at once if need
+/// be) to the socket NOTIFY_SOCKET names. `Ok(false)` when it is not set:
+/// nobody is listening, which is not an error.
+pub fn notify(state: &str) -> io::Result<bool> {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        None => Ok(false),
+        Some(socket) => notify_to(&socket, state).map(|()| true),
+    }
+}
+
+/// Sends `state` to `socket`: a path, or an abstract name written `@name`.
+///
+/// ```
+/// use start_server::worker;
+/// use std::os::unix::net::UnixDatagram;
+///
+/// let path = std::env::temp_dir().join(format!("notify-example-{}", std::process::id()));
+/// let supervisor = UnixDatagram::bind(&path)?;
+/// worker::notify_to(path.as_os_str(), "READY=1\nSTATUS=serving")?;
+/// let mut buf = [0; 64];
+/// let n = supervisor.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"READY=1\nSTATUS=serving");
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn notify_to(socket: &std::ffi::OsStr, state: &str) -> io::Result<()> {
+    sys::send_notification(socket, state.as_bytes())
+}
+
+/// Says the server is ready to serve: `notify("READY=1")`.
+pub fn ready() -> io::Result<bool> {
+    notify("READY=1")
+}
+
+/// Takes descriptor `fd` as a socket named `name` (or by its address).
+fn adopt(name: Option<String>, fd: RawFd) -> io::Result<Listener> {
     let owned: OwnedFd = sys::adopt_inherited(fd).map_err(|_| {
         io::Error::new(
             io::ErrorKind::NotFound,
-            format!("{name}: descriptor {fd} is not open"),
+            format!("descriptor {fd} is not open"),
         )
     })?;
+    let name = name.unwrap_or_else(|| match sys::local_addr(fd) {
+        Ok(sys::LocalAddr::Inet(a)) => a.to_string(),
+        Ok(sys::LocalAddr::Unix(Some(p))) => p.to_string_lossy().into_owned(),
+        _ => format!("fd{fd}"),
+    });
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
     let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     // Not inherited further by whatever the server itself runs.
@@ -173,5 +295,33 @@ mod tests {
         assert!(parse_server_starter_port("").unwrap().is_empty());
         assert!(parse_server_starter_port("8080").is_err());
         assert!(parse_server_starter_port("8080=x").is_err());
+    }
+
+    #[test]
+    fn listen_fds_for_another_process_gives_nothing() {
+        let env = |name: &str| match name {
+            "LISTEN_FDS" => Some("1".to_string()),
+            "LISTEN_PID" => Some("1".to_string()),
+            _ => None,
+        };
+        assert!(listeners_from(&env).unwrap().is_empty());
+        assert_eq!(
+            listeners_from(&|_| None).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn einhorn_variables_name_sockets_by_address() {
+        use std::os::fd::IntoRawFd;
+        let fd = UdpSocket::bind("127.0.0.1:0").unwrap().into_raw_fd();
+        let env = |name: &str| match name {
+            "EINHORN_FD_COUNT" => Some("1".to_string()),
+            "EINHORN_FD_0" => Some(fd.to_string()),
+            _ => None,
+        };
+        let l = listeners_from(&env).unwrap();
+        assert!(matches!(l[0].socket, Socket::Udp(_)));
+        assert!(l[0].name.starts_with("127.0.0.1:"), "{}", l[0].name);
     }
 }

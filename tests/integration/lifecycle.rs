@@ -39,10 +39,7 @@ fn hup_starts_a_new_generation_then_stops_the_old_one() {
     server.wait_line("killing old workers");
     server.wait_line(&format!("old worker {first} died, status:0"));
     assert_eq!(wait_status(&st, &[2], &server), [(2, second)]);
-    assert_eq!(
-        std::fs::read_to_string(dir.join("1.stopped")).unwrap(),
-        "15"
-    );
+    assert_eq!(dir.stopped_by(1), "15");
     // The old worker got its signal only after the new one was up.
     let lines = server.lines();
     let up = lines
@@ -215,11 +212,7 @@ fn signal_on_term_and_int_and_quit_shut_down_gracefully() {
         server.signal(sig);
         server.wait_line(&format!("received {sig}, sending"));
         assert!(server.wait_exit().success(), "{}", server.log());
-        assert_eq!(
-            std::fs::read_to_string(dir.join("1.stopped")).unwrap(),
-            expected,
-            "{sig}"
-        );
+        assert_eq!(dir.stopped_by(1), expected, "{sig}");
         wait_gone(w, &server);
     }
 }

@@ -6,6 +6,7 @@ mod clients;
 mod compat;
 mod lifecycle;
 mod load;
+mod notify;
 mod sockets;
 mod support;
 mod worker_env;

@@ -78,6 +78,22 @@ impl TempDir {
         std::fs::write(self.join("mode"), mode).unwrap();
     }
 
+    /// The signal a graceful probe of `generation` stopped on.
+    pub fn stopped_by(&self, generation: u64) -> String {
+        let text = std::fs::read_to_string(self.join(&format!("{generation}.stopped"))).unwrap();
+        text.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// A timestamp (ns) a probe wrote to `DIR/<generation>.<what>`, as the
+    /// last word of the file.
+    pub fn stamp(&self, generation: u64, what: &str) -> Option<u128> {
+        let text = std::fs::read_to_string(self.join(&format!("{generation}.{what}"))).ok()?;
+        text.split_whitespace().last()?.parse().ok()
+    }
+
     /// The report a probe of `generation` wrote, once it exists.
     pub fn report(&self, generation: u64, server: &Server) -> HashMap<String, String> {
         let path = self.join(&format!("{generation}.report"));

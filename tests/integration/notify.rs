@@ -1,0 +1,209 @@
+//! Readiness by notification (--readiness=notify): the hand-over waits for
+//! READY=1, attributed to the right worker; bad notifications change
+//! nothing.
+
+use std::os::unix::net::UnixDatagram;
+
+use crate::support::*;
+
+fn start(dir: &TempDir, extra: &[&str]) -> (Server, std::path::PathBuf) {
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let mut args = vec![
+        "--readiness=notify".to_string(),
+        format!("--status-file={}", st.display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--".to_string(), probe, dir.path().display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Server::start(&args), st)
+}
+
+/// The NOTIFY_SOCKET value a probe of `generation` was given.
+fn notify_socket(dir: &TempDir, generation: u64, server: &Server) -> String {
+    dir.report(generation, server)["env.NOTIFY_SOCKET"].clone()
+}
+
+/// Sends `message` to an abstract NOTIFY_SOCKET from this test process.
+fn send(address: &str, message: &[u8]) {
+    use std::os::linux::net::SocketAddrExt;
+    let name = address.strip_prefix('@').expect("an abstract address");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to_addr(message, &addr)
+        .unwrap();
+}
+
+#[test]
+fn the_old_generation_is_signalled_only_after_ready() {
+    let dir = TempDir::new("notify-handover");
+    dir.mode("notify graceful");
+    let (mut server, st) = start(&dir, &[]);
+    let first = wait_status(&st, &[1], &server)[0].1;
+    server.wait_line(&format!("new worker {first} is ready"));
+    // A generation that does not say READY=1 is not started, however long
+    // it lives: the old one keeps serving.
+    dir.mode("graceful");
+    server.signal("HUP");
+    let second = server.wait_worker(2);
+    let address = notify_socket(&dir, 2, &server);
+    assert!(address.starts_with('@'), "{address}");
+    assert_eq!(status(&st), [(1, first)]);
+    assert!(!dir.join("1.stopped").exists());
+    // READY=1 sent on its behalf by another process does not count.
+    send(&address, b"READY=1");
+    server.wait_line("is not a worker or a worker's descendant");
+    assert_eq!(status(&st), [(1, first)]);
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    wait_gone(second, &server);
+}
+
+#[test]
+fn ready_from_a_child_of_the_worker_counts_and_status_is_logged() {
+    let dir = TempDir::new("notify-child");
+    dir.mode("notify-child");
+    let (mut server, st) = start(&dir, &[]);
+    let first = wait_status(&st, &[1], &server)[0].1;
+    server.wait_line(&format!("new worker {first} is ready"));
+    assert!(dir.join("1.child").exists());
+    server.wait_line(&format!("worker {first} status: generation 1 ready"));
+    // STATUS= is logged; READY=1 again is noted and ignored.
+    dir.mode("notify-twice");
+    server.signal("HUP");
+    let second = wait_status(&st, &[2], &server)[0].1;
+    server.wait_line(&format!("worker {second} sent READY=1 again, ignored"));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_worker_that_never_gets_ready_is_killed_and_retried() {
+    let dir = TempDir::new("notify-timeout");
+    dir.mode("notify");
+    let (mut server, st) = start(&dir, &["--ready-timeout=0.3"]);
+    let first = wait_status(&st, &[1], &server)[0].1;
+    dir.mode("run");
+    server.signal("HUP");
+    let second = server.wait_worker(2);
+    server.wait_line(&format!(
+        "new worker {second} is not ready after 0.3 s, killing it"
+    ));
+    server.wait_line(&format!(
+        "new worker {second} seems to have failed to start, exit status:9"
+    ));
+    // Retried, while the first generation keeps serving.
+    server.wait_worker(3);
+    assert_eq!(status(&st), [(1, first)]);
+    dir.mode("notify");
+    server.signal("HUP");
+    server.wait_line(&format!("old worker {first} died"));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_worker_that_exits_before_ready_is_a_failed_start() {
+    let dir = TempDir::new("notify-exit");
+    dir.mode("notify");
+    let (mut server, st) = start(&dir, &[]);
+    let first = wait_status(&st, &[1], &server)[0].1;
+    dir.mode("exit 0");
+    server.signal("HUP");
+    let second = server.wait_worker(2);
+    server.wait_line(&format!(
+        "new worker {second} seems to have failed to start, exit status:0"
+    ));
+    assert_eq!(status(&st), [(1, first)]);
+    assert!(alive(first));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn bad_notifications_are_reported_and_change_nothing() {
+    let dir = TempDir::new("notify-bad");
+    dir.mode("notify");
+    let (mut server, st) = start(&dir, &[]);
+    let first = wait_status(&st, &[1], &server)[0].1;
+    let address = notify_socket(&dir, 1, &server);
+    // From a process that is no worker: ignored, whatever it says.
+    send(&address, b"READY=1\nSTATUS=hijacked");
+    server.wait_line("ignoring a notification: pid ");
+    // A flood from outside: ignored in batches, one line each.
+    let flood = std::thread::spawn({
+        let address = address.clone();
+        move || {
+            for _ in 0..5000 {
+                send(&address, b"READY=1");
+            }
+        }
+    });
+    flood.join().unwrap();
+    server.wait_line("ignoring ");
+    assert!(
+        server.count("ignoring") < 200,
+        "one line per batch, not per datagram:\n{}",
+        server.log()
+    );
+    // Still in charge: a restart goes through.
+    server.signal("HUP");
+    wait_status(&st, &[2], &server);
+    wait_gone(first, &server);
+    assert!(!server.log().contains("hijacked"));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn malformed_and_oversized_notifications_from_a_worker_are_rejected() {
+    let dir = TempDir::new("notify-malformed");
+    dir.mode("notify");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    // The worker is a shell that sends bad datagrams through python3, then
+    // becomes the probe (which says READY=1 properly).
+    let script = format!(
+        "python3 -c \"import os, socket
+a = os.environ['NOTIFY_SOCKET'].replace('@', '\\0', 1)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b'READY=1\\nno equals sign', a)
+s.sendto(b'READY=1' + b'x' * 10000, a)
+s.sendto(b'\\xff\\xfe=1', a)\"; exec {probe} {}",
+        dir.path().display()
+    );
+    let mut server = Server::start(&[
+        "--readiness=notify",
+        &format!("--status-file={}", st.display()),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    server.wait_line("malformed line \"no equals sign\"");
+    server.wait_line("(at most 4096)");
+    server.wait_line("not UTF-8");
+    // None of them made it ready; the probe's own READY=1 did.
+    let w = wait_status(&st, &[1], &server)[0].1;
+    assert_eq!(server.count(&format!("new worker {w} is ready")), 1);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn no_ready_to_signal_inversion_in_100_restarts() {
+    let dir = TempDir::new("notify-inversion");
+    dir.mode("notify graceful");
+    let (mut server, st) = start(&dir, &[]);
+    wait_status(&st, &[1], &server);
+    for generation in 2..=101u64 {
+        server.signal("HUP");
+        wait_status(&st, &[generation], &server);
+        let ready = dir.stamp(generation, "ready").expect("ready stamp");
+        let stopped = wait_for("the old worker's stop stamp", &server, || {
+            dir.stamp(generation - 1, "stopped")
+        });
+        assert!(
+            stopped > ready,
+            "generation {} was signalled before generation {generation} was ready",
+            generation - 1
+        );
+    }
+    assert!(server.stop().success());
+}
