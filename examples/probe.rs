@@ -35,7 +35,9 @@ fn main() {
         let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_default();
         worker::notify(&format!("READY=1\nSTATUS=generation {generation} ready"))
             .expect("send READY=1");
-        return;
+        loop {
+            std::thread::park();
+        }
     }
     let dir = Path::new(&dir);
     let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_else(|_| "none".into());
@@ -63,17 +65,17 @@ fn main() {
         }
     }
     if has("notify-child") {
-        let status = std::process::Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "echo $$ > {}/{generation}.child; exec {} notify-once",
-                    dir.display(),
-                    std::env::current_exe().unwrap().display()
-                ),
-            ])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()));
+        // The child stays alive (its pid in DIR/<generation>.child): a
+        // sender that is gone cannot be traced back to its worker.
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("notify-once")
+            .spawn()
+            .expect("start the child");
+        fs::write(
+            dir.join(format!("{generation}.child")),
+            child.id().to_string(),
+        )
+        .unwrap();
     }
     match shutdown {
         Some(s) if has("graceful") => {

@@ -76,8 +76,16 @@ const NOTIFY_MAX: usize = 4096;
 /// Notifications handled per turn of the loop, so that a flood cannot
 /// starve signals and reaping.
 const NOTIFY_BATCH: usize = 256;
-/// Ignored notifications described one by one per turn of the loop.
+/// Ignored notifications described in full per IGNORED_WINDOW.
 const IGNORED_SHOWN: usize = 3;
+const IGNORED_WINDOW: Duration = Duration::from_secs(1);
+
+/// The rate limit on ignored-notification lines.
+struct Ignored {
+    window_end: Instant,
+    shown: usize,
+    suppressed: u64,
+}
 /// How far up the process tree a sender is looked for among the workers.
 const NOTIFY_ANCESTRY: usize = 32;
 
@@ -174,6 +182,7 @@ pub struct Supervisor {
     settings: Settings,
     settings_problems: Vec<String>,
     status_written: bool,
+    ignored: Ignored,
 }
 
 /// `1,2,3`, as the original lists pids.
@@ -211,6 +220,11 @@ impl Supervisor {
             settings,
             settings_problems: Vec::new(),
             status_written: false,
+            ignored: Ignored {
+                window_end: Instant::now(),
+                shown: 0,
+                suppressed: 0,
+            },
         }
     }
 
@@ -292,6 +306,7 @@ impl Supervisor {
             .chain(self.kill_old_at)
             .chain(self.stopping.flatten())
             .chain(self.auto_restart_due())
+            .chain((self.ignored.suppressed > 0).then_some(self.ignored.window_end))
             .min()
     }
 
@@ -553,7 +568,6 @@ impl Supervisor {
     /// workers, and reports the others in one line.
     fn on_notifications(&mut self) {
         let mut buf = [0u8; NOTIFY_MAX];
-        let mut ignored: Vec<String> = Vec::new();
         for _ in 0..NOTIFY_BATCH {
             let Some(n) = &self.s.notify else { return };
             let d = match sys::recv_notification(n.fd.as_fd(), &mut buf) {
@@ -565,18 +579,33 @@ impl Supervisor {
                 }
             };
             if let Err(why) = self.on_notification(&d, &buf[..d.len]) {
-                ignored.push(why);
+                self.ignore(why);
             }
         }
-        // A few reasons in full, then a count: a flood costs a line a turn.
-        for why in ignored.iter().take(IGNORED_SHOWN) {
-            warning!("ignoring a notification: {why}");
+    }
+
+    /// Reports an ignored notification: a few a second in full, the rest
+    /// counted and summed up once the second is over, so that a flood
+    /// costs a few lines, not one each.
+    fn ignore(&mut self, why: String) {
+        let now = Instant::now();
+        if now >= self.ignored.window_end {
+            self.flush_ignored();
+            self.ignored.window_end = now + IGNORED_WINDOW;
+            self.ignored.shown = 0;
         }
-        if ignored.len() > IGNORED_SHOWN {
-            warning!(
-                "ignoring {} more notifications",
-                ignored.len() - IGNORED_SHOWN
-            );
+        if self.ignored.shown < IGNORED_SHOWN {
+            self.ignored.shown += 1;
+            warning!("ignoring a notification: {why}");
+        } else {
+            self.ignored.suppressed += 1;
+        }
+    }
+
+    fn flush_ignored(&mut self) {
+        if self.ignored.suppressed > 0 {
+            warning!("ignored {} more notifications", self.ignored.suppressed);
+            self.ignored.suppressed = 0;
         }
     }
 
@@ -782,6 +811,9 @@ impl Supervisor {
     fn on_timers(&mut self, now: Instant) {
         if self.exit_code.is_some() {
             return;
+        }
+        if now >= self.ignored.window_end {
+            self.flush_ignored();
         }
         let ready = self.workers.iter().find_map(|w| {
             let (at, restart) = w.ready_at()?;

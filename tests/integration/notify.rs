@@ -67,7 +67,11 @@ fn ready_from_a_child_of_the_worker_counts_and_status_is_logged() {
     let (mut server, st) = start(&dir, &[]);
     let first = wait_status(&st, &[1], &server)[0].1;
     server.wait_line(&format!("new worker {first} is ready"));
-    assert!(dir.join("1.child").exists());
+    let child: u32 = std::fs::read_to_string(dir.join("1.child"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kill("KILL", child);
     server.wait_line(&format!("worker {first} status: generation 1 ready"));
     // STATUS= is logged; READY=1 again is noted and ignored.
     dir.mode("notify-twice");
@@ -138,10 +142,10 @@ fn bad_notifications_are_reported_and_change_nothing() {
         }
     });
     flood.join().unwrap();
-    server.wait_line("ignoring ");
+    server.wait_line("ignored ");
     assert!(
-        server.count("ignoring") < 200,
-        "one line per batch, not per datagram:\n{}",
+        server.count("ignor") < 20,
+        "a few lines a second, not one per datagram:\n{}",
         server.log()
     );
     // Still in charge: a restart goes through.
