@@ -67,7 +67,7 @@ fn main() {
     if has("notify-child") {
         // The child stays alive (its pid in DIR/<generation>.child): a
         // sender that is gone cannot be traced back to its worker.
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .arg("notify-once")
             .spawn()
             .expect("start the child");
@@ -76,6 +76,7 @@ fn main() {
             child.id().to_string(),
         )
         .unwrap();
+        std::thread::spawn(move || child.wait());
     }
     match shutdown {
         Some(s) if has("graceful") => {
