@@ -96,6 +96,12 @@ impl TempDir {
 
     /// The report a probe of `generation` wrote, once it exists.
     pub fn report(&self, generation: u64, server: &Server) -> HashMap<String, String> {
+        self.report_of(&generation.to_string(), server)
+    }
+
+    /// The report of a probe that got `generation` ("none" without
+    /// SERVER_STARTER_GENERATION).
+    pub fn report_of(&self, generation: &str, server: &Server) -> HashMap<String, String> {
         let path = self.join(&format!("{generation}.report"));
         wait_for(
             &format!("report of generation {generation}"),

@@ -141,3 +141,104 @@ fn the_worker_starts_in_dir_and_gets_the_envdir_read_afresh() {
     );
     assert!(server.stop().success());
 }
+
+#[test]
+fn workers_get_systemd_and_einhorn_variables() {
+    let dir = TempDir::new("protocols");
+    let port = free_port();
+    let sock = dir.s("s.sock");
+    let probe = example("probe").display().to_string();
+    let d = dir.path().to_str().unwrap();
+    let spec = format!("--port=127.0.0.1:{port}");
+    let mut server = Server::start(&[
+        "--interval=0",
+        &spec,
+        "--path",
+        &sock,
+        "--fd-names=web",
+        &probe,
+        d,
+    ]);
+    let r = dir.report(1, &server);
+    assert_eq!(
+        r["env.SERVER_STARTER_PORT"],
+        format!("127.0.0.1:{port}=3;{sock}=4")
+    );
+    assert_eq!(r["env.LISTEN_FDS"], "2");
+    assert_eq!(
+        r["env.LISTEN_PID"], r["pid"],
+        "LISTEN_PID is the worker's own pid"
+    );
+    assert_eq!(r["env.LISTEN_FDNAMES"], format!("web:{sock}"));
+    assert_eq!(r["env.EINHORN_FD_COUNT"], "2");
+    assert_eq!(
+        (
+            r["env.EINHORN_FD_0"].as_str(),
+            r["env.EINHORN_FD_1"].as_str()
+        ),
+        ("3", "4")
+    );
+    assert_eq!(r["env.EINHORN_FDS"], "3 4");
+    assert_eq!(r["fds"], "0,1,2,3,4");
+    assert!(server.stop().success());
+
+    // Only the protocols asked for.
+    let dir = TempDir::new("protocols-einhorn");
+    let d = dir.path().to_str().unwrap();
+    let mut server = Server::start(&["--interval=0", &spec, "--protocols=einhorn", &probe, d]);
+    let r = dir.report_of("none", &server);
+    assert_eq!(r["env.EINHORN_FDS"], "3");
+    for absent in [
+        "env.SERVER_STARTER_PORT",
+        "env.SERVER_STARTER_GENERATION",
+        "env.LISTEN_FDS",
+        "env.LISTEN_PID",
+    ] {
+        assert!(!r.contains_key(absent), "{absent} in {r:?}");
+    }
+    assert!(server.stop().success());
+
+    // A placement that breaks the 3, 4, ... layout: no LISTEN_FDS at all.
+    let dir = TempDir::new("protocols-placed");
+    let d = dir.path().to_str().unwrap();
+    let placed = format!("--port=127.0.0.1:{port}=7");
+    let mut server = Server::start(&["--interval=0", &placed, &probe, d]);
+    let r = dir.report(1, &server);
+    assert_eq!(r["env.SERVER_STARTER_PORT"], format!("127.0.0.1:{port}=7"));
+    assert_eq!(r["env.EINHORN_FDS"], "7");
+    assert!(
+        !r.contains_key("env.LISTEN_FDS") && !r.contains_key("env.LISTEN_PID"),
+        "{r:?}"
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn variables_handed_to_start_server_are_not_passed_on_stale() {
+    let dir = TempDir::new("stale-vars");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::spawn(
+        std::process::Command::new(bin())
+            .env("LISTEN_FDS", "2")
+            .env("LISTEN_PID", "1")
+            .env("LISTEN_FDNAMES", "a:b")
+            .env("NOTIFY_SOCKET", "/nonexistent/notify")
+            .env("EINHORN_FDS", "9")
+            .env("EINHORN_FD_COUNT", "1")
+            .env("EINHORN_FD_0", "9")
+            .args(["--interval=0", &probe, dir.path().to_str().unwrap()]),
+    );
+    let r = dir.report(1, &server);
+    for stale in [
+        "env.LISTEN_FDS",
+        "env.LISTEN_PID",
+        "env.LISTEN_FDNAMES",
+        "env.NOTIFY_SOCKET",
+        "env.EINHORN_FDS",
+        "env.EINHORN_FD_COUNT",
+        "env.EINHORN_FD_0",
+    ] {
+        assert!(!r.contains_key(stale), "{stale} passed on: {r:?}");
+    }
+    assert!(server.stop().success());
+}
