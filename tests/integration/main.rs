@@ -10,4 +10,5 @@ mod load;
 mod notify;
 mod sockets;
 mod support;
+mod third_party;
 mod worker_env;

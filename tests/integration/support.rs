@@ -399,7 +399,9 @@ pub fn get(addr: &str) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     match out.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.to_string()),
+        Some((head, body)) if head.starts_with("HTTP/1.") && head[8..].starts_with(" 200") => {
+            Ok(body.to_string())
+        }
         _ => Err(std::io::Error::other(format!("bad response: {out:?}"))),
     }
 }

@@ -1,0 +1,179 @@
+//! Servers nobody here wrote, run under start_server: gunicorn through
+//! LISTEN_FDS with READY=1 readiness, and a worker written with
+//! python3-systemd's `systemd.daemon`. Skipped, saying why, only where
+//! the Debian packages are not installed (`.ci/run` installs them).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+
+use crate::support::*;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Whether Debian's python3 can import `module`.
+fn has_module(module: &str) -> bool {
+    Command::new(PYTHON)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+const WSGI_APP: &str = r#"
+import os
+def app(environ, start_response):
+    body = ("hello from gunicorn, generation %s\n" % os.environ.get("SERVER_STARTER_GENERATION")).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
+    if !std::path::Path::new("/usr/bin/gunicorn").exists() || !has_module("gunicorn") {
+        eprintln!("skipped: gunicorn is not installed (apt-get install gunicorn)");
+        return;
+    }
+    let dir = TempDir::new("gunicorn");
+    std::fs::write(dir.join("app.py"), WSGI_APP).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let st = dir.join("status");
+    let mut server = Server::start(&[
+        &format!("--port={addr}"),
+        &format!("--status-file={}", st.display()),
+        &format!("--dir={}", dir.path().display()),
+        "--readiness=notify",
+        "--",
+        PYTHON,
+        "/usr/bin/gunicorn",
+        "--workers=2",
+        "--graceful-timeout=20",
+        "app:app",
+    ]);
+    wait_status(&st, &[1], &server);
+    server.wait_line("Gunicorn arbiter booted");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, errors, addr) = (
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                errors.clone(),
+                addr.clone(),
+            );
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match get(&addr) {
+                        Ok(body) if body.starts_with("hello from gunicorn") => {
+                            ok.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => {
+                            errors.lock().unwrap().push(format!("{other:?}"));
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for generation in 2..=21u64 {
+        let before = ok.load(Ordering::Relaxed);
+        server.signal("HUP");
+        wait_status(&st, &[generation], &server);
+        wait_for("requests after a restart", &server, || {
+            (ok.load(Ordering::Relaxed) > before + 5).then_some(())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let body = get(&addr).unwrap();
+    assert!(body.contains("generation 21"), "{body}");
+    // gunicorn itself said READY=1: the hand-overs were never on a timer.
+    assert_eq!(
+        server.count("status: Gunicorn arbiter booted"),
+        21,
+        "{}",
+        server.log()
+    );
+    assert!(server.stop().success());
+    let errors = errors.lock().unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failures: {:?}",
+        &errors[..errors.len().min(5)]
+    );
+    eprintln!(
+        "gunicorn: {} requests, none failed, across 20 restarts",
+        ok.load(Ordering::Relaxed)
+    );
+}
+
+const SYSTEMD_WORKER: &str = r#"
+import os, signal, socket, sys
+from systemd import daemon
+
+names = daemon.listen_fds_with_names()
+fds = sorted(names)
+assert fds == [3], names
+listener = socket.socket(fileno=fds[0])
+generation = os.environ["SERVER_STARTER_GENERATION"]
+
+class Stop(Exception):
+    pass
+
+def stop(signum, frame):
+    raise Stop()
+
+signal.signal(signal.SIGTERM, stop)
+daemon.notify("READY=1\nSTATUS=python3-systemd worker, generation " + generation)
+try:
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            body = ("hello from python3-systemd, generation %s, names %s\n" % (generation, names)).encode()
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+except Stop:
+    sys.exit(0)
+"#;
+
+#[test]
+fn a_python3_systemd_worker_takes_listen_fds_and_notifies() {
+    if !has_module("systemd.daemon") {
+        eprintln!("skipped: python3-systemd is not installed (apt-get install python3-systemd)");
+        return;
+    }
+    let dir = TempDir::new("python3-systemd");
+    std::fs::write(dir.join("worker.py"), SYSTEMD_WORKER).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let st = dir.join("status");
+    let mut server = Server::start(&[
+        &format!("--port={addr}"),
+        "--fd-names=http",
+        &format!("--status-file={}", st.display()),
+        "--readiness=notify",
+        "--",
+        PYTHON,
+        &dir.s("worker.py"),
+    ]);
+    wait_status(&st, &[1], &server);
+    server.wait_line("status: python3-systemd worker, generation 1");
+    let body = get(&addr).unwrap();
+    assert!(
+        body.contains("generation 1") && body.contains("{3: 'http'}"),
+        "{body}"
+    );
+    server.signal("HUP");
+    wait_status(&st, &[2], &server);
+    let body = get(&addr).unwrap();
+    assert!(body.contains("generation 2"), "{body}");
+    assert!(server.stop().success());
+}
