@@ -10,8 +10,16 @@
 //! - latency from spawning start_server to its worker's first instruction
 //!   (median of 21), next to spawning the worker directly.
 //!
-//! Run as `bench stamp`, it is that worker: it prints the wall-clock time
-//! at which it started, in nanoseconds, then waits to be killed.
+//! - hand-over latency: from a new worker's READY=1 to the old worker
+//!   receiving its signal (median of 100 restarts with
+//!   `--readiness=notify`; the original has only its fixed `--interval`),
+//!   and whether the old worker was ever signalled first.
+//!
+//! Run as `bench stamp`, it is the worker for the latency figure: it prints
+//! the wall-clock time at which it started, in nanoseconds, then waits to
+//! be killed. Run as `bench handover`, it is the worker for the hand-over:
+//! it prints `ready GEN TIME` just before sending READY=1, and
+//! `term GEN TIME` when its SIGTERM arrives.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +44,9 @@ fn main() {
         loop {
             std::thread::park();
         }
+    }
+    if args.get(1).map(String::as_str) == Some("handover") {
+        handover_worker();
     }
     let ours = args
         .get(1)
@@ -150,9 +161,87 @@ fn main() {
             (m.saturating_sub(direct)) as f64 / 1e6
         );
     }
+    println!("hand-over: READY=1 to the old worker's signal");
+    let runs = handover(&ours, &me, &["--readiness=notify"], 100);
+    report_handover("ours, --readiness=notify", &runs);
+    if let Some(perl) = &perl {
+        let runs = handover(perl, &me, &[], 5);
+        report_handover("perl (fixed --interval=1)", &runs);
+    }
     println!();
     println!(
         "zero failed requests across 20 restarts under load: cargo test --test integration load"
+    );
+    println!("the same with gunicorn and READY=1: cargo test --test integration gunicorn");
+}
+
+/// `bench handover`: say when READY=1 is sent and when TERM arrives.
+fn handover_worker() -> ! {
+    let shutdown = start_server::worker::Shutdown::new().expect("block signals");
+    let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_default();
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready {generation} {}", now_ns());
+    let _ = out.flush();
+    let _ = start_server::worker::ready();
+    let _ = shutdown.wait(&[]);
+    let _ = writeln!(out, "term {generation} {}", now_ns());
+    let _ = out.flush();
+    std::process::exit(0);
+}
+
+type Times = std::collections::HashMap<u64, i128>;
+
+/// Restarts `bin` `restarts` times; for each, the old worker's signal time
+/// minus the new worker's READY=1 time, in nanoseconds (negative: the old
+/// one was signalled before the new one was ready).
+fn handover(bin: &str, me: &str, extra: &[&str], restarts: u64) -> Vec<i128> {
+    let mut child = Command::new(bin)
+        .args(["--port=127.0.0.1:0"])
+        .args(extra)
+        .args(["--", me, "handover"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut ready, mut term) = (Times::new(), Times::new());
+    let mut next = |ready: &mut Times, term: &mut Times| {
+        let line = lines.next().expect("a line from a worker").unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (generation, t): (u64, i128) = (words[1].parse().unwrap(), words[2].parse().unwrap());
+        match words[0] {
+            "ready" => ready.insert(generation, t),
+            _ => term.insert(generation, t),
+        };
+    };
+    while !ready.contains_key(&1) {
+        next(&mut ready, &mut term);
+    }
+    let mut runs = Vec::new();
+    for generation in 2..=restarts + 1 {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -HUP {}", child.id()))
+            .status();
+        while !term.contains_key(&(generation - 1)) || !ready.contains_key(&generation) {
+            next(&mut ready, &mut term);
+        }
+        runs.push(term[&(generation - 1)] - ready[&generation]);
+    }
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {}", child.id()))
+        .status();
+    let _ = child.wait();
+    runs
+}
+
+fn report_handover(name: &str, runs: &[i128]) {
+    let inversions = runs.iter().filter(|&&d| d < 0).count();
+    println!(
+        "                         {name}: median {:.3} ms over {} restarts, {inversions} signalled before ready",
+        median(runs.to_vec()) as f64 / 1e6,
+        runs.len()
     );
 }
 
