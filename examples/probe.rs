@@ -112,6 +112,10 @@ fn report(dir: &Path, generation: &str) {
     fds.sort_unstable();
     let fds: Vec<String> = fds.iter().map(u32::to_string).collect();
     text.push_str(&format!("fds={}\n", fds.join(",")));
+    let fd3 = fs::read_link("/proc/self/fd/3")
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|_| "closed".into());
+    text.push_str(&format!("fd3={fd3}\n"));
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     for line in status.lines() {
         if let Some(v) = line.strip_prefix("SigBlk:\t") {

@@ -204,7 +204,12 @@ fn adopt(name: Option<String>, fd: RawFd) -> io::Result<Listener> {
         Ok(sys::LocalAddr::Unix(Some(p))) => p.to_string_lossy().into_owned(),
         _ => format!("fd{fd}"),
     });
-    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("descriptor {fd} ({name}) is not a socket"),
+        )
+    })?;
     let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     // Not inherited further by whatever the server itself runs.
     sys::set_cloexec(owned.as_raw_fd(), true)?;

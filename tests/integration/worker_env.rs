@@ -242,3 +242,48 @@ fn variables_handed_to_start_server_are_not_passed_on_stale() {
     }
     assert!(server.stop().success());
 }
+
+#[test]
+fn a_worker_that_replaces_fd_3_harms_only_itself() {
+    let dir = TempDir::new("fd3");
+    let port = free_port();
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    // Generation 1 puts /dev/null on descriptor 3 before it runs.
+    let script = format!(
+        "if [ \"$SERVER_STARTER_GENERATION\" = 1 ]; then exec 3</dev/null; fi; exec {probe} {}",
+        dir.path().display()
+    );
+    let mut server = Server::start(&[
+        &format!("--port=127.0.0.1:{port}"),
+        &format!("--status-file={}", st.display()),
+        "--interval=0",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(dir.report(1, &server)["fd3"], "/dev/null");
+    server.signal("HUP");
+    let second = dir.report(2, &server);
+    assert!(second["fd3"].starts_with("socket:"), "{second:?}");
+    wait_status(&st, &[2], &server);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_worker_library_says_when_a_descriptor_is_not_a_socket() {
+    // A server told that /dev/null on descriptor 3 is a socket.
+    let hello = example("hello");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("exec 3</dev/null; exec {}", hello.display())])
+        .env("SERVER_STARTER_PORT", "8080=3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("descriptor 3 (8080) is not a socket"),
+        "{stderr}"
+    );
+}
