@@ -211,3 +211,30 @@ fn no_ready_to_signal_inversion_in_100_restarts() {
     }
     assert!(server.stop().success());
 }
+
+#[test]
+fn start_server_tells_its_own_notify_socket_when_the_first_generation_is_up() {
+    let dir = TempDir::new("notify-upstream");
+    dir.mode("notify");
+    let upstream = UnixDatagram::bind(dir.join("systemd")).unwrap();
+    upstream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let probe = example("probe").display().to_string();
+    let mut server = Server::spawn(
+        std::process::Command::new(bin())
+            .env("NOTIFY_SOCKET", dir.join("systemd"))
+            .args([
+                "--readiness=notify",
+                "--",
+                &probe,
+                dir.path().to_str().unwrap(),
+            ]),
+    );
+    let mut buf = [0u8; 64];
+    let n = upstream.recv(&mut buf).expect("READY=1 from start_server");
+    assert_eq!(&buf[..n], b"READY=1");
+    // The worker got start_server's own socket, not the upstream one.
+    let r = dir.report(1, &server);
+    assert!(r["env.NOTIFY_SOCKET"].starts_with('@'), "{r:?}");
+    server.wait_line("is ready");
+    assert!(server.stop().success());
+}
