@@ -1,10 +1,6 @@
 //! Zero failed requests while a client hammers the example server across
 //! many SIGHUP restarts.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
-
 use crate::support::*;
 
 #[test]
@@ -37,61 +33,14 @@ fn hammer(name: &str, restarts: u64) {
         &hello,
     ]);
     wait_status(&st, &[1], &server);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed, errors, addr) = (
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-                errors.clone(),
-                addr.clone(),
-            );
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match get(&addr) {
-                        Ok(body) if body.starts_with("hello from generation") => {
-                            ok.fetch_add(1, Ordering::Relaxed)
-                        }
-                        other => {
-                            errors.lock().unwrap().push(format!("{other:?}"));
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    for generation in 2..=restarts + 1 {
-        let before = ok.load(Ordering::Relaxed);
-        server.signal("HUP");
-        wait_status(&st, &[generation], &server);
-        // Requests keep flowing through every hand-over.
-        wait_for("requests after a restart", &server, || {
-            (ok.load(Ordering::Relaxed) > before + 10).then_some(())
-        });
-    }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let load = Load::start(&addr, 4, "hello from generation");
+    load.restart(&server, &st, restarts, 10);
+    let requests = load.finish();
     let body = get(&addr).unwrap();
     assert!(
         body.starts_with(&format!("hello from generation {}", restarts + 1)),
         "{body}"
     );
     assert!(server.stop().success());
-    let errors = errors.lock().unwrap();
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failures: {:?}",
-        &errors[..errors.len().min(5)]
-    );
-    eprintln!(
-        "{} requests, none failed, across 20 restarts",
-        ok.load(Ordering::Relaxed)
-    );
+    eprintln!("{requests} requests, none failed, across {restarts} restarts");
 }

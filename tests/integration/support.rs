@@ -405,3 +405,78 @@ pub fn get(addr: &str) -> std::io::Result<String> {
         _ => Err(std::io::Error::other(format!("bad response: {out:?}"))),
     }
 }
+
+/// Clients hammering an HTTP server with GETs until stopped, counting the
+/// answers that start as expected and keeping the first failures.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    clients: Vec<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: &str, clients: usize, expect: &'static str) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures, addr) =
+                    (stop.clone(), ok.clone(), failures.clone(), addr.to_string());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match get(&addr) {
+                            Ok(body) if body.starts_with(expect) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => failures.lock().unwrap().push(format!("{other:?}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            clients,
+        }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sends SIGHUP `restarts` times, each time waiting until the status
+    /// file lists only the next generation and `per_restart` more requests
+    /// have succeeded: requests keep flowing through every hand-over.
+    pub fn restart(&self, server: &Server, status_file: &Path, restarts: u64, per_restart: usize) {
+        for generation in 2..=restarts + 1 {
+            let before = self.ok();
+            server.signal("HUP");
+            wait_status(status_file, &[generation], server);
+            wait_for("requests after a restart", server, || {
+                (self.ok() > before + per_restart).then_some(())
+            });
+        }
+    }
+
+    /// Stops the clients; the number of successes, failing the test if
+    /// any request failed.
+    pub fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed requests, the first: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -4,9 +4,6 @@
 //! the Debian packages are not installed (`.ci/run` installs them).
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
 
 use crate::support::*;
 
@@ -53,45 +50,9 @@ fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
     ]);
     wait_status(&st, &[1], &server);
     server.wait_line("Gunicorn arbiter booted");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed, errors, addr) = (
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-                errors.clone(),
-                addr.clone(),
-            );
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match get(&addr) {
-                        Ok(body) if body.starts_with("hello from gunicorn") => {
-                            ok.fetch_add(1, Ordering::Relaxed)
-                        }
-                        other => {
-                            errors.lock().unwrap().push(format!("{other:?}"));
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    for generation in 2..=21u64 {
-        let before = ok.load(Ordering::Relaxed);
-        server.signal("HUP");
-        wait_status(&st, &[generation], &server);
-        wait_for("requests after a restart", &server, || {
-            (ok.load(Ordering::Relaxed) > before + 5).then_some(())
-        });
-    }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let load = Load::start(&addr, 4, "hello from gunicorn");
+    load.restart(&server, &st, 20, 5);
+    let requests = load.finish();
     let body = get(&addr).unwrap();
     assert!(body.contains("generation 21"), "{body}");
     // gunicorn itself said READY=1: the hand-overs were never on a timer.
@@ -102,17 +63,7 @@ fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
         server.log()
     );
     assert!(server.stop().success());
-    let errors = errors.lock().unwrap();
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failures: {:?}",
-        &errors[..errors.len().min(5)]
-    );
-    eprintln!(
-        "gunicorn: {} requests, none failed, across 20 restarts",
-        ok.load(Ordering::Relaxed)
-    );
+    eprintln!("gunicorn: {requests} requests, none failed, across 20 restarts");
 }
 
 const SYSTEMD_WORKER: &str = r#"
