@@ -60,6 +60,14 @@ pub struct Config {
     pub readiness: Readiness,
     /// With notify readiness: how long a worker may take to be ready.
     pub ready_timeout: Option<Duration>,
+    /// The user workers run as (`--user`, `-user`).
+    pub user: Option<String>,
+    /// Which program's behaviour this is.
+    pub personality: Personality,
+    /// socketmaster's `fd://N`: sockets already open on these descriptors.
+    pub open_fds: Vec<std::os::fd::RawFd>,
+    /// socketmaster's `-syslog`.
+    pub syslog: bool,
     /// Settings that Server::Starter also reads from the environment
     /// (ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY) as
     /// given by options: they override the environment and, as in the
@@ -87,6 +95,17 @@ impl Default for Protocols {
             einhorn: true,
         }
     }
+}
+
+/// The interface the binary speaks, chosen by the name it is run under.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Personality {
+    /// Server::Starter's `start_server`.
+    #[default]
+    StartServer,
+    /// zimbatm's `socketmaster`: no respawn, signals forwarded, output
+    /// relayed with a `[PID] ` prefix, exit when no worker is left.
+    Socketmaster,
 }
 
 /// What makes a new worker count as started.
@@ -121,6 +140,7 @@ enum Opt {
     FdNames,
     Readiness,
     ReadyTimeout,
+    User,
     Restart,
     Stop,
     Help,
@@ -149,6 +169,7 @@ const OPTIONS: &[(&str, Opt, bool)] = &[
     ("fd-names", Opt::FdNames, true),
     ("readiness", Opt::Readiness, true),
     ("ready-timeout", Opt::ReadyTimeout, true),
+    ("user", Opt::User, true),
     ("restart", Opt::Restart, false),
     ("stop", Opt::Stop, false),
     ("help", Opt::Help, false),
@@ -282,6 +303,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                     return Err(bad("must be more than 0"));
                 }
                 cfg.ready_timeout = Some(t)
+            }
+            Opt::User => {
+                let user = text()?;
+                if user.is_empty() {
+                    return Err(bad("empty user name"));
+                }
+                cfg.user = Some(user)
             }
             Opt::Restart => restart = true,
             Opt::Stop => stop = true,
@@ -444,6 +472,194 @@ fn parse_log_target(raw: OsString) -> Result<LogTarget, String> {
     Ok(LogTarget::File(raw.into()))
 }
 
+/// Parses socketmaster's command line, in Go `flag` syntax: `-name=value`,
+/// `-name value`, `--name=value`; booleans as `-syslog` or `-syslog=true`;
+/// names exact. Flags end at `--` or at the first other word: the rest are
+/// the command's arguments.
+pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
+    let mut parser = lexopt::Parser::from_args(args);
+    parser.set_short_equals(false);
+    let mut cfg = Config {
+        personality: Personality::Socketmaster,
+        interval: Some(Duration::from_millis(3000)),
+        protocols: Protocols::default(),
+        ..Config::default()
+    };
+    let mut listen: Option<String> = None;
+    let mut command: Option<OsString> = None;
+    let mut rest: Vec<OsString> = Vec::new();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        let (name, attached) = match arg {
+            Long(name) => (name.to_string(), parser.optional_value()),
+            Short(c) => {
+                let word = format!(
+                    "{c}{}",
+                    parser
+                        .optional_value()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                );
+                match word.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
+                    None => (word, None),
+                }
+            }
+            Value(v) => {
+                rest.push(v);
+                rest.extend(parser.raw_args().map_err(|e| e.to_string())?);
+                break;
+            }
+        };
+        let value = |parser: &mut lexopt::Parser| -> Result<String, String> {
+            let raw = match attached.clone() {
+                Some(v) => v,
+                None => parser
+                    .value()
+                    .map_err(|_| format!("flag needs an argument: -{name}"))?,
+            };
+            raw.into_string()
+                .map_err(|_| format!("invalid value for -{name}: not valid UTF-8"))
+        };
+        match name.as_str() {
+            "h" | "help" => return Ok(Mode::Help),
+            "listen" => listen = Some(value(&mut parser)?),
+            "command" => command = Some(value(&mut parser)?.into()),
+            "start" => {
+                let v = value(&mut parser)?;
+                let ms: u64 = v.trim().parse().map_err(|_| {
+                    format!(
+                        "invalid value \"{v}\" for flag -start: expected milliseconds, 0 or more"
+                    )
+                })?;
+                cfg.interval = Some(Duration::from_millis(ms));
+            }
+            "syslog" => {
+                cfg.syslog = match attached
+                    .as_ref()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .as_deref()
+                {
+                    None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
+                    Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+                    Some(v) => return Err(format!("invalid boolean value \"{v}\" for -syslog")),
+                }
+            }
+            "user" => cfg.user = Some(value(&mut parser)?).filter(|u| !u.is_empty()),
+            "readiness" => {
+                cfg.readiness = match value(&mut parser)?.as_str() {
+                    "interval" => Readiness::Interval,
+                    "notify" => Readiness::Notify,
+                    other => {
+                        return Err(format!(
+                            "invalid value \"{other}\" for flag -readiness: interval or notify"
+                        ));
+                    }
+                }
+            }
+            "ready-timeout" => {
+                let v = value(&mut parser)?;
+                cfg.ready_timeout =
+                    Some(parse_seconds(&v).map_err(|e| {
+                        format!("invalid value \"{v}\" for flag -ready-timeout: {e}")
+                    })?);
+            }
+            other => return Err(format!("flag provided but not defined: -{other}")),
+        }
+    }
+    let Some(command) = command else {
+        return Err("-command is required (see -h)".into());
+    };
+    cfg.command = std::iter::once(command).chain(rest).collect();
+    let uri = listen.unwrap_or_else(|| "tcp://:8080".to_string());
+    match parse_listen_uri(&uri).map_err(|e| format!("invalid -listen value '{uri}': {e}"))? {
+        Listen::Port(p) => cfg.ports.push(p),
+        Listen::Path(p) => cfg.paths.push(p),
+        Listen::Fd(fd) => cfg.open_fds.push(fd),
+    }
+    Ok(Mode::Run(Box::new(cfg)))
+}
+
+/// Where a `-listen` URI says to listen.
+#[derive(Debug, PartialEq)]
+pub enum Listen {
+    Port(PortSpec),
+    Path(PathBuf),
+    Fd(std::os::fd::RawFd),
+}
+
+/// `tcp://HOST:PORT` (both IP versions when HOST is empty), `tcp4://`,
+/// `tcp6://`, `unix:///path`, `fd://N`.
+pub fn parse_listen_uri(uri: &str) -> Result<Listen, String> {
+    use crate::listen::Host;
+    let (scheme, rest) = uri.split_once("://").ok_or("expected SCHEME://ADDRESS")?;
+    match scheme {
+        "unix" => {
+            if !rest.starts_with('/') {
+                return Err("expected unix:///absolute/path".into());
+            }
+            Ok(Listen::Path(rest.into()))
+        }
+        "fd" => rest
+            .parse()
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .map(Listen::Fd)
+            .ok_or_else(|| "expected fd://N, a descriptor number".into()),
+        "tcp" | "tcp4" | "tcp6" => {
+            let (host, port) = rest.rsplit_once(':').ok_or("expected HOST:PORT")?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("'{port}' is not a port number (0-65535)"))?;
+            let bare = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let v6 = bare.parse::<std::net::Ipv6Addr>().ok();
+            let host = match (scheme, bare.is_empty(), v6) {
+                ("tcp", true, _) => Host::Dual,
+                ("tcp4", true, _) => Host::Any,
+                ("tcp6", true, _) => Host::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                ("tcp" | "tcp6", false, Some(ip)) => Host::V6(ip),
+                ("tcp4", false, Some(_)) => return Err("an IPv6 address in a tcp4:// URI".into()),
+                ("tcp6", false, None) => return Err(format!("'{bare}' is not an IPv6 address")),
+                ("tcp4", false, None) => Host::V4(bare.to_string()),
+                _ => Host::Name(bare.to_string()),
+            };
+            Ok(Listen::Port(PortSpec {
+                spec: uri.to_string(),
+                host,
+                port,
+                udp: false,
+                fd: None,
+            }))
+        }
+        other => Err(format!(
+            "unknown scheme '{other}' (tcp, tcp4, tcp6, unix, fd)"
+        )),
+    }
+}
+
+pub const SOCKETMASTER_USAGE: &str = "\
+Usage: socketmaster [-listen=URI] -command=PATH [-start=MILLIS] [-syslog] [-user=LOGIN] [-- ARGS...]
+
+Runs PATH with the listening socket on descriptor 3 (EINHORN_FDS=3); on
+SIGHUP starts a new one, waits -start milliseconds, then sends SIGTERM to
+the others. Forwards SIGINT, SIGTERM and SIGQUIT; exits when no worker is
+left. SIGUSR1 upgrades socketmaster itself in place.
+
+  -listen=URI        tcp://HOST:PORT, tcp4://, tcp6://, unix:///path, fd://N
+                     (default tcp://:8080)
+  -command=PATH      the program to run, looked up in PATH
+  -start=MILLIS      how long a new worker must run before the old ones
+                     are stopped (default 3000)
+  -readiness=notify  stop the old ones when the new one sends READY=1
+  -ready-timeout=S   with notify: kill a worker not ready by then (60)
+  -syslog            log to the local syslog instead of stderr
+  -user=LOGIN        run workers as this user (root only)
+
+See start_server(1), section SOCKETMASTER.
+";
+
 pub const USAGE: &str = "\
 Usage: start_server [options] -- server-prog server-arg1 server-arg2 ...
        start_server --restart --pid-file=FILE --status-file=FILE
@@ -482,6 +698,7 @@ Options (any unique prefix works; -name works like --name):
   --protocols=LIST             fd-passing variables servers get: any of
                                server-starter,systemd,einhorn (all)
   --fd-names=NAME:NAME...      LISTEN_FDNAMES names, in socket order
+  --user=LOGIN                 run servers as this user (root only)
   --restart                    tell a running start_server to restart
   --stop                       tell a running start_server to stop
   --help                       print this help
@@ -600,6 +817,58 @@ mod tests {
         assert!(matches!(parse(["--vers".into()]), Ok(Mode::Version)));
         let log = run(&["--log-file", " | cat -u ", "--daemonize", "x"]).unwrap();
         assert_eq!(log.log_file, Some(LogTarget::Command("cat -u".into())));
+    }
+
+    #[test]
+    fn socketmaster_flags() {
+        let sm = |args: &[&str]| match parse_socketmaster(args.iter().map(OsString::from)) {
+            Ok(Mode::Run(cfg)) => Ok(cfg),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let cfg = sm(&[
+            "-listen=tcp4://127.0.0.1:99",
+            "--command",
+            "srv",
+            "-start",
+            "0",
+            "-syslog",
+            "--",
+            "-a",
+        ])
+        .unwrap();
+        assert_eq!(cfg.command, ["srv", "-a"]);
+        assert_eq!(cfg.interval, Some(Duration::ZERO));
+        assert!(cfg.syslog);
+        assert_eq!(cfg.ports[0].spec, "tcp4://127.0.0.1:99");
+        let cfg = sm(&["-command=srv"]).unwrap();
+        assert_eq!(cfg.ports[0].host, crate::listen::Host::Dual);
+        assert_eq!(cfg.interval, Some(Duration::from_millis(3000)));
+        assert!(!sm(&["-command=srv", "-syslog=false"]).unwrap().syslog);
+        for (args, needle) in [
+            (
+                &["-listen=udp://:1", "-command=x"][..],
+                "unknown scheme 'udp'",
+            ),
+            (&["-listen=tcp//:1", "-command=x"], "SCHEME://"),
+            (&["-listen=tcp://:99999", "-command=x"], "not a port number"),
+            (&["-listen=fd://x", "-command=x"], "fd://N"),
+            (
+                &["-listen=tcp6://1.2.3.4:80", "-command=x"],
+                "not an IPv6 address",
+            ),
+            (&["-start=-1", "-command=x"], "-start"),
+            (
+                &["-bogus", "-command=x"],
+                "flag provided but not defined: -bogus",
+            ),
+            (&["-listen=unix://rel", "-command=x"], "absolute"),
+            (&["-start=5"], "-command is required"),
+        ] {
+            let err = sm(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        assert!(matches!(parse_socketmaster(["-h".into()]), Ok(Mode::Help)));
     }
 
     #[test]

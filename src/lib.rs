@@ -15,14 +15,15 @@ mod env;
 mod listen;
 mod log;
 mod output;
+mod relay;
 mod signals;
 mod spawn;
 mod status;
 mod supervisor;
 mod sys;
+mod users;
 pub mod worker;
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::IntoRawFd;
 
@@ -52,8 +53,19 @@ pub fn main() -> i32 {
         }
     };
     ensure_stdio();
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let mode = match cli::parse(args) {
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let socketmaster = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "socketmaster");
+    if socketmaster {
+        log::set_prog("socketmaster");
+    }
+    let parsed = match socketmaster {
+        true => cli::parse_socketmaster(args),
+        false => cli::parse(args),
+    };
+    let mode = match parsed {
         Ok(mode) => mode,
         Err(msg) => {
             fatal!("{msg}");
@@ -68,6 +80,11 @@ pub fn main() -> i32 {
         }
     };
     match mode {
+        Mode::Help if socketmaster => {
+            // As Go's flag package does: usage on stderr, success.
+            let _ = sys::write_all(2, cli::SOCKETMASTER_USAGE.as_bytes());
+            0
+        }
         Mode::Help => {
             let _ = sys::write_all(1, cli::USAGE.as_bytes());
             0
@@ -105,10 +122,37 @@ fn ensure_stdio() {
 }
 
 /// Start-up, as a script: check, bind, write files, daemonize, supervise.
-fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
+fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
     let fail = |msg: String| {
         fatal!("{msg}");
         EXIT_FAILURE
+    };
+    let socketmaster = cfg.personality == cli::Personality::Socketmaster;
+    if socketmaster {
+        // socketmaster resolves its command once, at start-up.
+        match spawn::resolve(&cfg.command[0]) {
+            Some(path) => cfg.command[0] = path.into_os_string(),
+            None => {
+                return fail(format!(
+                    "-command '{}' not found in PATH",
+                    cfg.command[0].to_string_lossy()
+                ));
+            }
+        }
+    }
+    let ids = match &cfg.user {
+        None => None,
+        Some(_) if sys::geteuid() != 0 => {
+            let flag = if socketmaster { "-user" } else { "--user" };
+            return fail(format!(
+                "{flag} needs root (running as uid {})",
+                sys::geteuid()
+            ));
+        }
+        Some(login) => match users::lookup(login) {
+            Ok(ids) => Some(ids),
+            Err(msg) => return fail(msg),
+        },
     };
     if let Some(dir) = &cfg.dir
         && !dir.is_dir()
@@ -137,7 +181,8 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
     for (name, value) in &cfg.settings {
         env::set(&mut base_env, name, value);
     }
-    if let Some(problem) = env::Settings::from_vars(&base_env).1.into_iter().next() {
+    if !socketmaster && let Some(problem) = env::Settings::from_vars(&base_env).1.into_iter().next()
+    {
         return fail(problem);
     }
     if let Some(path) = &cfg.status_file
@@ -150,6 +195,7 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
         ));
     }
     let envdir = env::get(&base_env, "ENVDIR")
+        .filter(|_| !socketmaster)
         .filter(|d| !d.is_empty())
         .map(std::path::PathBuf::from);
     if let Some(dir) = &envdir
@@ -167,8 +213,14 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
     // Whatever our own parent leaked to us stays away from the workers.
     let _ = sys::cloexec_from(3);
 
-    original!("start_server (pid:{}) starting now...", sys::getpid());
-    let specs = cfg.ports.len() + cfg.paths.len();
+    if socketmaster {
+        if cfg.syslog {
+            log::use_syslog();
+        }
+    } else {
+        original!("start_server (pid:{}) starting now...", sys::getpid());
+    }
+    let specs = cfg.ports.len() + cfg.paths.len() + cfg.open_fds.len();
     let layout = listen::Layout::plan(&cfg.ports, if specs == 0 { inherited.len() } else { specs });
     let mut output = match Output::open(cfg.log_file.clone(), &layout) {
         Ok(o) => o,
@@ -199,6 +251,7 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
     let sockets = listen::Sockets {
         ports: &cfg.ports,
         paths: &cfg.paths,
+        open_fds: &cfg.open_fds,
         backlog: cfg.backlog.unwrap_or(libc::SOMAXCONN),
         fd_names: &cfg.fd_names,
     };
@@ -290,6 +343,8 @@ fn run(cfg: Config, blocked: sys::SigSet) -> i32 {
         started,
         notify,
         upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
+        personality: cfg.personality,
+        ids,
     };
     Supervisor::new(setup).run()
 }

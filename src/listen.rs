@@ -18,6 +18,10 @@ pub enum Host {
     /// An IPv4 address or a name resolved to one.
     V4(String),
     V6(Ipv6Addr),
+    /// Every address, IPv6 and IPv4 (`[::]` without IPV6_V6ONLY).
+    Dual,
+    /// A name resolved to its first address, of either family.
+    Name(String),
 }
 
 /// One `--port` value.
@@ -120,6 +124,13 @@ impl PortSpec {
         let ip = match &self.host {
             Host::Any => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Host::V6(ip) => IpAddr::V6(*ip),
+            Host::Dual => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            Host::Name(name) => (name.as_str(), self.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .map(|a| a.ip())
+                .ok_or_else(|| format!("unable to resolve host '{name}'"))?,
             Host::V4(name) => match name.parse::<Ipv4Addr>() {
                 Ok(ip) => IpAddr::V4(ip),
                 Err(_) => (name.as_str(), self.port)
@@ -277,6 +288,8 @@ pub fn inherited(
 pub struct Sockets<'a> {
     pub ports: &'a [PortSpec],
     pub paths: &'a [PathBuf],
+    /// Descriptors already open on a socket (socketmaster's `fd://N`).
+    pub open_fds: &'a [RawFd],
     pub backlog: i32,
     pub fd_names: &'a [String],
 }
@@ -331,7 +344,7 @@ fn open_into(
             .position(|h| &h.addr == want && h.udp == udp)?;
         Some(inherited.remove(i))
     };
-    if s.ports.is_empty() && s.paths.is_empty() {
+    if s.ports.is_empty() && s.paths.is_empty() && s.open_fds.is_empty() {
         for h in inherited.drain(..) {
             let name = h.spec();
             let fd_name = h.fd_name.clone().unwrap_or_else(|| derived_fd_name(&name));
@@ -350,7 +363,7 @@ fn open_into(
         let (fd, fd_name) = match take(&mut inherited, &sys::LocalAddr::Inet(addr), p.udp) {
             Some(h) => (h.fd, h.fd_name),
             None => (
-                bind_port(addr, p.udp, s.backlog)
+                bind_port(addr, p.udp, p.host != Host::Dual, s.backlog)
                     .map_err(|e| format!("unable to bind to {}: {e}", p.spec))?,
                 None,
             ),
@@ -391,6 +404,22 @@ fn open_into(
             name,
             fd: clear(fd, &path.to_string_lossy())?,
             unix_path: ours.then(|| path.clone()),
+        });
+    }
+    for &fd in s.open_fds {
+        let name = format!("fd://{fd}");
+        if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).is_err() {
+            return Err(format!(
+                "invalid -listen value '{name}': descriptor {fd} is not an open socket"
+            ));
+        }
+        let owned = sys::adopt_inherited(fd)
+            .map_err(|e| format!("invalid -listen value '{name}': {}", errtext(&e)))?;
+        out.push(Listener {
+            fd_name: derived_fd_name(&name),
+            name,
+            fd: clear(owned, "an open socket")?,
+            unix_path: None,
         });
     }
     for h in inherited {
@@ -438,7 +467,7 @@ pub fn errtext(e: &std::io::Error) -> String {
     }
 }
 
-fn bind_port(addr: SocketAddr, udp: bool, backlog: i32) -> Result<OwnedFd, String> {
+fn bind_port(addr: SocketAddr, udp: bool, v6only: bool, backlog: i32) -> Result<OwnedFd, String> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -453,7 +482,13 @@ fn bind_port(addr: SocketAddr, udp: bool, backlog: i32) -> Result<OwnedFd, Strin
     let fd = sys::socket(domain, ty).map_err(io)?;
     sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(io)?;
     if addr.is_ipv6() {
-        sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1).map_err(io)?;
+        sys::setsockopt_int(
+            fd.as_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            i32::from(v6only),
+        )
+        .map_err(io)?;
     }
     sys::bind_inet(fd.as_fd(), &addr).map_err(io)?;
     if !udp {

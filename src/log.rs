@@ -12,20 +12,118 @@
 //! [`warning!`], [`fatal!`]).
 
 use std::fmt::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+use crate::sys;
+
+/// Where lines go: stderr, or the local syslog socket (`-syslog`).
+enum Sink {
+    Stderr,
+    /// A datagram socket connected to /dev/log; the tag is `prog[pid]`.
+    Syslog {
+        fd: OwnedFd,
+        tag: String,
+    },
+}
+
+static PROG: OnceLock<&'static str> = OnceLock::new();
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Sets the program name our own lines start with (once, at start-up).
+pub fn set_prog(name: &'static str) {
+    let _ = PROG.set(name);
+}
 
 /// The program name our own lines start with.
 pub fn prog() -> &'static str {
-    "start_server"
+    PROG.get().copied().unwrap_or("start_server")
 }
 
-/// Writes one line to stderr.
+/// Sends every further line to the local syslog socket, if there is one;
+/// says so once on stderr where there is none.
+pub fn use_syslog() {
+    const DEV_LOG: &str = "/dev/log";
+    match sys::connect_unix_datagram(std::path::Path::new(DEV_LOG)) {
+        Ok(fd) => {
+            let tag = format!("{}[{}]", prog(), sys::getpid());
+            let _ = SINK.set(Sink::Syslog { fd, tag });
+        }
+        Err(e) => warning!(
+            "no syslog at {DEV_LOG} ({}): logging to stderr",
+            crate::listen::errtext(&e)
+        ),
+    }
+}
+
+fn sink() -> &'static Sink {
+    SINK.get().unwrap_or(&Sink::Stderr)
+}
+
+/// The descriptor lines are written to, for polling.
+pub fn sink_fd() -> RawFd {
+    match sink() {
+        Sink::Stderr => 2,
+        Sink::Syslog { fd, .. } => fd.as_raw_fd(),
+    }
+}
+
+/// Writes one line (without its newline) if the destination takes it now;
+/// false when it is full, and nothing was written.
+pub fn try_emit(line: &[u8]) -> bool {
+    if !sys::writable_now(sink_fd()) {
+        return false;
+    }
+    match sink() {
+        Sink::Stderr => {
+            let mut buf = Vec::with_capacity(line.len() + 1);
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+            let _ = sys::write_all(2, &buf);
+        }
+        Sink::Syslog { fd, tag } => {
+            // RFC 3164: <PRI>TIMESTAMP TAG: MSG, facility user, severity info.
+            let mut buf =
+                format!("<14>{} {tag}: ", syslog_time(std::time::SystemTime::now())).into_bytes();
+            buf.extend_from_slice(line);
+            let _ = sys::send(fd.as_raw_fd(), &buf);
+        }
+    }
+    true
+}
+
+/// `Mmm dd hh:mm:ss` (UTC: no time zone database in a static binary).
+fn syslog_time(t: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!(
+        "{} {day:>2} {:02}:{:02}:{:02}",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Writes one line of ours; dropped if the destination is full.
 pub fn line(args: fmt::Arguments) {
     let mut s = String::with_capacity(128);
     let _ = s.write_fmt(args);
-    s.push('\n');
-    if crate::sys::writable_now(2) {
-        let _ = crate::sys::write_all(2, s.as_bytes());
-    }
+    try_emit(s.as_bytes());
 }
 
 /// A line of Server::Starter's, verbatim.
@@ -55,3 +153,13 @@ macro_rules! fatal {
 }
 
 pub(crate) use {fatal, note, original, warning};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn syslog_timestamps() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_254_421);
+        assert_eq!(super::syslog_time(t), "Nov 21 09:47:01");
+        assert_eq!(super::syslog_time(std::time::UNIX_EPOCH), "Jan  1 00:00:00");
+    }
+}

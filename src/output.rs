@@ -109,6 +109,7 @@ impl Output {
             &vars,
             &[(r.as_raw_fd(), 0), (out, 1), (err, 2)],
             Some(3),
+            None,
         )
         .map_err(fail)?;
         // The exec takes well under a millisecond: wait for its report.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::env::{self, Vars};
 use crate::sys::{self, CStrArray, ChildScript, Pid};
+use crate::users::Ids;
 
 /// The search path execvp uses when PATH is unset.
 const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
@@ -72,6 +73,24 @@ impl Command {
 pub const PID_PLACEHOLDER: &str = "0000000000";
 const _: () = assert!(PID_PLACEHOLDER.len() == sys::PID_DIGITS);
 
+/// The executable `program` names: itself if it holds a slash, else the
+/// first executable file of that name in our PATH.
+pub fn resolve(program: &OsStr) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.as_bytes().contains(&b'/') {
+        let p = PathBuf::from(program);
+        return runnable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| runnable(p))
+}
+
 /// A started child and the pipe that reports its exec.
 pub struct Spawned {
     pub pid: Pid,
@@ -80,8 +99,13 @@ pub struct Spawned {
 
 /// Starts `cmd` with environment `vars` and the descriptor moves `fds`
 /// (`(from, to)`: `from`'s file ends up on `to`).
-pub fn spawn(cmd: &Command, vars: &Vars, fds: &[(RawFd, RawFd)]) -> io::Result<Spawned> {
-    spawn_with(cmd, vars, fds, None)
+pub fn spawn(
+    cmd: &Command,
+    vars: &Vars,
+    fds: &[(RawFd, RawFd)],
+    ids: Option<&Ids>,
+) -> io::Result<Spawned> {
+    spawn_with(cmd, vars, fds, None, ids)
 }
 
 /// [`spawn`], and descriptors from `cloexec_from` up not inherited.
@@ -90,6 +114,7 @@ pub fn spawn_with(
     vars: &Vars,
     fds: &[(RawFd, RawFd)],
     cloexec_from: Option<RawFd>,
+    ids: Option<&Ids>,
 ) -> io::Result<Spawned> {
     let mut pid_slot = None;
     let envp: Vec<CString> = vars
@@ -117,6 +142,7 @@ pub fn spawn_with(
         envp: CStrArray::new(envp),
         park_fd,
         cloexec_from,
+        ids: ids.map(|i| (i.uid, i.gid, i.groups.clone())),
         pid_slot,
     };
     let (pid, report) = sys::fork_exec(&mut script)?;
@@ -165,6 +191,10 @@ pub fn describe_failure(cmd: &Command, step: u8, errno: i32) -> String {
                 .as_deref()
                 .unwrap_or_else(|| "?".as_ref())
                 .display()
+        ),
+        sys::STEP_IDS => format!(
+            "unable to switch user for {}: {why}",
+            cmd.program().to_string_lossy()
         ),
         sys::STEP_FDS => format!(
             "unable to set up descriptors for {}: {why}",

@@ -14,15 +14,17 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cli::Protocols;
+use crate::cli::{Personality, Protocols};
 use crate::env::{self, Settings, Vars, fmt_secs};
 use crate::listen::{self, Listener, errtext};
-use crate::log::{fatal, note, original, warning};
+use crate::log::{self, fatal, note, original, warning};
 use crate::output::Output;
+use crate::relay::Relay;
 use crate::signals::{self, Signals};
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
 use crate::sys::{self, Pid, WaitStatus};
+use crate::users::Ids;
 
 /// Retries that keep the original's pace (one `--interval` apart).
 const FAST_RETRIES: u32 = 3;
@@ -60,6 +62,10 @@ pub struct Setup {
     /// The NOTIFY_SOCKET start_server itself was given (by systemd): told
     /// READY=1 once the first generation is up.
     pub upstream_notify: Option<std::ffi::OsString>,
+    /// start_server or socketmaster behaviour.
+    pub personality: Personality,
+    /// The user workers run as.
+    pub ids: Option<Ids>,
 }
 
 /// Readiness by notification.
@@ -183,6 +189,23 @@ pub struct Supervisor {
     settings_problems: Vec<String>,
     status_written: bool,
     ignored: Ignored,
+    /// Workers' output being relayed (socketmaster).
+    relays: Vec<Relay>,
+    /// The signal shutdown forwarded, and the last worker's wait status:
+    /// socketmaster's exit status.
+    forwarded: Option<i32>,
+    last_status: Option<WaitStatus>,
+}
+
+/// A wait status in words: `exit status 1`, `killed by TERM`.
+fn describe_status(status: WaitStatus) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by {}", signals::name(libc::WTERMSIG(status)))
+    } else {
+        format!("status {status}")
+    }
 }
 
 /// `1,2,3`, as the original lists pids.
@@ -203,7 +226,11 @@ pub fn backoff(failures: u32) -> Duration {
 
 impl Supervisor {
     pub fn new(setup: Setup) -> Supervisor {
-        let (settings, _) = Settings::from_vars(&setup.base_env);
+        // Auto-restart and the kill-old delay are start_server's alone.
+        let settings = match setup.personality {
+            Personality::StartServer => Settings::from_vars(&setup.base_env).0,
+            Personality::Socketmaster => Settings::from_vars(&Vars::new()).0,
+        };
         Supervisor {
             s: setup,
             workers: Vec::new(),
@@ -225,6 +252,9 @@ impl Supervisor {
                 shown: 0,
                 suppressed: 0,
             },
+            relays: Vec::new(),
+            forwarded: None,
+            last_status: None,
         }
     }
 
@@ -263,6 +293,7 @@ impl Supervisor {
                 Some(w.pid)
             })
             .collect();
+        let notify_at = fds.len();
         if let Some(n) = &self.s.notify {
             fds.push(libc::pollfd {
                 fd: n.fd.as_raw_fd(),
@@ -270,6 +301,27 @@ impl Supervisor {
                 revents: 0,
             });
         }
+        // Workers' output is read only while the log takes it; otherwise we
+        // wait for the log to drain, and the workers wait on their pipes.
+        let relays_at = fds.len();
+        let sink_ready = sys::writable_now(log::sink_fd());
+        if sink_ready {
+            fds.extend(self.relays.iter().map(|r| libc::pollfd {
+                fd: r.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+        } else if !self.relays.is_empty() {
+            fds.push(libc::pollfd {
+                fd: log::sink_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+        let timeout = match self.relays.iter().any(Relay::has_pending) && sink_ready {
+            true => Some(Duration::ZERO),
+            false => timeout,
+        };
         if let Err(e) = sys::poll(&mut fds, timeout) {
             warning!("poll failed: {}", errtext(&e));
         }
@@ -278,8 +330,16 @@ impl Supervisor {
                 self.on_report(*pid);
             }
         }
-        if self.s.notify.is_some() && fds.last().is_some_and(|f| f.revents != 0) {
+        if self.s.notify.is_some() && fds[notify_at].revents != 0 {
             self.on_notifications();
+        }
+        if sink_ready {
+            for (r, fd) in self.relays.iter_mut().zip(&fds[relays_at..]) {
+                if fd.revents != 0 || r.has_pending() {
+                    r.pump();
+                }
+            }
+            self.relays.retain(|r| !r.done());
         }
         // Drain the signals first, then act: reap before anything else so
         // that decisions see who is still alive.
@@ -342,6 +402,10 @@ impl Supervisor {
         vars
     }
 
+    fn socketmaster(&self) -> bool {
+        self.s.personality == Personality::Socketmaster
+    }
+
     fn candidate(&self) -> Option<&Worker> {
         self.workers
             .iter()
@@ -386,8 +450,28 @@ impl Supervisor {
         self.generation += 1;
         let vars = self.worker_env(self.generation);
         let now = Instant::now();
-        match spawn::spawn(&self.s.command, &vars, &[]) {
+        let capture = match self.socketmaster() {
+            true => match sys::pipe() {
+                Ok(pipe) => Some(pipe),
+                Err(e) => {
+                    warning!("unable to create an output pipe: {}", errtext(&e));
+                    None
+                }
+            },
+            false => None,
+        };
+        let fds: Vec<_> = capture
+            .iter()
+            .flat_map(|(_, w)| [(w.as_raw_fd(), 1), (w.as_raw_fd(), 2)])
+            .collect();
+        match spawn::spawn(&self.s.command, &vars, &fds, self.s.ids.as_ref()) {
             Ok(child) => {
+                if let Some((r, _)) = capture {
+                    match Relay::new(child.pid, r) {
+                        Ok(relay) => self.relays.push(relay),
+                        Err(e) => warning!("unable to relay output: {}", errtext(&e)),
+                    }
+                }
                 original!("starting new worker {}", child.pid);
                 self.workers.push(Worker {
                     pid: child.pid,
@@ -701,6 +785,11 @@ impl Supervisor {
             self.on_report(pid);
         }
         let w = self.workers.remove(i);
+        self.last_status = Some(status);
+        if self.socketmaster() {
+            self.on_socketmaster_exit(w, status);
+            return;
+        }
         if self.stopping.is_some() || self.exit_code.is_some() {
             original!("worker {pid} died, status:{status}");
             self.announce();
@@ -730,6 +819,41 @@ impl Supervisor {
                 original!("old worker {pid} died, status:{status}");
                 self.announce();
             }
+        }
+    }
+
+    /// socketmaster: nothing is respawned or retried, and it exits, saying
+    /// how the last worker ended, once no worker is left.
+    fn on_socketmaster_exit(&mut self, w: Worker, status: WaitStatus) {
+        let pid = w.pid;
+        match w.role {
+            Role::Starting { .. } if self.stopping.is_none() => {
+                let keep = self.pids(|r| matches!(r, Role::Old { .. }));
+                warning!(
+                    "new worker {pid} exited before it was up ({}): keeping the old workers: {}",
+                    describe_status(status),
+                    if keep.is_empty() {
+                        "none".into()
+                    } else {
+                        join_pids(&keep)
+                    }
+                );
+            }
+            _ => note!("worker {pid} exited ({})", describe_status(status)),
+        }
+        if self.workers.is_empty() && self.exit_code.is_none() {
+            self.exit_code = Some(self.socketmaster_exit_code());
+        }
+    }
+
+    /// The last worker's exit status; 128+N if signal N killed it, but 0
+    /// when N is the one a shutdown forwarded to it.
+    fn socketmaster_exit_code(&self) -> i32 {
+        match self.last_status {
+            Some(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
+            Some(s) if libc::WIFSIGNALED(s) && Some(libc::WTERMSIG(s)) == self.forwarded => 0,
+            Some(s) if libc::WIFSIGNALED(s) => 128 + libc::WTERMSIG(s),
+            _ => 0,
         }
     }
 
@@ -777,11 +901,15 @@ impl Supervisor {
     }
 
     fn begin_shutdown(&mut self, sig: i32) {
-        let term = if sig == libc::SIGTERM {
+        let term = if self.socketmaster() {
+            // socketmaster forwards the signal as it is.
+            sig
+        } else if sig == libc::SIGTERM {
             self.s.signal_on_term
         } else {
             libc::SIGTERM
         };
+        self.forwarded = Some(term);
         let pids = self.pids(|_| true);
         original!(
             "received {}, sending {} to all workers:{}",
@@ -906,6 +1034,14 @@ impl Supervisor {
             pid_file.remove();
         }
         listen::remove_socket_files(&self.s.listeners);
+        // What the workers wrote last, as far as the log takes it now.
+        for r in &mut self.relays {
+            for _ in 0..64 {
+                if r.done() || !r.pump() {
+                    break;
+                }
+            }
+        }
         self.tell_parent(code);
         self.s.output.close(&self.s.signals);
         code

@@ -180,6 +180,11 @@ pub fn waitpid(pid: Pid) -> io::Result<WaitStatus> {
     Ok(status)
 }
 
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
 pub fn getpid() -> Pid {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() }
@@ -246,6 +251,9 @@ pub struct ChildScript {
     /// Descriptors from this one up are not inherited (for helpers that
     /// must not hold the listening sockets).
     pub cloexec_from: Option<RawFd>,
+    /// The user to become: `(uid, gid, supplementary groups)`, set in that
+    /// order's reverse (groups, gid, uid) while still root.
+    pub ids: Option<(u32, u32, Vec<u32>)>,
     /// `(envp index, byte offset)`: where the child writes its own pid in
     /// decimal, NUL-terminated (LISTEN_PID). The string must have room for
     /// PID_DIGITS bytes there.
@@ -260,6 +268,7 @@ pub const PID_DIGITS: usize = 10;
 pub const STEP_FDS: u8 = 1;
 pub const STEP_CHDIR: u8 = 2;
 pub const STEP_EXEC: u8 = 3;
+pub const STEP_IDS: u8 = 4;
 
 /// Forks a child that runs `script` and execs. Returns the child's pid and
 /// the read end of a close-on-exec pipe: it reaches end-of-file when the
@@ -355,6 +364,19 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
                 // SAFETY: fcntl on a descriptor number; EBADF is harmless.
                 unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             }
+        }
+    }
+    if let Some((uid, gid, groups)) = &script.ids {
+        // Raw system calls: they change this (only) thread's credentials
+        // without the C library's cross-thread machinery.
+        // SAFETY: groups is a valid array of groups.len() gid_t values.
+        let ok = unsafe {
+            libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) == 0
+                && libc::syscall(libc::SYS_setgid, *gid) == 0
+                && libc::syscall(libc::SYS_setuid, *uid) == 0
+        };
+        if !ok {
+            fail(STEP_IDS, errno());
         }
     }
     if let Some(dir) = &script.dir {
@@ -819,6 +841,44 @@ pub fn send_notification(address: &OsStr, message: &[u8]) -> io::Result<()> {
         )
     };
     cvt_size(sent).map(drop)
+}
+
+/// A datagram socket connected to the unix socket at `path`.
+pub fn connect_unix_datagram(path: &Path) -> io::Result<OwnedFd> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > UNIX_PATH_MAX {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM)?;
+    // SAFETY: an all-zero sockaddr_un is valid; the path fits with its NUL.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: sun is a valid sockaddr_un of at least `len` bytes.
+    cvt_r(|| unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Sends `buf` on a connected socket without blocking or SIGPIPE.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() bytes.
+    cvt_size(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
 }
 
 /// The parent of process `pid`, from /proc.

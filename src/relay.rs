@@ -1,0 +1,93 @@
+//! Relaying a worker's output (socketmaster): its stdout and stderr go
+//! into a pipe that the event loop reads, and every line is logged with a
+//! `[PID] ` prefix in one write, so that lines of overlapping generations
+//! never mix. A last line without newline is still logged; a line longer
+//! than LINE_MAX is split. Nothing is read while the log destination is
+//! full: the worker waits on its pipe, start_server never waits.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::log;
+use crate::sys::{self, Pid};
+
+/// The longest piece of a line logged at once: with its prefix it stays
+/// within PIPE_BUF, so that a write of it is atomic and never partial.
+const LINE_MAX: usize = 4000;
+
+pub struct Relay {
+    pid: Pid,
+    fd: OwnedFd,
+    /// Bytes read but not yet logged: at most one partial line.
+    pending: Vec<u8>,
+    eof: bool,
+}
+
+impl Relay {
+    /// Relays what worker `pid` writes to the pipe `fd` (read end).
+    pub fn new(pid: Pid, fd: OwnedFd) -> std::io::Result<Relay> {
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        Ok(Relay {
+            pid,
+            fd,
+            pending: Vec::new(),
+            eof: false,
+        })
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Whether a complete line (or, at end of file, anything) waits to be
+    /// logged.
+    pub fn has_pending(&self) -> bool {
+        self.pending.contains(&b'\n')
+            || self.pending.len() >= LINE_MAX
+            || (self.eof && !self.pending.is_empty())
+    }
+
+    /// Whether everything has been read and logged: the relay can go.
+    pub fn done(&self) -> bool {
+        self.eof && self.pending.is_empty()
+    }
+
+    /// Logs the complete lines pending; then, if all went out, reads once
+    /// more. Returns false when the log destination is full.
+    pub fn pump(&mut self) -> bool {
+        if !self.flush() {
+            return false;
+        }
+        if self.eof {
+            return true;
+        }
+        let mut buf = [0u8; 4096];
+        match sys::read(self.fd.as_raw_fd(), &mut buf) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => self.eof = true,
+        }
+        self.flush()
+    }
+
+    /// Logs every complete line (and, at end of file, the rest); keeps what
+    /// the destination does not take now.
+    fn flush(&mut self) -> bool {
+        loop {
+            let cut = match self.pending.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= LINE_MAX => (i, i + 1),
+                _ if self.pending.len() >= LINE_MAX => (LINE_MAX, LINE_MAX),
+                _ if self.eof && !self.pending.is_empty() => {
+                    (self.pending.len(), self.pending.len())
+                }
+                _ => return true,
+            };
+            let mut line = format!("[{}] ", self.pid).into_bytes();
+            line.extend_from_slice(&self.pending[..cut.0]);
+            if !log::try_emit(&line) {
+                return false;
+            }
+            self.pending.drain(..cut.1);
+        }
+    }
+}
