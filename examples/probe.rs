@@ -124,6 +124,21 @@ fn report(dir: &Path, generation: &str) {
         if let Some(v) = line.strip_prefix("SigIgn:\t") {
             text.push_str(&format!("sigign={v}\n"));
         }
+        for (key, name) in [
+            ("Uid:\t", "uid"),
+            ("Gid:\t", "gid"),
+            ("Groups:\t", "groups"),
+        ] {
+            if let Some(v) = line.strip_prefix(key) {
+                // Uid and Gid list real, effective, saved, fs: the first will do.
+                let v = if name == "groups" {
+                    v.trim()
+                } else {
+                    v.split_whitespace().next().unwrap_or("")
+                };
+                text.push_str(&format!("{name}={v}\n"));
+            }
+        }
     }
     for (k, v) in std::env::vars() {
         text.push_str(&format!("env.{k}={v}\n"));

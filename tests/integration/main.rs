@@ -8,6 +8,7 @@ mod compat;
 mod lifecycle;
 mod load;
 mod notify;
+mod socketmaster;
 mod sockets;
 mod support;
 mod third_party;
