@@ -37,6 +37,8 @@ pub const CONSUMED: &[&str] = &[
     "NOTIFY_SOCKET",
     "EINHORN_FDS",
     "EINHORN_FD_COUNT",
+    crate::upgrade::STATE_VAR,
+    crate::upgrade::CHECK_VAR,
 ];
 
 /// Whether `name` is one of the variables start_server consumes.

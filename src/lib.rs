@@ -21,6 +21,7 @@ mod spawn;
 mod status;
 mod supervisor;
 mod sys;
+mod upgrade;
 mod users;
 pub mod worker;
 
@@ -103,6 +104,20 @@ pub fn main() -> i32 {
         Mode::Stop { pid_file } => {
             let _ = signals::unblock_all();
             client(client::stop(&pid_file))
+        }
+        Mode::Run(_) if std::env::var_os(upgrade::CHECK_VAR).is_some() => {
+            // Asked by a running start_server whether we take its state.
+            let text = std::env::var(upgrade::STATE_VAR).unwrap_or_default();
+            match upgrade::State::decode(&text) {
+                Ok(_) => {
+                    let _ = sys::write_all(1, format!("{}\n", upgrade::CHECK_OK).as_bytes());
+                    0
+                }
+                Err(why) => {
+                    let _ = sys::write_all(1, format!("{why}\n").as_bytes());
+                    EXIT_FAILURE
+                }
+            }
         }
         Mode::Run(cfg) => run(*cfg, blocked),
     }
@@ -212,6 +227,28 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
     };
     // Whatever our own parent leaked to us stays away from the workers.
     let _ = sys::cloexec_from(3);
+    let image = supervisor::Image {
+        exe: std::env::current_exe().unwrap_or_default(),
+        argv: std::env::args_os().collect(),
+        env: base_env.clone(),
+    };
+    if let Some(text) = std::env::var_os(upgrade::STATE_VAR) {
+        // The previous program image handed its state over: carry on.
+        let text = text.to_string_lossy().into_owned();
+        return match resume(&cfg, &text, &blocked) {
+            Ok((resources, state)) => {
+                let setup = make_setup(cfg, command, base_env, envdir, ids, image, resources);
+                match Supervisor::restore(setup, state) {
+                    Ok(s) => s.run_loop(),
+                    Err(msg) => fail(format!("refusing the handed-over state: {msg}")),
+                }
+            }
+            Err(msg) => fail(format!(
+                "refusing the handed-over state in {}: {msg}",
+                upgrade::STATE_VAR
+            )),
+        };
+    }
 
     if socketmaster {
         if cfg.syslog {
@@ -325,28 +362,125 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
             &listeners,
         );
     }
-    let setup = Setup {
+    let resources = Resources {
+        listeners,
+        systemd_layout: layout.systemd,
+        pid_file,
+        output,
+        signals,
+        started,
+        notify,
+    };
+    Supervisor::new(make_setup(
+        cfg, command, base_env, envdir, ids, image, resources,
+    ))
+    .run()
+}
+
+/// What start-up (or a resumed upgrade) gives the supervisor to work with.
+struct Resources {
+    listeners: Vec<listen::Listener>,
+    systemd_layout: bool,
+    pid_file: Option<PidFile>,
+    output: Output,
+    signals: signals::Signals,
+    started: Option<std::os::fd::OwnedFd>,
+    notify: Option<supervisor::Notify>,
+}
+
+fn make_setup(
+    cfg: Config,
+    command: spawn::Command,
+    base_env: env::Vars,
+    envdir: Option<std::path::PathBuf>,
+    ids: Option<users::Ids>,
+    image: supervisor::Image,
+    r: Resources,
+) -> Setup {
+    Setup {
         command,
         base_env,
         envdir,
-        listeners,
-        systemd_layout: layout.systemd,
+        listeners: r.listeners,
+        systemd_layout: r.systemd_layout,
         protocols: cfg.protocols,
         interval: cfg.interval.unwrap_or(std::time::Duration::from_secs(1)),
         signal_on_hup: cfg.signal_on_hup.unwrap_or(libc::SIGTERM),
         signal_on_term: cfg.signal_on_term.unwrap_or(libc::SIGTERM),
         stop_timeout: cfg.stop_timeout,
         status_file: cfg.status_file,
-        pid_file,
-        output,
-        signals,
-        started,
-        notify,
+        pid_file: r.pid_file,
+        output: r.output,
+        signals: r.signals,
+        started: r.started,
+        notify: r.notify,
         upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
         personality: cfg.personality,
         ids,
+        image,
+    }
+}
+
+/// Takes over the descriptors a previous program image handed over with
+/// its state: nothing is bound, opened or written anew.
+fn resume(
+    cfg: &Config,
+    text: &str,
+    blocked: &sys::SigSet,
+) -> Result<(Resources, upgrade::State), String> {
+    let state = upgrade::State::decode(text)?;
+    let mut listeners = Vec::new();
+    for l in &state.listeners {
+        if sys::getsockopt_int(l.fd, libc::SOL_SOCKET, libc::SO_TYPE).is_err() {
+            return Err(format!(
+                "listener descriptor {} is not an open socket",
+                l.fd
+            ));
+        }
+        let fd = sys::adopt_inherited(l.fd).map_err(|e| errtext(&e))?;
+        sys::set_cloexec(l.fd, false).map_err(|e| errtext(&e))?;
+        listeners.push(listen::Listener {
+            name: l.name.clone(),
+            fd_name: l.fd_name.clone(),
+            fd,
+            unix_path: l.unix_path.as_ref().map(std::path::PathBuf::from),
+        });
+    }
+    let systemd_layout = listeners
+        .iter()
+        .enumerate()
+        .all(|(i, l)| l.raw() == 3 + i as i32);
+    let pid_file = match (&cfg.pid_file, state.pid_file_fd) {
+        (Some(path), Some(fd)) => {
+            let owned = sys::adopt_inherited(fd)
+                .map_err(|_| format!("pid file descriptor {fd} is not open"))?;
+            Some(PidFile::adopt(path, owned))
+        }
+        (None, None) => None,
+        _ => return Err("the pid file does not match the command line".into()),
     };
-    Supervisor::new(setup).run()
+    let notify = match (cfg.readiness, &state.notify) {
+        (cli::Readiness::Notify, Some((fd, address))) => Some(supervisor::Notify {
+            fd: sys::adopt_inherited(*fd)
+                .map_err(|_| format!("notify descriptor {fd} is not open"))?,
+            address: address.clone(),
+            timeout: cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+        }),
+        (cli::Readiness::Interval, None) => None,
+        _ => return Err("the readiness socket does not match the command line".into()),
+    };
+    let signals = signals::Signals::new(blocked)
+        .map_err(|e| format!("unable to create signalfd: {}", errtext(&e)))?;
+    let resources = Resources {
+        listeners,
+        systemd_layout,
+        pid_file,
+        output: Output::adopted(cfg.log_file.clone(), state.logger),
+        signals,
+        started: None,
+        notify,
+    };
+    Ok((resources, state))
 }
 
 enum Daemon {

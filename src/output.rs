@@ -63,6 +63,21 @@ impl Output {
         })
     }
 
+    /// The output set up by the previous program image (live upgrade):
+    /// stdout and stderr already point at the log.
+    pub fn adopted(target: Option<LogTarget>, logger: Option<Pid>) -> Output {
+        Output {
+            target,
+            file: None,
+            saved: None,
+            logger,
+        }
+    }
+
+    pub fn logger(&self) -> Option<Pid> {
+        self.logger
+    }
+
     /// Points stdout and stderr at the log.
     pub fn redirect(&mut self) -> Result<(), String> {
         match &self.target {

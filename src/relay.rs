@@ -34,6 +34,19 @@ impl Relay {
         })
     }
 
+    /// A relay handed over by the previous program image.
+    pub fn restore(pid: Pid, fd: OwnedFd, pending: Vec<u8>) -> std::io::Result<Relay> {
+        let mut relay = Relay::new(pid, fd)?;
+        relay.pending = pending;
+        Ok(relay)
+    }
+
+    /// What a live upgrade must carry: the worker, the pipe, the bytes read
+    /// but not yet logged.
+    pub fn parts(&self) -> (Pid, std::os::fd::RawFd, &[u8]) {
+        (self.pid, self.fd.as_raw_fd(), &self.pending)
+    }
+
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }

@@ -20,6 +20,8 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
 /// directory to start in.
 pub struct Command {
     argv: Vec<CString>,
+    /// The file to execute, when it is not argv[0].
+    program: Option<CString>,
     dir: Option<CString>,
     pub dir_path: Option<PathBuf>,
 }
@@ -36,9 +38,16 @@ impl Command {
             .transpose()?;
         Ok(Command {
             argv,
+            program: None,
             dir: dir_c,
             dir_path: dir,
         })
+    }
+
+    /// The same command, but executing `path` (its argv[0] unchanged).
+    pub fn with_program(mut self, path: &std::path::Path) -> io::Result<Command> {
+        self.program = Some(sys::cstring(path.as_os_str())?);
+        Ok(self)
     }
 
     pub fn program(&self) -> &OsStr {
@@ -48,6 +57,9 @@ impl Command {
     /// The paths to try, in order: the program itself if it has a slash,
     /// else each PATH directory (from the environment the program gets).
     fn candidates(&self, vars: &Vars) -> Vec<CString> {
+        if let Some(p) = &self.program {
+            return vec![p.clone()];
+        }
         let program = self.argv[0].as_bytes();
         if program.contains(&b'/') {
             return vec![self.argv[0].clone()];

@@ -86,6 +86,20 @@ impl PidFile {
         }
     }
 
+    /// The pid file the previous program image held locked (live upgrade):
+    /// the lock belongs to the open file description, which exec keeps.
+    pub fn adopt(path: &Path, fd: std::os::fd::OwnedFd) -> PidFile {
+        PidFile {
+            path: path.to_owned(),
+            file: File::from(fd),
+        }
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
     /// Writes `PID\n`.
     pub fn write(&mut self, pid: Pid) -> io::Result<()> {
         self.file.set_len(0)?;

@@ -24,6 +24,7 @@ use crate::signals::{self, Signals};
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
 use crate::sys::{self, Pid, WaitStatus};
+use crate::upgrade::{self, ExecState, ListenerState, RoleState, State, WorkerState};
 use crate::users::Ids;
 
 /// Retries that keep the original's pace (one `--interval` apart).
@@ -66,7 +67,20 @@ pub struct Setup {
     pub personality: Personality,
     /// The user workers run as.
     pub ids: Option<Ids>,
+    /// How to execute ourselves again, for a live upgrade.
+    pub image: Image,
 }
+
+/// Our own program: its path (where a new version gets installed), the
+/// arguments we were run with, and the environment to run it with.
+pub struct Image {
+    pub exe: PathBuf,
+    pub argv: Vec<std::ffi::OsString>,
+    pub env: Vars,
+}
+
+/// How long a new program may take to say whether it takes our state.
+const UPGRADE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Readiness by notification.
 pub struct Notify {
@@ -262,6 +276,11 @@ impl Supervisor {
     pub fn run(mut self) -> i32 {
         self.refresh();
         self.spawn(false);
+        self.run_loop()
+    }
+
+    /// Runs the loop until it is time to exit; returns the exit status.
+    pub fn run_loop(mut self) -> i32 {
         while self.exit_code.is_none() {
             self.wait_and_dispatch();
         }
@@ -873,8 +892,9 @@ impl Supervisor {
                     self.kill_all(libc::SIGKILL);
                 }
             },
+            libc::SIGUSR1 if self.socketmaster() => self.upgrade(),
             libc::SIGUSR1 => self.s.output.reopen(),
-            libc::SIGUSR2 => note!("received USR2, ignored (reserved)"),
+            libc::SIGUSR2 if !self.socketmaster() => self.upgrade(),
             other => note!("received {}, ignored", signals::name(other)),
         }
     }
@@ -1046,4 +1066,289 @@ impl Supervisor {
         self.s.output.close(&self.s.signals);
         code
     }
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC for an Instant (which reads that clock).
+fn to_ns(t: Instant) -> i128 {
+    let (now, base) = (Instant::now(), sys::monotonic_ns());
+    match t.checked_duration_since(now) {
+        Some(ahead) => base + ahead.as_nanos() as i128,
+        None => base - now.duration_since(t).as_nanos() as i128,
+    }
+}
+
+fn from_ns(ns: i128) -> Instant {
+    let (now, base) = (Instant::now(), sys::monotonic_ns());
+    let delta = Duration::from_nanos((ns - base).unsigned_abs().min(u64::MAX as u128) as u64);
+    if ns >= base {
+        now + delta
+    } else {
+        now.checked_sub(delta).unwrap_or(now)
+    }
+}
+
+impl Supervisor {
+    /// Everything a new program image needs to carry on where we are.
+    fn snapshot(&self) -> State {
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| WorkerState {
+                pid: w.pid,
+                generation: w.generation,
+                spawned: to_ns(w.spawned),
+                role: match w.role {
+                    Role::Starting {
+                        restart,
+                        ready,
+                        give_up,
+                    } => RoleState::Starting {
+                        restart,
+                        ready_at: match ready {
+                            Ready::After(at) => Some(to_ns(at)),
+                            Ready::Notified(_) => None,
+                        },
+                        notified: ready == Ready::Notified(true),
+                        give_up: give_up.map(to_ns),
+                    },
+                    Role::Current => RoleState::Current,
+                    Role::Old { signalled } => RoleState::Old { signalled },
+                },
+                exec: match &w.exec {
+                    Exec::Pending(fd) => ExecState::Pending(fd.as_raw_fd()),
+                    Exec::Done => ExecState::Done,
+                    Exec::Failed => ExecState::Failed,
+                },
+            })
+            .collect();
+        State {
+            generation: self.generation,
+            failures: self.failures,
+            pending_restart: self.pending_restart,
+            ever_started: self.ever_started,
+            status_written: self.status_written,
+            last_restart: to_ns(self.last_restart),
+            retry: self.retry.map(|(at, r)| (to_ns(at), r)),
+            kill_old_at: self.kill_old_at.map(to_ns),
+            stopping: self.stopping.map(|d| d.map(to_ns)),
+            forwarded: self.forwarded,
+            listeners: self
+                .s
+                .listeners
+                .iter()
+                .map(|l| ListenerState {
+                    fd: l.raw(),
+                    name: l.name.clone(),
+                    fd_name: l.fd_name.clone(),
+                    unix_path: l
+                        .unix_path
+                        .as_ref()
+                        .map(|p| p.to_string_lossy().into_owned()),
+                })
+                .collect(),
+            pid_file_fd: self.s.pid_file.as_ref().map(PidFile::raw_fd),
+            notify: self
+                .s
+                .notify
+                .as_ref()
+                .map(|n| (n.fd.as_raw_fd(), n.address.clone())),
+            workers,
+            relays: self
+                .relays
+                .iter()
+                .map(|r| {
+                    let (pid, fd, pending) = r.parts();
+                    (pid, fd, pending.to_vec())
+                })
+                .collect(),
+            logger: self.s.output.logger(),
+        }
+    }
+
+    /// A supervisor carrying on from `state`, handed over by the previous
+    /// program image; the descriptors it names are adopted.
+    pub fn restore(setup: Setup, state: State) -> Result<Supervisor, String> {
+        let mut s = Supervisor::new(setup);
+        s.generation = state.generation;
+        s.failures = state.failures;
+        s.pending_restart = state.pending_restart;
+        s.ever_started = state.ever_started;
+        s.status_written = state.status_written;
+        s.last_restart = from_ns(state.last_restart);
+        s.retry = state.retry.map(|(at, r)| (from_ns(at), r));
+        s.kill_old_at = state.kill_old_at.map(from_ns);
+        s.stopping = state.stopping.map(|d| d.map(from_ns));
+        s.forwarded = state.forwarded;
+        let adopt = |fd: std::os::fd::RawFd, what: &str| {
+            let owned = sys::adopt_inherited(fd)
+                .map_err(|_| format!("{what} descriptor {fd} is not open"))?;
+            sys::set_cloexec(fd, true)
+                .map_err(|e| format!("{what} descriptor {fd}: {}", errtext(&e)))?;
+            Ok::<_, String>(owned)
+        };
+        for w in state.workers {
+            let exec = match w.exec {
+                ExecState::Pending(fd) => Exec::Pending(adopt(fd, "exec report")?),
+                ExecState::Done => Exec::Done,
+                ExecState::Failed => Exec::Failed,
+            };
+            let role = match w.role {
+                RoleState::Starting {
+                    restart,
+                    ready_at,
+                    notified,
+                    give_up,
+                } => Role::Starting {
+                    restart,
+                    ready: match ready_at {
+                        Some(at) => Ready::After(from_ns(at)),
+                        None => Ready::Notified(notified),
+                    },
+                    give_up: give_up.map(from_ns),
+                },
+                RoleState::Current => Role::Current,
+                RoleState::Old { signalled } => Role::Old { signalled },
+            };
+            s.workers.push(Worker {
+                pid: w.pid,
+                generation: w.generation,
+                spawned: from_ns(w.spawned),
+                role,
+                exec,
+            });
+        }
+        for (pid, fd, pending) in state.relays {
+            let fd = adopt(fd, "output relay")?;
+            s.relays.push(
+                Relay::restore(pid, fd, pending)
+                    .map_err(|e| format!("output relay: {}", errtext(&e)))?,
+            );
+        }
+        note!(
+            "upgraded in place (pid {}): {} worker(s) adopted, generation {}",
+            sys::getpid(),
+            s.workers.len(),
+            s.generation
+        );
+        Ok(s)
+    }
+
+    /// SIGUSR2 (SIGUSR1 as socketmaster): execute our program file again,
+    /// in place, handing the state over. The new program is asked first
+    /// whether it takes the state; if it does not, or the exec fails, we
+    /// carry on as before.
+    fn upgrade(&mut self) {
+        let exe = self.s.image.exe.clone();
+        note!("upgrading in place: executing {}", exe.display());
+        let state = self.snapshot().encode();
+        if let Err(why) = self.check_upgrade(&state) {
+            warning!("not upgrading: {why}; carrying on");
+            return;
+        }
+        // The daemonizing parent, if still waiting, gets its answer now.
+        self.tell_parent(0);
+        let carried: Vec<std::os::fd::RawFd> = self
+            .s
+            .pid_file
+            .as_ref()
+            .map(PidFile::raw_fd)
+            .into_iter()
+            .chain(self.s.notify.as_ref().map(|n| n.fd.as_raw_fd()))
+            .chain(
+                self.workers
+                    .iter()
+                    .filter_map(|w| w.report_fd().map(|f| f.as_raw_fd())),
+            )
+            .chain(self.relays.iter().map(|r| r.fd().as_raw_fd()))
+            .collect();
+        for &fd in &carried {
+            let _ = sys::set_cloexec(fd, false);
+        }
+        let mut env = self.s.image.env.clone();
+        env::set(&mut env, upgrade::STATE_VAR, state);
+        let err = match exec_args(&exe, &self.s.image.argv, &env) {
+            Ok((path, argv, envp)) => sys::execve(&path, &argv, &envp),
+            Err(e) => e,
+        };
+        for &fd in &carried {
+            let _ = sys::set_cloexec(fd, true);
+        }
+        warning!(
+            "not upgrading: unable to execute {}: {}; carrying on",
+            exe.display(),
+            errtext(&err)
+        );
+    }
+
+    /// Runs the new program in check mode: it must print CHECK_OK.
+    fn check_upgrade(&self, state: &str) -> Result<(), String> {
+        let exe = &self.s.image.exe;
+        let mut env = self.s.image.env.clone();
+        env::set(&mut env, upgrade::STATE_VAR, state);
+        env::set(&mut env, upgrade::CHECK_VAR, "1");
+        let cmd = Command::new(&self.s.image.argv, None).map_err(|e| errtext(&e))?;
+        let cmd = cmd.with_program(exe).map_err(|e| errtext(&e))?;
+        let (r, w) = sys::pipe().map_err(|e| errtext(&e))?;
+        let child = spawn::spawn_with(&cmd, &env, &[(w.as_raw_fd(), 1)], Some(3), None)
+            .map_err(|e| format!("unable to run {}: {}", exe.display(), errtext(&e)))?;
+        drop(w);
+        let mut answer = Vec::new();
+        let deadline = Instant::now() + UPGRADE_CHECK_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = [libc::pollfd {
+                fd: r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if left.is_zero() || sys::poll(&mut pfd, Some(left)).unwrap_or(0) == 0 {
+                let _ = sys::kill(child.pid, libc::SIGKILL);
+                break;
+            }
+            let mut buf = [0u8; 512];
+            match sys::read(r.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) if answer.len() < 4096 => answer.extend_from_slice(&buf[..n]),
+                Ok(_) => {}
+            }
+        }
+        let status = sys::waitpid(child.pid).unwrap_or(-1);
+        if let Report::Failed { step, errno } = spawn::read_report(&child.report) {
+            return Err(spawn::describe_failure(&cmd, step, errno));
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        if answer.lines().any(|l| l == upgrade::CHECK_OK) {
+            Ok(())
+        } else {
+            let said = answer.lines().next().unwrap_or("nothing");
+            Err(format!(
+                "{} refused the state ({}; it said: {said})",
+                exe.display(),
+                describe_status(status)
+            ))
+        }
+    }
+}
+
+/// C strings for execve.
+fn exec_args(
+    exe: &std::path::Path,
+    argv: &[std::ffi::OsString],
+    env: &Vars,
+) -> std::io::Result<(std::ffi::CString, sys::CStrArray, sys::CStrArray)> {
+    let path = sys::cstring(exe.as_os_str())?;
+    let argv = argv
+        .iter()
+        .map(|a| sys::cstring(a))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let envp = env
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            sys::cstring(&kv).ok()
+        })
+        .collect();
+    Ok((path, sys::CStrArray::new(argv), sys::CStrArray::new(envp)))
 }

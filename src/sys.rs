@@ -881,6 +881,23 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the same clock before and after exec.
+pub fn monotonic_ns() -> i128 {
+    // SAFETY: ts is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Replaces this process's program image (same pid). Returns only on
+/// failure.
+pub fn execve(path: &CStr, argv: &CStrArray, envp: &CStrArray) -> io::Error {
+    // SAFETY: path, argv and envp are NUL-terminated and valid.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
 /// The parent of process `pid`, from /proc.
 pub fn parent_of(pid: Pid) -> Option<Pid> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -12,4 +12,5 @@ mod socketmaster;
 mod sockets;
 mod support;
 mod third_party;
+mod upgrade;
 mod worker_env;

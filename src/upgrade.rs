@@ -1,0 +1,375 @@
+//! Live upgrade: the supervisor's state as text, handed to the next
+//! program image across `execve` in an environment variable, with the
+//! descriptors it names kept open. Times are absolute CLOCK_MONOTONIC
+//! nanoseconds, which mean the same before and after exec.
+//!
+//! The format is line-based: a magic first line with a version, then one
+//! `key value...` line per item; free text (names, paths) is hex-encoded.
+//! Anything unexpected makes the whole state refused.
+
+use std::os::fd::RawFd;
+
+/// The variable the state travels in.
+pub const STATE_VAR: &str = "START_SERVER_STATE";
+/// Set (to anything) to ask a program whether it would take the state in
+/// STATE_VAR: it prints CHECK_OK and exits 0 if so.
+pub const CHECK_VAR: &str = "START_SERVER_UPGRADE_CHECK";
+pub const CHECK_OK: &str = "start_server: upgrade state accepted";
+const MAGIC: &str = "start_server-state";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerState {
+    pub fd: RawFd,
+    pub name: String,
+    pub fd_name: String,
+    pub unix_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RoleState {
+    Starting {
+        restart: bool,
+        ready_at: Option<i128>,
+        notified: bool,
+        give_up: Option<i128>,
+    },
+    Current,
+    Old {
+        signalled: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ExecState {
+    Pending(RawFd),
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerState {
+    pub pid: i32,
+    pub generation: u64,
+    pub spawned: i128,
+    pub role: RoleState,
+    pub exec: ExecState,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct State {
+    pub generation: u64,
+    pub failures: u32,
+    pub pending_restart: bool,
+    pub ever_started: bool,
+    pub status_written: bool,
+    pub last_restart: i128,
+    pub retry: Option<(i128, bool)>,
+    pub kill_old_at: Option<i128>,
+    /// `Some(deadline)` while shutting down; the deadline may be absent.
+    pub stopping: Option<Option<i128>>,
+    pub forwarded: Option<i32>,
+    pub listeners: Vec<ListenerState>,
+    pub pid_file_fd: Option<RawFd>,
+    pub notify: Option<(RawFd, String)>,
+    pub workers: Vec<WorkerState>,
+    /// Output relays: worker pid, pipe, bytes not yet logged.
+    pub relays: Vec<(i32, RawFd, Vec<u8>)>,
+    pub logger: Option<i32>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "-".into();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s == "-" {
+        return Some(Vec::new());
+    }
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+fn parse_opt<T: std::str::FromStr>(s: &str) -> Result<Option<T>, ()> {
+    if s == "-" {
+        Ok(None)
+    } else {
+        s.parse().map(Some).map_err(|_| ())
+    }
+}
+
+impl State {
+    pub fn encode(&self) -> String {
+        let mut out = format!("{MAGIC} {VERSION}\n");
+        let b = |v: bool| u8::from(v);
+        out += &format!("generation {}\n", self.generation);
+        out += &format!("failures {}\n", self.failures);
+        out += &format!(
+            "flags {} {} {}\n",
+            b(self.pending_restart),
+            b(self.ever_started),
+            b(self.status_written)
+        );
+        out += &format!("last_restart {}\n", self.last_restart);
+        out += &format!(
+            "retry {} {}\n",
+            opt(self.retry.map(|r| r.0)),
+            b(self.retry.is_some_and(|r| r.1))
+        );
+        out += &format!("kill_old_at {}\n", opt(self.kill_old_at));
+        match self.stopping {
+            None => out += "stopping - -\n",
+            Some(d) => out += &format!("stopping 1 {}\n", opt(d)),
+        }
+        out += &format!("forwarded {}\n", opt(self.forwarded));
+        for l in &self.listeners {
+            out += &format!(
+                "listener {} {} {} {}\n",
+                l.fd,
+                hex(l.name.as_bytes()),
+                hex(l.fd_name.as_bytes()),
+                l.unix_path
+                    .as_ref()
+                    .map_or("-".into(), |p| hex(p.as_bytes()))
+            );
+        }
+        if let Some(fd) = self.pid_file_fd {
+            out += &format!("pid_file {fd}\n");
+        }
+        if let Some((fd, address)) = &self.notify {
+            out += &format!("notify {fd} {}\n", hex(address.as_bytes()));
+        }
+        for w in &self.workers {
+            let role = match w.role {
+                RoleState::Starting {
+                    restart,
+                    ready_at,
+                    notified,
+                    give_up,
+                } => {
+                    format!(
+                        "starting {} {} {} {}",
+                        b(restart),
+                        opt(ready_at),
+                        b(notified),
+                        opt(give_up)
+                    )
+                }
+                RoleState::Current => "current".into(),
+                RoleState::Old { signalled } => format!("old {}", b(signalled)),
+            };
+            let exec = match w.exec {
+                ExecState::Pending(fd) => format!("pending {fd}"),
+                ExecState::Done => "done -".into(),
+                ExecState::Failed => "failed -".into(),
+            };
+            out += &format!(
+                "worker {} {} {} {exec} {role}\n",
+                w.pid, w.generation, w.spawned
+            );
+        }
+        for (pid, fd, pending) in &self.relays {
+            out += &format!("relay {pid} {fd} {}\n", hex(pending));
+        }
+        if let Some(pid) = self.logger {
+            out += &format!("logger {pid}\n");
+        }
+        out += "end\n";
+        out
+    }
+
+    /// Parses a state, or says what is wrong with it.
+    pub fn decode(text: &str) -> Result<State, String> {
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or_default();
+        let version = first
+            .strip_prefix(MAGIC)
+            .map(str::trim)
+            .ok_or("not a start_server state (foreign)")?;
+        if version != VERSION.to_string() {
+            return Err(format!(
+                "state version {version}, this program reads version {VERSION}"
+            ));
+        }
+        let mut s = State::default();
+        let mut ended = false;
+        for (n, line) in lines.enumerate() {
+            let bad = || format!("line {}: {line:?}", n + 2);
+            let f: Vec<&str> = line.split(' ').collect();
+            let num = |i: usize| {
+                f.get(i)
+                    .and_then(|v| v.parse::<i128>().ok())
+                    .ok_or_else(bad)
+            };
+            let flag = |i: usize| match f.get(i) {
+                Some(&"0") => Ok(false),
+                Some(&"1") => Ok(true),
+                _ => Err(bad()),
+            };
+            let maybe = |i: usize| {
+                f.get(i)
+                    .ok_or_else(bad)
+                    .and_then(|v| parse_opt::<i128>(v).map_err(|()| bad()))
+            };
+            let text = |i: usize| {
+                f.get(i)
+                    .and_then(|v| unhex(v))
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .ok_or_else(bad)
+            };
+            match f[0] {
+                "generation" => s.generation = num(1)? as u64,
+                "failures" => s.failures = num(1)? as u32,
+                "flags" => {
+                    (s.pending_restart, s.ever_started, s.status_written) =
+                        (flag(1)?, flag(2)?, flag(3)?)
+                }
+                "last_restart" => s.last_restart = num(1)?,
+                "retry" => s.retry = maybe(1)?.map(|t| flag(2).map(|r| (t, r))).transpose()?,
+                "kill_old_at" => s.kill_old_at = maybe(1)?,
+                "stopping" => {
+                    s.stopping = if f.get(1) == Some(&"1") {
+                        Some(maybe(2)?)
+                    } else {
+                        None
+                    }
+                }
+                "forwarded" => s.forwarded = maybe(1)?.map(|v| v as i32),
+                "listener" => s.listeners.push(ListenerState {
+                    fd: num(1)? as RawFd,
+                    name: text(2)?,
+                    fd_name: text(3)?,
+                    unix_path: Some(text(4)?).filter(|p| !p.is_empty()),
+                }),
+                "pid_file" => s.pid_file_fd = Some(num(1)? as RawFd),
+                "notify" => s.notify = Some((num(1)? as RawFd, text(2)?)),
+                "worker" => {
+                    let exec = match f.get(4) {
+                        Some(&"pending") => ExecState::Pending(num(5)? as RawFd),
+                        Some(&"done") => ExecState::Done,
+                        Some(&"failed") => ExecState::Failed,
+                        _ => return Err(bad()),
+                    };
+                    let role = match f.get(6) {
+                        Some(&"starting") => RoleState::Starting {
+                            restart: flag(7)?,
+                            ready_at: maybe(8)?,
+                            notified: flag(9)?,
+                            give_up: maybe(10)?,
+                        },
+                        Some(&"current") => RoleState::Current,
+                        Some(&"old") => RoleState::Old {
+                            signalled: flag(7)?,
+                        },
+                        _ => return Err(bad()),
+                    };
+                    s.workers.push(WorkerState {
+                        pid: num(1)? as i32,
+                        generation: num(2)? as u64,
+                        spawned: num(3)?,
+                        role,
+                        exec,
+                    });
+                }
+                "relay" => s.relays.push((
+                    num(1)? as i32,
+                    num(2)? as RawFd,
+                    f.get(3).and_then(|v| unhex(v)).ok_or_else(bad)?,
+                )),
+                "logger" => s.logger = Some(num(1)? as i32),
+                "end" => ended = true,
+                _ => return Err(bad()),
+            }
+        }
+        if !ended {
+            return Err("truncated (no end line)".into());
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let s = State {
+            generation: 7,
+            failures: 2,
+            pending_restart: true,
+            ever_started: true,
+            status_written: true,
+            last_restart: 123_456_789,
+            retry: Some((5, true)),
+            kill_old_at: None,
+            stopping: Some(None),
+            forwarded: Some(15),
+            listeners: vec![ListenerState {
+                fd: 3,
+                name: "127.0.0.1:80".into(),
+                fd_name: "web".into(),
+                unix_path: Some("/tmp/a b.sock".into()),
+            }],
+            pid_file_fd: Some(9),
+            notify: Some((10, "@abcde".into())),
+            workers: vec![
+                WorkerState {
+                    pid: 100,
+                    generation: 6,
+                    spawned: 1,
+                    role: RoleState::Starting {
+                        restart: true,
+                        ready_at: None,
+                        notified: false,
+                        give_up: Some(99),
+                    },
+                    exec: ExecState::Pending(11),
+                },
+                WorkerState {
+                    pid: 99,
+                    generation: 5,
+                    spawned: 0,
+                    role: RoleState::Old { signalled: true },
+                    exec: ExecState::Done,
+                },
+            ],
+            relays: vec![(100, 12, b"partial".to_vec())],
+            logger: Some(42),
+        };
+        assert_eq!(State::decode(&s.encode()), Ok(s));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        assert!(State::decode("hello").unwrap_err().contains("foreign"));
+        assert!(
+            State::decode("start_server-state 99\nend\n")
+                .unwrap_err()
+                .contains("version 99")
+        );
+        assert!(
+            State::decode("start_server-state 1\ngeneration x\nend\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
+        assert!(
+            State::decode("start_server-state 1\ngeneration 1\n")
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(State::decode("start_server-state 1\nbogus 1\nend\n").is_err());
+    }
+}

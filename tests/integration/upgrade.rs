@@ -1,0 +1,231 @@
+//! Live upgrade of the supervisor itself: SIGUSR2 (SIGUSR1 as
+//! socketmaster) executes the program file again, in place.
+
+use std::process::Command;
+
+use crate::support::*;
+
+/// A private copy of the binary, so that tests can replace it.
+fn private_copy(dir: &TempDir, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::copy(bin(), &path).unwrap();
+    path
+}
+
+/// Installs `contents` at `path` the way package managers do: a new file
+/// renamed over the old one (the running image keeps its own inode).
+fn install(path: &std::path::Path, contents: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn no_request_fails_across_20_live_upgrades_and_everything_works_after() {
+    let dir = TempDir::new("upgrade-load");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let hello = example("hello").display().to_string();
+    let (st, pid) = (dir.join("status"), dir.s("pid"));
+    let mut server = Server::start(&[
+        &format!("--port={addr}"),
+        &format!("--status-file={}", st.display()),
+        &format!("--pid-file={pid}"),
+        "--interval=0.1",
+        &hello,
+    ]);
+    let first = wait_status(&st, &[1], &server)[0].1;
+    let load = Load::start(&addr, 4, "hello from generation 1");
+    for n in 1..=20 {
+        let before = load.ok();
+        server.signal("USR2");
+        server.wait_line_n("upgraded in place", n);
+        wait_for("requests after an upgrade", &server, || {
+            (load.ok() > before + 10).then_some(())
+        });
+    }
+    let requests = load.finish();
+    // Same process, same worker, status file continuous.
+    assert_eq!(status(&st), [(1, first)]);
+    assert_eq!(
+        server.count("starting new worker"),
+        1,
+        "the upgrades started no worker"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid).unwrap(),
+        format!("{}\n", server.pid)
+    );
+    // HUP, --restart and --stop reach the adopted workers.
+    server.signal("HUP");
+    server.wait_line(&format!("old worker {first} died"));
+    let out = Command::new(bin())
+        .args([
+            "--restart",
+            "--pid-file",
+            &pid,
+            "--status-file",
+            st.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&st)[0].0, 3);
+    let out = Command::new(bin())
+        .args(["--stop", "--pid-file", &pid])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.wait_exit().success());
+    assert!(!dir.join("pid").exists() && !dir.join("status").exists());
+    eprintln!("{requests} requests, none failed, across 20 live upgrades");
+}
+
+#[test]
+fn a_new_version_installed_at_the_same_path_takes_over() {
+    let dir = TempDir::new("upgrade-new-version");
+    dir.mode("run");
+    let exe = private_copy(&dir, "start_server");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::spawn(Command::new(&exe).args([
+        "--interval=0",
+        "--kill-old-delay=0.5",
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]));
+    dir.report(1, &server);
+    // A pending timer is carried over: the kill-old delay is running.
+    server.signal("HUP");
+    server.wait_line("sleeping 0.5 secs before killing old workers");
+    install(&exe, &std::fs::read(bin()).unwrap(), 0o755);
+    assert!(exe_of(server.pid).ends_with(" (deleted)"));
+    server.signal("USR2");
+    server.wait_line("upgraded in place");
+    assert_eq!(
+        exe_of(server.pid),
+        exe.display().to_string(),
+        "the new file runs now"
+    );
+    server.wait_line("killing old workers");
+    server.wait_line("old worker");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_new_program_that_cannot_run_or_refuses_leaves_the_old_one_in_charge() {
+    let dir = TempDir::new("upgrade-refused");
+    dir.mode("run");
+    let exe = private_copy(&dir, "start_server");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let mut server = Server::spawn(Command::new(&exe).args([
+        "--interval=0",
+        &format!("--status-file={}", st.display()),
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]));
+    wait_status(&st, &[1], &server);
+    install(&exe, b"not a program", 0o644);
+    server.signal("USR2");
+    server.wait_line("not upgrading: unable to exec");
+    install(&exe, b"#!/bin/sh\necho no thanks\nexit 3\n", 0o755);
+    server.signal("USR2");
+    server.wait_line("refused the state (exit status 3; it said: no thanks); carrying on");
+    install(&exe, b"#!/bin/sh\nexec sleep 100\n", 0o755);
+    server.signal("USR2");
+    server.wait_line("refused the state (killed by KILL; it said: nothing); carrying on");
+    // Still the same supervisor, still in charge.
+    server.signal("HUP");
+    wait_status(&st, &[2], &server);
+    assert_eq!(server.count("upgraded in place"), 0);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_foreign_or_corrupted_state_is_refused_at_start_up() {
+    let dir = TempDir::new("upgrade-foreign");
+    let port = free_port();
+    for (state, needle) in [
+        ("hello", "not a start_server state (foreign)"),
+        ("start_server-state 1\ngeneration x\nend\n", "line 2"),
+        (
+            "start_server-state 1\nlistener 57 2d 2d -\nend\n",
+            "listener descriptor 57 is not an open socket",
+        ),
+    ] {
+        let out = Command::new(bin())
+            .env("START_SERVER_STATE", state)
+            .args([
+                &format!("--port=127.0.0.1:{port}"),
+                "--pid-file",
+                &dir.s("pid"),
+                "true",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("refusing the handed-over state") && stderr.contains(needle),
+            "{stderr}"
+        );
+        assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "nothing is left bound"
+        );
+    }
+}
+
+#[test]
+fn socketmaster_upgrades_on_usr1_and_keeps_relaying() {
+    let dir = TempDir::new("upgrade-socketmaster");
+    let link = dir.join("socketmaster");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    let fifo = dir.join("say");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The worker relays, line by line, whatever the test writes to a fifo.
+    let script = format!("echo before; exec cat {}", fifo.display());
+    let mut server = Server::spawn(Command::new(&link).args([
+        &format!("-listen=tcp4://127.0.0.1:{}", free_port()),
+        "-command=sh",
+        "-start=0",
+        "--",
+        "-c",
+        &script,
+    ]));
+    let w = server.wait_worker(1);
+    server.wait_line(&format!("[{w}] before"));
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    server.signal("USR1");
+    server.wait_line("upgraded in place");
+    use std::io::Write;
+    writeln!(writer, "after the upgrade").unwrap();
+    server.wait_line(&format!("[{w}] after the upgrade"));
+    drop(writer);
+    // cat exits at end of input: socketmaster, with no worker left, exits 0.
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
