@@ -3,9 +3,10 @@
 # `make` builds the static musl binary at $(BIN). The release build
 # rebuilds the standard library without its backtrace symbolizer (about
 # 200 KB of DWARF parsing that std's panic hook links in, useless in a
-# panic=abort binary): that needs rust-src and RUSTC_BOOTSTRAP for the
-# -Z build-std flags, on the stable toolchain. Behaviour is identical;
-# a panic still prints its message.
+# panic=abort binary) and with its optimize_for_size code paths: that
+# needs rust-src and RUSTC_BOOTSTRAP for the -Z build-std flags, on the
+# stable toolchain. Behaviour is identical; a panic still prints its
+# message.
 
 TARGET   := x86_64-unknown-linux-musl
 BIN      := target/$(TARGET)/release/start_server
@@ -13,7 +14,7 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 PORT     ?= 8080
 CARGO    ?= cargo
-RELEASE  := RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=
+RELEASE  := RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 
 .PHONY: all build prereqs test soak install uninstall demo bench clean
 
@@ -40,10 +41,11 @@ soak: build
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/start_server
+	ln -sf start_server $(DESTDIR)$(PREFIX)/bin/socketmaster
 	install -m 644 man/start_server.1 $(DESTDIR)$(PREFIX)/share/man/man1/start_server.1
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/start_server $(DESTDIR)$(PREFIX)/share/man/man1/start_server.1
+	rm -f $(DESTDIR)$(PREFIX)/bin/start_server $(DESTDIR)$(PREFIX)/bin/socketmaster $(DESTDIR)$(PREFIX)/share/man/man1/start_server.1
 
 # The example server under start_server on 127.0.0.1:$(PORT), in the
 # foreground: curl it, `kill -HUP` it, Ctrl-C to stop.

@@ -48,6 +48,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("handover") {
         handover_worker();
     }
+    if args.get(1).map(String::as_str) == Some("lines") {
+        write_lines(args[2].parse().unwrap());
+    }
     let ours = args
         .get(1)
         .expect("usage: bench PATH-TO-start_server")
@@ -168,11 +171,96 @@ fn main() {
         let runs = handover(perl, &me, &[], 5);
         report_handover("perl (fixed --interval=1)", &runs);
     }
+    relay(&ours, &me);
     println!();
     println!(
         "zero failed requests across 20 restarts under load: cargo test --test integration load"
     );
     println!("the same with gunicorn and READY=1: cargo test --test integration gunicorn");
+}
+
+/// `bench lines N`: N numbered lines of 100 bytes on stdout, then wait.
+fn write_lines(n: usize) -> ! {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    for i in 0..n {
+        let _ = writeln!(out, "line {i:010} {}", "x".repeat(83));
+    }
+    let _ = out.flush();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// 100 MB of lines relayed by socketmaster into a file: its CPU time per
+/// MB, and whether every line arrived whole.
+fn relay(bin: &str, me: &str) {
+    const LINES: usize = 1_000_000;
+    let dir = std::env::temp_dir().join(format!("start_server-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("socketmaster");
+    std::os::unix::fs::symlink(std::fs::canonicalize(bin).unwrap(), &link).unwrap();
+    let log = dir.join("relay.log");
+    let mut child = Command::new(&link)
+        .args([
+            "-listen=tcp4://127.0.0.1:0",
+            "-start=0",
+            &format!("-command={me}"),
+            "--",
+            "lines",
+            &LINES.to_string(),
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The log: "starting new worker PID", then every line with "[PID] ".
+    let started = std::time::Instant::now();
+    let first = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
+            break line.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let pid = first.rsplit(' ').next().unwrap_or_default();
+    let expected = (first.len() + 1 + LINES * (100 + format!("[{pid}] ").len())) as u64;
+    while std::fs::metadata(&log).map_or(0, |m| m.len()) < expected
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    let fields: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 2)..]
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime, in clock ticks of 10 ms.
+    let ticks = tick(11) + tick(12);
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {}", child.id()))
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (mut whole, mut next) = (0usize, 0usize);
+    for line in text.lines().filter(|l| l.contains("] line ")) {
+        let body = &line[line.find("] ").unwrap() + 2..];
+        if body.len() == 99 && body[5..15].parse::<usize>() == Ok(next) {
+            whole += 1;
+            next += 1;
+        }
+    }
+    let mb = (LINES * 100) as f64 / 1e6;
+    println!(
+        "output relay, socketmaster: {mb:.0} MB in {LINES} lines, {:.2} ms CPU per MB, {whole} of {LINES} lines whole and in order",
+        ticks as f64 * 10.0 / mb
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `bench handover`: say when READY=1 is sent and when TERM arrives.

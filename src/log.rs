@@ -92,6 +92,30 @@ pub fn try_emit(line: &[u8]) -> bool {
     true
 }
 
+/// Writes complete lines (each ending in a newline) if the destination
+/// takes them now: in one write on stderr (the caller keeps the batch
+/// within PIPE_BUF, so it is atomic), one datagram per line to syslog.
+/// False when the destination is full, and nothing was written.
+pub fn try_emit_lines(batch: &[u8]) -> bool {
+    match sink() {
+        Sink::Stderr => {
+            if !sys::writable_now(2) {
+                return false;
+            }
+            let _ = sys::write_all(2, batch);
+            true
+        }
+        Sink::Syslog { .. } => {
+            for line in batch.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if !try_emit(line) {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+}
+
 /// `Mmm dd hh:mm:ss` (UTC: no time zone database in a static binary).
 fn syslog_time(t: std::time::SystemTime) -> String {
     const MONTHS: [&str; 12] = [

@@ -13,6 +13,8 @@ use crate::sys::{self, Pid};
 /// The longest piece of a line logged at once: with its prefix it stays
 /// within PIPE_BUF, so that a write of it is atomic and never partial.
 const LINE_MAX: usize = 4000;
+/// What one write to a pipe may carry and stay atomic.
+const PIPE_BUF: usize = 4096;
 
 pub struct Relay {
     pid: Pid,
@@ -83,24 +85,42 @@ impl Relay {
         self.flush()
     }
 
-    /// Logs every complete line (and, at end of file, the rest); keeps what
-    /// the destination does not take now.
+    /// Logs every complete line (and, at end of file, the rest), as many
+    /// whole prefixed lines per write as fit in PIPE_BUF; keeps what the
+    /// destination does not take now.
     fn flush(&mut self) -> bool {
+        let prefix = format!("[{}] ", self.pid).into_bytes();
         loop {
-            let cut = match self.pending.iter().position(|&b| b == b'\n') {
-                Some(i) if i <= LINE_MAX => (i, i + 1),
-                _ if self.pending.len() >= LINE_MAX => (LINE_MAX, LINE_MAX),
-                _ if self.eof && !self.pending.is_empty() => {
-                    (self.pending.len(), self.pending.len())
+            let mut batch = Vec::new();
+            let mut used = 0;
+            while let Some((len, skip)) = self.next_line(used) {
+                if !batch.is_empty() && batch.len() + prefix.len() + len + 1 > PIPE_BUF {
+                    break;
                 }
-                _ => return true,
-            };
-            let mut line = format!("[{}] ", self.pid).into_bytes();
-            line.extend_from_slice(&self.pending[..cut.0]);
-            if !log::try_emit(&line) {
+                batch.extend_from_slice(&prefix);
+                batch.extend_from_slice(&self.pending[used..used + len]);
+                batch.push(b'\n');
+                used += skip;
+            }
+            if batch.is_empty() {
+                return true;
+            }
+            if !log::try_emit_lines(&batch) {
                 return false;
             }
-            self.pending.drain(..cut.1);
+            self.pending.drain(..used);
+        }
+    }
+
+    /// The next line to log from `pending[from..]`: its length, and how
+    /// much to consume (with its newline).
+    fn next_line(&self, from: usize) -> Option<(usize, usize)> {
+        let rest = &self.pending[from..];
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(i) if i <= LINE_MAX => Some((i, i + 1)),
+            _ if rest.len() >= LINE_MAX => Some((LINE_MAX, LINE_MAX)),
+            _ if self.eof && !rest.is_empty() => Some((rest.len(), rest.len())),
+            _ => None,
         }
     }
 }
