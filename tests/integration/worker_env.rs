@@ -287,3 +287,32 @@ fn the_worker_library_says_when_a_descriptor_is_not_a_socket() {
         "{stderr}"
     );
 }
+
+#[test]
+fn user_runs_workers_as_that_user() {
+    let dir = TempDir::new("user");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&[
+        "--interval=0",
+        "--user=nobody",
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]);
+    let r = dir.report(1, &server);
+    assert_eq!(
+        (r["uid"].as_str(), r["gid"].as_str(), r["groups"].as_str()),
+        ("65534", "65534", "65534")
+    );
+    assert!(server.stop().success());
+    let out = std::process::Command::new(bin())
+        .args(["--user=no-such-user-here", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user 'no-such-user-here'"));
+}
