@@ -3,10 +3,11 @@
 # `make` builds the static musl binary at $(BIN). The release build
 # rebuilds the standard library without its backtrace symbolizer (about
 # 200 KB of DWARF parsing that std's panic hook links in, useless in a
-# panic=abort binary) and with its optimize_for_size code paths: that
-# needs rust-src and RUSTC_BOOTSTRAP for the -Z build-std flags, on the
-# stable toolchain. Behaviour is identical; a panic still prints its
-# message.
+# panic=abort binary) and with its optimize_for_size code paths, and
+# leaves out unwind tables (nothing unwinds when panics abort; 40 KB, all
+# of it resident once mapped): that needs rust-src and RUSTC_BOOTSTRAP
+# for the -Z build-std flags, on the stable toolchain. Behaviour is
+# identical; a panic still prints its message.
 
 TARGET   := x86_64-unknown-linux-musl
 BIN      := target/$(TARGET)/release/start_server
@@ -14,7 +15,7 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 PORT     ?= 8080
 CARGO    ?= cargo
-RELEASE  := RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
+RELEASE  := RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no" RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 
 .PHONY: all build prereqs test soak install uninstall demo bench clean
 
