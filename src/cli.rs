@@ -176,6 +176,18 @@ const OPTIONS: &[(&str, Opt, bool)] = &[
     ("version", Opt::Version, false),
 ];
 
+/// Neither Getopt::Long (without bundling) nor Go's flag package reads
+/// single-dash letters as a cluster: `-port=80` is the option `port` with
+/// the value `80`. lexopt sees the letter `p` and the rest.
+fn single_dash(c: char, parser: &mut lexopt::Parser) -> (String, Option<OsString>) {
+    let rest = parser.optional_value().unwrap_or_default();
+    let word = format!("{c}{}", rest.to_string_lossy());
+    match word.split_once('=') {
+        Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
+        None => (word, None),
+    }
+}
+
 /// An exact name or a unique prefix of one, in any case.
 fn lookup(name: &str) -> Result<(&'static str, Opt, bool), String> {
     let name = name.to_ascii_lowercase();
@@ -207,17 +219,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
     let mut cfg = Config::default();
     let (mut restart, mut stop, mut help, mut version) = (false, false, false, false);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-        // Getopt::Long has no bundling: `-port=80` is `--port=80`.
         let (word, attached) = match arg {
             Long(name) => (name.to_string(), None),
-            Short(c) => {
-                let rest = parser.optional_value().unwrap_or_default();
-                let word = format!("{c}{}", rest.to_string_lossy());
-                match word.split_once('=') {
-                    Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
-                    None => (word, None),
-                }
-            }
+            Short(c) => single_dash(c, &mut parser),
             Value(v) => {
                 cfg.command.push(v);
                 cfg.command
@@ -491,19 +495,7 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let (name, attached) = match arg {
             Long(name) => (name.to_string(), parser.optional_value()),
-            Short(c) => {
-                let word = format!(
-                    "{c}{}",
-                    parser
-                        .optional_value()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                );
-                match word.split_once('=') {
-                    Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
-                    None => (word, None),
-                }
-            }
+            Short(c) => single_dash(c, &mut parser),
             Value(v) => {
                 rest.push(v);
                 rest.extend(parser.raw_args().map_err(|e| e.to_string())?);

@@ -431,13 +431,8 @@ fn resume(
     let state = upgrade::State::decode(text)?;
     let mut listeners = Vec::new();
     for l in &state.listeners {
-        if sys::getsockopt_int(l.fd, libc::SOL_SOCKET, libc::SO_TYPE).is_err() {
-            return Err(format!(
-                "listener descriptor {} is not an open socket",
-                l.fd
-            ));
-        }
-        let fd = sys::adopt_inherited(l.fd).map_err(|e| errtext(&e))?;
+        let (fd, _) = sys::adopt_socket(l.fd)
+            .map_err(|_| format!("listener descriptor {} is not an open socket", l.fd))?;
         sys::set_cloexec(l.fd, false).map_err(|e| errtext(&e))?;
         listeners.push(listen::Listener {
             name: l.name.clone(),

@@ -256,8 +256,8 @@ pub fn inherited(
     let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
     let mut out = Vec::new();
     for (i, fd) in (3..3 + count.clamp(0, 1024)).enumerate() {
-        let ty = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
-            Ok(ty) => ty,
+        let (owned, ty) = match sys::adopt_socket(fd) {
+            Ok(socket) => socket,
             Err(e) => {
                 warning!(
                     "ignoring inherited descriptor {fd} (LISTEN_FDS): not a socket ({})",
@@ -265,9 +265,6 @@ pub fn inherited(
                 );
                 continue;
             }
-        };
-        let Ok(owned) = sys::adopt_inherited(fd) else {
-            continue;
         };
         let addr = sys::local_addr(fd).unwrap_or(sys::LocalAddr::Other);
         let fd_name = names
@@ -408,13 +405,9 @@ fn open_into(
     }
     for &fd in s.open_fds {
         let name = format!("fd://{fd}");
-        if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).is_err() {
-            return Err(format!(
-                "invalid -listen value '{name}': descriptor {fd} is not an open socket"
-            ));
-        }
-        let owned = sys::adopt_inherited(fd)
-            .map_err(|e| format!("invalid -listen value '{name}': {}", errtext(&e)))?;
+        let (owned, _) = sys::adopt_socket(fd).map_err(|_| {
+            format!("invalid -listen value '{name}': descriptor {fd} is not an open socket")
+        })?;
         out.push(Listener {
             fd_name: derived_fd_name(&name),
             name,

@@ -103,6 +103,18 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         .find(|p| runnable(p))
 }
 
+/// `NAME=value` C strings for execve (variables holding a NUL are left out).
+pub fn env_cstrings(vars: &Vars) -> Vec<CString> {
+    vars.iter()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect()
+}
+
 /// A started child and the pipe that reports its exec.
 pub struct Spawned {
     pub pid: Pid,
@@ -129,14 +141,8 @@ pub fn spawn_with(
     ids: Option<&Ids>,
 ) -> io::Result<Spawned> {
     let mut pid_slot = None;
-    let envp: Vec<CString> = vars
-        .iter()
-        .filter_map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
+    let envp: Vec<CString> = env_cstrings(vars)
+        .into_iter()
         .enumerate()
         .map(|(i, kv)| {
             if kv.as_bytes().strip_prefix(b"LISTEN_PID=") == Some(PID_PLACEHOLDER.as_bytes()) {

@@ -1341,14 +1341,6 @@ fn exec_args(
         .iter()
         .map(|a| sys::cstring(a))
         .collect::<std::io::Result<Vec<_>>>()?;
-    let envp = env
-        .iter()
-        .filter_map(|(k, v)| {
-            let mut kv = k.clone();
-            kv.push("=");
-            kv.push(v);
-            sys::cstring(&kv).ok()
-        })
-        .collect();
+    let envp = spawn::env_cstrings(env);
     Ok((path, sys::CStrArray::new(argv), sys::CStrArray::new(envp)))
 }

@@ -485,6 +485,14 @@ pub fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// [`adopt_inherited`] for a descriptor that must be a socket: fails with
+/// EBADF when it is not open, ENOTSOCK when it is no socket. Returns the
+/// socket type (SOCK_STREAM, SOCK_DGRAM, ...) with it.
+pub fn adopt_socket(fd: RawFd) -> io::Result<(OwnedFd, i32)> {
+    let ty = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    Ok((adopt_inherited(fd)?, ty))
+}
+
 /// Marks every descriptor from `first` up close-on-exec, so that whatever
 /// our own parent leaked to us does not reach the workers.
 pub fn cloexec_from(first: RawFd) -> io::Result<()> {

@@ -193,23 +193,22 @@ pub fn ready() -> io::Result<bool> {
 
 /// Takes descriptor `fd` as a socket named `name` (or by its address).
 fn adopt(name: Option<String>, fd: RawFd) -> io::Result<Listener> {
-    let owned: OwnedFd = sys::adopt_inherited(fd).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("descriptor {fd} is not open"),
-        )
-    })?;
     let name = name.unwrap_or_else(|| match sys::local_addr(fd) {
         Ok(sys::LocalAddr::Inet(a)) => a.to_string(),
         Ok(sys::LocalAddr::Unix(Some(p))) => p.to_string_lossy().into_owned(),
         _ => format!("fd{fd}"),
     });
-    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("descriptor {fd} ({name}) is not a socket"),
-        )
-    })?;
+    let (owned, ty): (OwnedFd, i32) =
+        sys::adopt_socket(fd).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBADF) => io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("descriptor {fd} is not open"),
+            ),
+            _ => io::Error::new(
+                e.kind(),
+                format!("descriptor {fd} ({name}) is not a socket"),
+            ),
+        })?;
     let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     // Not inherited further by whatever the server itself runs.
     sys::set_cloexec(owned.as_raw_fd(), true)?;
