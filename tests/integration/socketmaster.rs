@@ -204,8 +204,12 @@ fn socketmaster_exits_with_the_last_workers_status() {
 fn output_is_relayed_line_by_line_with_the_pid() {
     let dir = TempDir::new("sm-relay");
     // TERM is ignored: both workers write all of it, at the same time.
-    let script = "trap '' TERM; i=0; while [ $i -lt 300 ]; do echo \"line $i of $$ $(printf '%080d' 0)\"; i=$((i+1)); done; \
-                  head -c 10000 /dev/zero | tr '\\0' x; echo; printf 'last without newline'; exec sleep 100";
+    // Each says in a file when it has written everything.
+    let script = format!(
+        "trap '' TERM; i=0; while [ $i -lt 300 ]; do echo \"line $i of $$ $(printf '%080d' 0)\"; i=$((i+1)); done; \
+         head -c 10000 /dev/zero | tr '\\0' x; echo; printf 'last without newline'; : > {}/done.$$; exec sleep 100",
+        dir.path().display()
+    );
     let mut server = run(
         &dir,
         &[
@@ -214,7 +218,7 @@ fn output_is_relayed_line_by_line_with_the_pid() {
             "-start=0",
             "--",
             "-c",
-            script,
+            &script,
         ],
     );
     let first = server.wait_worker(1);
@@ -224,7 +228,12 @@ fn output_is_relayed_line_by_line_with_the_pid() {
     server.signal("HUP");
     let second = server.wait_worker(2);
     for pid in [first, second] {
-        server.wait_line(&format!("[{pid}] {}", "x".repeat(100)));
+        let done = dir.join(&format!("done.{pid}"));
+        wait_for(
+            &format!("worker {pid} to write everything"),
+            &server,
+            || done.exists().then_some(()),
+        );
     }
     // A last line without newline is logged when its worker is gone.
     server.signal("INT");
