@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use crate::env::fmt_secs;
 use crate::listen::PortSpec;
 use crate::signals;
 
@@ -43,8 +44,8 @@ pub struct Config {
     pub paths: Vec<PathBuf>,
     pub dir: Option<PathBuf>,
     pub interval: Option<Duration>,
-    pub signal_on_hup: Option<i32>,
-    pub signal_on_term: Option<i32>,
+    pub signal_on_hup: Option<signals::Signal>,
+    pub signal_on_term: Option<signals::Signal>,
     pub pid_file: Option<PathBuf>,
     pub status_file: Option<PathBuf>,
     pub envdir: Option<PathBuf>,
@@ -218,10 +219,29 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
     parser.set_short_equals(false);
     let mut cfg = Config::default();
     let (mut restart, mut stop, mut help, mut version) = (false, false, false, false);
-    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+    loop {
+        // `--` ends the options here rather than in lexopt, so that a
+        // `+word` after it is never read as an option.
+        if let Some(mut raw) = parser.try_raw_args()
+            && raw.next_if(|a| a == "--").is_some()
+        {
+            cfg.command.extend(raw);
+            break;
+        }
+        let Some(arg) = parser.next().map_err(|e| e.to_string())? else {
+            break;
+        };
         let (word, attached) = match arg {
             Long(name) => (name.to_string(), None),
             Short(c) => single_dash(c, &mut parser),
+            // Getopt::Long also takes `+name` for an option.
+            Value(v) if plus_option(&v).is_some() => {
+                let word = plus_option(&v).unwrap_or_default();
+                match word.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
+                    None => (word, None),
+                }
+            }
             Value(v) => {
                 cfg.command.push(v);
                 cfg.command
@@ -251,6 +271,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 .map(str::to_string)
                 .ok_or_else(|| format!("invalid --{name} value: not valid UTF-8"))
         };
+        let number = || text().map(|t| getopt_number(&t));
         let bad = |why: &str| format!("invalid --{name} value '{}': {why}", raw.to_string_lossy());
         match opt {
             Opt::Port => cfg
@@ -263,7 +284,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 cfg.paths.push(raw.into())
             }
             Opt::Dir => cfg.dir = Some(raw.into()),
-            Opt::Interval => cfg.interval = Some(parse_seconds(&text()?).map_err(|e| bad(&e))?),
+            Opt::Interval => cfg.interval = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?),
             Opt::SignalOnHup => {
                 cfg.signal_on_hup = Some(parse_signal(&text()?).map_err(|e| bad(&e))?)
             }
@@ -278,19 +299,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             }
             Opt::Daemonize => cfg.daemonize = true,
             Opt::EnableAutoRestart => cfg.settings.push(("ENABLE_AUTO_RESTART", "1".into())),
+            // As in the original, the number (not the text) is exported.
             Opt::AutoRestartInterval => {
-                let t = text()?;
-                parse_seconds(&t).map_err(|e| bad(&e))?;
-                cfg.settings.push(("AUTO_RESTART_INTERVAL", t))
+                let d = parse_seconds(&number()?).map_err(|e| bad(&e))?;
+                cfg.settings.push(("AUTO_RESTART_INTERVAL", fmt_secs(d)))
             }
             Opt::KillOldDelay => {
-                let t = text()?;
-                parse_seconds(&t).map_err(|e| bad(&e))?;
-                cfg.settings.push(("KILL_OLD_DELAY", t))
+                let d = parse_seconds(&number()?).map_err(|e| bad(&e))?;
+                cfg.settings.push(("KILL_OLD_DELAY", fmt_secs(d)))
             }
-            Opt::Backlog => cfg.backlog = Some(parse_backlog(&text()?).map_err(|e| bad(&e))?),
+            Opt::Backlog => cfg.backlog = Some(parse_backlog(&number()?).map_err(|e| bad(&e))?),
             Opt::StopTimeout => {
-                cfg.stop_timeout = Some(parse_seconds(&text()?).map_err(|e| bad(&e))?)
+                cfg.stop_timeout = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
             }
             Opt::Protocols => cfg.protocols = parse_protocols(&text()?).map_err(|e| bad(&e))?,
             Opt::FdNames => cfg.fd_names = parse_fd_names(&text()?).map_err(|e| bad(&e))?,
@@ -302,7 +322,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 }
             }
             Opt::ReadyTimeout => {
-                let t = parse_seconds(&text()?).map_err(|e| bad(&e))?;
+                let t = parse_seconds(&number()?).map_err(|e| bad(&e))?;
                 if t.is_zero() {
                     return Err(bad("must be more than 0"));
                 }
@@ -359,6 +379,31 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
         ));
     }
     Ok(Mode::Run(Box::new(cfg)))
+}
+
+/// `+name` or `+name=value`: the option name and what follows, when the
+/// word is one (a `+` then a letter).
+fn plus_option(word: &std::ffi::OsStr) -> Option<String> {
+    let rest = word.to_str()?.strip_prefix('+')?;
+    rest.starts_with(|c: char| c.is_ascii_alphabetic())
+        .then(|| rest.to_string())
+}
+
+/// A number in Getopt::Long's syntax, which the original's numeric
+/// options take: an optional `+`, and `_` between digits (`+5`, `1_000`),
+/// made plain. Anything else is returned as it is, for the caller to
+/// reject.
+fn getopt_number(s: &str) -> String {
+    let body = s.strip_prefix('+').unwrap_or(s);
+    let numeric = body.bytes().any(|b| b.is_ascii_digit())
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'_' || b == b'.');
+    if numeric {
+        body.replace('_', "")
+    } else {
+        s.to_string()
+    }
 }
 
 /// Two sockets cannot share one descriptor.
@@ -445,14 +490,14 @@ fn parse_fd_names(s: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn parse_signal(s: &str) -> Result<i32, String> {
-    signals::parse(s).ok_or_else(|| "no such signal".to_string())
+fn parse_signal(s: &str) -> Result<signals::Signal, String> {
+    signals::Signal::parse(s).ok_or_else(|| "no such signal".to_string())
 }
 
 fn parse_backlog(s: &str) -> Result<i32, String> {
     match s.trim().parse::<i64>() {
         // Server::Starter treats 0 as "the default".
-        Ok(0) => Ok(libc::SOMAXCONN),
+        Ok(0) => Ok(crate::listen::DEFAULT_BACKLOG),
         Ok(n) if (1..=i32::MAX as i64).contains(&n) => Ok(n as i32),
         Ok(_) => Err("expected a positive number".into()),
         Err(_) => Err("expected a number".into()),
@@ -724,6 +769,53 @@ mod tests {
             assert_eq!(cfg.ports.len(), 1, "{args:?}");
             assert_eq!(cfg.ports[0].spec, "80");
             assert_eq!(cfg.command, ["cmd"]);
+        }
+    }
+
+    #[test]
+    fn getopt_long_plus_options_and_numbers() {
+        let cfg = run(&[
+            "+port=8080",
+            "+interval",
+            "+0",
+            "--backlog=1_0",
+            "--kill-old-delay=0_1",
+            "--auto-restart-interval=+06",
+            "cmd",
+        ])
+        .unwrap();
+        assert_eq!(cfg.ports[0].spec, "8080");
+        assert_eq!(cfg.interval, Some(Duration::ZERO));
+        assert_eq!(cfg.backlog, Some(10));
+        // The original exports the number, not the text.
+        assert_eq!(
+            cfg.settings,
+            [
+                ("KILL_OLD_DELAY", "1".to_string()),
+                ("AUTO_RESTART_INTERVAL", "6".to_string())
+            ]
+        );
+        assert_eq!(
+            run(&["--interval=0_1", "x"]).unwrap().interval,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(run(&["--", "+port=1"]).unwrap().command, ["+port=1"]);
+        assert_eq!(
+            run(&["srv", "+port=1"]).unwrap().command,
+            ["srv", "+port=1"]
+        );
+        assert!(
+            run(&["+bogus", "x"])
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        for bad in [
+            "--interval=+",
+            "--interval=_",
+            "--interval=1+1",
+            "--backlog=+-1",
+        ] {
+            assert!(parse([bad, "x"].map(OsString::from)).is_err(), "{bad}");
         }
     }
 

@@ -118,12 +118,15 @@ pub fn read_envdir(dir: &Path) -> Vars {
 }
 
 /// The settings Server::Starter reads from its environment, which the
-/// envdir can change while start_server runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// envdir can change while start_server runs. Log lines show the two
+/// durations as written (`KILL_OLD_DELAY=01` sleeps `01 secs`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub auto_restart: bool,
     pub auto_restart_interval: Duration,
+    pub auto_restart_interval_shown: String,
     pub kill_old_delay: Duration,
+    pub kill_old_delay_shown: String,
 }
 
 pub const DEFAULT_AUTO_RESTART_INTERVAL: Duration = Duration::from_secs(360);
@@ -136,28 +139,34 @@ impl Settings {
         let text = |name: &str| get(vars, name).map(|v| v.to_string_lossy().into_owned());
         // Perl truth: unset, empty and "0" are false.
         let auto_restart = text("ENABLE_AUTO_RESTART").is_some_and(|v| !v.is_empty() && v != "0");
-        let mut seconds = |name: &str| -> Option<Duration> {
+        let mut seconds = |name: &str| -> Option<(Duration, String)> {
             let v = text(name)?;
             match parse_seconds(&v) {
-                Ok(d) => Some(d),
+                Ok(d) => Some((d, v)),
                 Err(why) => {
                     problems.push(format!("invalid {name} value '{v}': {why}"));
                     None
                 }
             }
         };
-        let auto_restart_interval = seconds("AUTO_RESTART_INTERVAL")
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_AUTO_RESTART_INTERVAL);
-        let kill_old_delay = seconds("KILL_OLD_DELAY").unwrap_or(if auto_restart {
-            Duration::from_secs(5)
-        } else {
-            Duration::ZERO
-        });
+        let default = |d: Duration| (d, fmt_secs(d));
+        let (auto_restart_interval, auto_restart_interval_shown) = seconds("AUTO_RESTART_INTERVAL")
+            .filter(|(d, _)| !d.is_zero())
+            .unwrap_or_else(|| default(DEFAULT_AUTO_RESTART_INTERVAL));
+        let (kill_old_delay, kill_old_delay_shown) =
+            seconds("KILL_OLD_DELAY").unwrap_or_else(|| {
+                default(if auto_restart {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::ZERO
+                })
+            });
         let settings = Settings {
             auto_restart,
             auto_restart_interval,
+            auto_restart_interval_shown,
             kill_old_delay,
+            kill_old_delay_shown,
         };
         (settings, problems)
     }
@@ -196,6 +205,13 @@ mod tests {
         ]));
         assert!(!s.auto_restart);
         assert_eq!(s.kill_old_delay, Duration::from_secs(2));
+        let (s, _) = Settings::from_vars(&vars(&[
+            ("KILL_OLD_DELAY", "01"),
+            ("AUTO_RESTART_INTERVAL", "0600"),
+        ]));
+        assert_eq!(s.kill_old_delay, Duration::from_secs(1));
+        assert_eq!(s.kill_old_delay_shown, "01");
+        assert_eq!(s.auto_restart_interval_shown, "0600");
         let (s, p) =
             Settings::from_vars(&vars(&[("KILL_OLD_DELAY", "2"), ("KILL_OLD_DELAY", "x")]));
         assert_eq!(s.kill_old_delay, Duration::ZERO);

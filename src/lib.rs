@@ -289,7 +289,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
         ports: &cfg.ports,
         paths: &cfg.paths,
         open_fds: &cfg.open_fds,
-        backlog: cfg.backlog.unwrap_or(libc::SOMAXCONN),
+        backlog: cfg.backlog.unwrap_or(listen::DEFAULT_BACKLOG),
         fd_names: &cfg.fd_names,
     };
     let listeners = match listen::open_all(&sockets, &layout, inherited) {
@@ -405,8 +405,12 @@ fn make_setup(
         systemd_layout: r.systemd_layout,
         protocols: cfg.protocols,
         interval: cfg.interval.unwrap_or(std::time::Duration::from_secs(1)),
-        signal_on_hup: cfg.signal_on_hup.unwrap_or(libc::SIGTERM),
-        signal_on_term: cfg.signal_on_term.unwrap_or(libc::SIGTERM),
+        signal_on_hup: cfg
+            .signal_on_hup
+            .unwrap_or_else(|| signals::Signal::of(libc::SIGTERM)),
+        signal_on_term: cfg
+            .signal_on_term
+            .unwrap_or_else(|| signals::Signal::of(libc::SIGTERM)),
         stop_timeout: cfg.stop_timeout,
         status_file: cfg.status_file,
         pid_file: r.pid_file,

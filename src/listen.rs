@@ -8,6 +8,12 @@ use std::str::FromStr;
 use crate::log::{original, warning};
 use crate::sys;
 
+/// The default listen backlog: what Server::Starter asks for, its C
+/// library's SOMAXCONN, which is 4096 in glibc (musl's constant is still
+/// 128). The kernel caps it at net.core.somaxconn, so both get the same
+/// queue on the same machine.
+pub const DEFAULT_BACKLOG: i32 = 4096;
+
 /// The largest descriptor `=FD` may name.
 const MAX_PLACEMENT: RawFd = 65535;
 
@@ -42,30 +48,40 @@ fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `[u]PORT`.
-fn parse_port(s: &str) -> Result<(u16, bool), String> {
-    let s = s.trim();
+/// `[u]DIGITS`, as written: UDP or not, the digits, and the port number.
+fn parse_port(s: &str) -> Result<(bool, &str, u16), String> {
     let (udp, digits) = match s.strip_prefix('u') {
         Some(rest) => (true, rest),
         None => (false, s),
     };
     if !all_digits(digits) {
-        return Err("expected [HOST:][u]PORT[=FD]".into());
+        return Err(SPEC_FORMS.into());
     }
     let port = digits
         .parse::<u16>()
         .map_err(|_| "port number out of range (0-65535)".to_string())?;
-    Ok((port, udp))
+    Ok((udp, digits, port))
 }
 
+const SPEC_FORMS: &str = "expected [HOST:][u]PORT[=FD]";
+
+/// The parts of a `--port` value, in the grammar Server::Starter reads:
+/// surrounding white space ignored; `[u]PORT` or `HOST:[u]PORT`, where
+/// HOST may stand in brackets and is IPv6 when it holds a colon; an
+/// optional `=FD`, with white space allowed before the `=` only. The
+/// port's digits are kept as written (`059005`): the spec workers see is
+/// the one the user gave.
 impl FromStr for PortSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<PortSpec, String> {
-        let s = s.trim();
+        let s = s.trim_ascii();
         let (main, fd) = match s.rsplit_once('=') {
-            Some((main, fd)) if all_digits(fd.trim()) => {
-                let fd: RawFd = fd.trim().parse().unwrap_or(RawFd::MAX);
+            Some((main, fd)) => {
+                if !all_digits(fd) {
+                    return Err(SPEC_FORMS.into());
+                }
+                let fd: RawFd = fd.parse().unwrap_or(RawFd::MAX);
                 match fd {
                     1 | 2 => {
                         return Err(format!(
@@ -73,35 +89,46 @@ impl FromStr for PortSpec {
                         ));
                     }
                     _ if fd > MAX_PLACEMENT => return Err(format!("descriptor {fd} is too large")),
-                    _ => (main.trim_end(), Some(fd)),
+                    _ => (main.trim_ascii_end(), Some(fd)),
                 }
             }
-            Some(_) => return Err("expected [HOST:][u]PORT[=FD]".into()),
             None => (s, None),
         };
         let Some((host, port)) = main.rsplit_once(':') else {
-            let (port, udp) = parse_port(main)?;
+            let (udp, digits, port) = parse_port(main)?;
             return Ok(PortSpec {
-                spec: port.to_string(),
+                spec: digits.to_string(),
                 host: Host::Any,
                 port,
                 udp,
                 fd,
             });
         };
-        let (port, udp) = parse_port(port)?;
-        let host = host.trim();
-        let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-        let bare = bracketed.unwrap_or(host).trim();
-        if bare.is_empty() {
+        let (udp, digits, port) = parse_port(port.trim_ascii_start())?;
+        // An opening bracket and the white space after it; a closing one
+        // with white space on either side. Without brackets, white space
+        // before the colon belongs to the host (and makes it unresolvable,
+        // as in the original).
+        let host = match host.strip_prefix('[') {
+            Some(rest) => rest.trim_ascii_start(),
+            None => host,
+        };
+        let host = match host.trim_ascii_end().strip_suffix(']') {
+            Some(inner) => inner,
+            None => host,
+        };
+        if host.contains(']') {
+            return Err(SPEC_FORMS.into());
+        }
+        if host.is_empty() {
             return Err("empty host".into());
         }
-        if bare.contains(':') || bracketed.is_some() {
-            let ip: Ipv6Addr = bare
+        if host.contains(':') {
+            let ip: Ipv6Addr = host
                 .parse()
-                .map_err(|_| format!("'{bare}' is not an IPv6 address"))?;
+                .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
             return Ok(PortSpec {
-                spec: format!("[{bare}]:{port}"),
+                spec: format!("[{host}]:{digits}"),
                 host: Host::V6(ip),
                 port,
                 udp,
@@ -109,8 +136,8 @@ impl FromStr for PortSpec {
             });
         }
         Ok(PortSpec {
-            spec: format!("{bare}:{port}"),
-            host: Host::V4(bare.to_string()),
+            spec: format!("{host}:{digits}"),
+            host: Host::V4(host.to_string()),
             port,
             udp,
             fd,
@@ -371,6 +398,11 @@ fn open_into(
             fd: clear(fd, &p.spec)?,
             unix_path: None,
         });
+        // Said here, before any --path is handled, as the original does;
+        // the socket reaches that descriptor once all are bound.
+        if let Some(target) = p.fd {
+            original!("socket is duplicated to file descriptor {target}");
+        }
     }
     for path in s.paths {
         let shown = path.display();
@@ -440,9 +472,6 @@ fn open_into(
                     errtext(&e)
                 )
             })?;
-        }
-        if s.ports.get(i).is_some_and(|p| p.fd.is_some()) {
-            original!("socket is duplicated to file descriptor {target}");
         }
     }
     for l in out.iter() {
@@ -541,6 +570,49 @@ mod tests {
         assert_eq!((p.spec.as_str(), p.udp, p.fd), ("53", true, Some(0)));
         assert_eq!(spec("localhost:80").host, Host::V4("localhost".into()));
         assert_eq!(spec(" 80 ").spec, "80");
+        // The original's other forms: an IPv4 host in brackets, a lone
+        // bracket, an unbracketed IPv6 address, white space around the
+        // parts, and digits kept as written.
+        for (given, shown, host) in [
+            (
+                "[127.0.0.1]:80",
+                "127.0.0.1:80",
+                Host::V4("127.0.0.1".into()),
+            ),
+            (
+                "[127.0.0.1:80",
+                "127.0.0.1:80",
+                Host::V4("127.0.0.1".into()),
+            ),
+            (
+                "127.0.0.1]:80",
+                "127.0.0.1:80",
+                Host::V4("127.0.0.1".into()),
+            ),
+            (
+                "[localhost]:80",
+                "localhost:80",
+                Host::V4("localhost".into()),
+            ),
+            ("::1:80", "[::1]:80", Host::V6(Ipv6Addr::LOCALHOST)),
+            ("[ ::1] : 80", "[::1]:80", Host::V6(Ipv6Addr::LOCALHOST)),
+            ("[0:0::1]:80", "[0:0::1]:80", Host::V6(Ipv6Addr::LOCALHOST)),
+            ("059005", "059005", Host::Any),
+            (
+                "127.0.0.1:0080",
+                "127.0.0.1:0080",
+                Host::V4("127.0.0.1".into()),
+            ),
+        ] {
+            let p = spec(given);
+            assert_eq!((p.spec.as_str(), &p.host), (shown, &host), "{given}");
+        }
+        assert_eq!(spec("059005").port, 59005);
+        let p = spec(" u80 =5 ");
+        assert_eq!((p.spec.as_str(), p.udp, p.fd), ("80", true, Some(5)));
+        // White space before the colon stays in the host, as in the
+        // original (where it then fails to resolve).
+        assert_eq!(spec("127.0.0.1 :80").spec, "127.0.0.1 :80");
     }
 
     #[test]
@@ -550,7 +622,12 @@ mod tests {
             ("abc", "expected"),
             ("80=x", "expected"),
             (":80", "empty host"),
-            ("[zz]:80", "IPv6"),
+            ("[zz:1]:80", "IPv6"),
+            ("[::1 ]:80", "IPv6"),
+            ("[]:80", "empty host"),
+            ("80= 5", "expected"),
+            ("u 80", "expected"),
+            ("[a]b]:80", "expected"),
             ("80=1", "stdout"),
             ("80=99999999", "too large"),
             ("host:", "expected"),

@@ -69,6 +69,33 @@ pub fn parse(s: &str) -> Option<i32> {
     NAMES.iter().find(|(n, _)| *n == name).map(|&(_, sig)| sig)
 }
 
+/// A signal given on the command line: its number, and how log lines
+/// show it, which is how the user wrote it in Server::Starter's
+/// normalisation (upper case, without a SIG prefix: `15` stays `15`,
+/// `iot` becomes `IOT`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    pub number: i32,
+    pub shown: String,
+}
+
+impl Signal {
+    /// Parses `TERM`, `SIGterm`, `15`, ...
+    pub fn parse(s: &str) -> Option<Signal> {
+        let number = parse(s)?;
+        let upper = s.trim().to_ascii_uppercase();
+        let shown = upper.strip_prefix("SIG").unwrap_or(&upper).to_string();
+        Some(Signal { number, shown })
+    }
+
+    pub fn of(number: i32) -> Signal {
+        Signal {
+            number,
+            shown: name(number),
+        }
+    }
+}
+
 /// The conventional name of `sig` without the SIG prefix (`TERM`), or
 /// its number for a signal without one.
 pub fn name(sig: i32) -> String {
@@ -145,5 +172,20 @@ mod tests {
         assert_eq!(parse("0"), None);
         assert_eq!(parse("1000"), None);
         assert_eq!(name(libc::SIGHUP), "HUP");
+        for (given, number, shown) in [
+            ("15", libc::SIGTERM, "15"),
+            ("iot", libc::SIGABRT, "IOT"),
+            ("SIGusr1", libc::SIGUSR1, "USR1"),
+            ("Sig1", libc::SIGHUP, "1"),
+        ] {
+            assert_eq!(
+                Signal::parse(given),
+                Some(Signal {
+                    number,
+                    shown: shown.into()
+                })
+            );
+        }
+        assert_eq!(Signal::parse("SIG"), None);
     }
 }

@@ -48,8 +48,8 @@ pub struct Setup {
     pub systemd_layout: bool,
     pub protocols: Protocols,
     pub interval: Duration,
-    pub signal_on_hup: i32,
-    pub signal_on_term: i32,
+    pub signal_on_hup: signals::Signal,
+    pub signal_on_term: signals::Signal,
     pub stop_timeout: Option<Duration>,
     pub status_file: Option<PathBuf>,
     pub pid_file: Option<PidFile>,
@@ -569,7 +569,7 @@ impl Supervisor {
         let olds = self.pids(|r| r == Role::Old { signalled: false });
         original!(
             "new worker is now running, sending {} to old workers:{}",
-            signals::name(self.s.signal_on_hup),
+            self.s.signal_on_hup.shown,
             if olds.is_empty() {
                 "none".into()
             } else {
@@ -582,7 +582,7 @@ impl Supervisor {
         } else {
             original!(
                 "sleeping {} secs before killing old workers",
-                fmt_secs(delay)
+                self.settings.kill_old_delay_shown
             );
             self.kill_old_at = Some(Instant::now() + delay);
         }
@@ -592,7 +592,7 @@ impl Supervisor {
         original!("killing old workers");
         for w in &mut self.workers {
             if w.role == (Role::Old { signalled: false }) {
-                let _ = sys::kill(w.pid, self.s.signal_on_hup);
+                let _ = sys::kill(w.pid, self.s.signal_on_hup.number);
                 w.role = Role::Old { signalled: true };
             }
         }
@@ -923,24 +923,24 @@ impl Supervisor {
     fn begin_shutdown(&mut self, sig: i32) {
         let term = if self.socketmaster() {
             // socketmaster forwards the signal as it is.
-            sig
+            signals::Signal::of(sig)
         } else if sig == libc::SIGTERM {
-            self.s.signal_on_term
+            self.s.signal_on_term.clone()
         } else {
-            libc::SIGTERM
+            signals::Signal::of(libc::SIGTERM)
         };
-        self.forwarded = Some(term);
+        self.forwarded = Some(term.number);
         let pids = self.pids(|_| true);
         original!(
             "received {}, sending {} to all workers:{}",
             signals::name(sig),
-            signals::name(term),
+            term.shown,
             pids.iter()
                 .map(Pid::to_string)
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        self.kill_all(term);
+        self.kill_all(term.number);
         self.retry = None;
         self.kill_old_at = None;
         self.pending_restart = false;
@@ -1014,7 +1014,7 @@ impl Supervisor {
             let forced = if self.has_old() { "forced, " } else { "" };
             original!(
                 "autorestart triggered ({forced}interval={})",
-                fmt_secs(self.settings.auto_restart_interval)
+                self.settings.auto_restart_interval_shown
             );
             self.begin_restart();
         } else if self.pending_restart

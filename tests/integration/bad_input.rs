@@ -54,7 +54,7 @@ fn invalid_values_are_rejected_before_anything_starts() {
             "'70000': port number out of range",
         ),
         (&["--port=abc", "true"], "'abc'"),
-        (&["--port=[nope]:80", "true"], "not an IPv6 address"),
+        (&["--port=[no:pe]:80", "true"], "not an IPv6 address"),
         (
             &["--interval=abc", "true"],
             "invalid --interval value 'abc'",

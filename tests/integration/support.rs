@@ -322,6 +322,14 @@ impl Server {
         }
     }
 
+    /// The exit code, if start_server has exited (128+N for signal N).
+    pub fn exited(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.status = Some(status);
+        Some(status.code().unwrap_or(128 + status.signal().unwrap_or(0)))
+    }
+
     /// Stops start_server with SIGTERM and waits for it.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal("TERM");
