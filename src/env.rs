@@ -28,6 +28,28 @@ pub fn set(vars: &mut Vars, name: &str, value: impl Into<OsString>) {
     vars.push((name.into(), value.into()));
 }
 
+/// Sets every variable of `over` in `vars`, in order: a name never
+/// appears twice, and `over` wins (the envdir over the inherited
+/// environment).
+pub fn overlay(vars: &mut Vars, over: &Vars) {
+    for (name, value) in over {
+        vars.retain(|(k, _)| k != name);
+        vars.push((name.clone(), value.clone()));
+    }
+}
+
+/// One entry per name, the first kept where it stands: what getenv(3)
+/// saw in the environment we were given.
+pub fn dedup(vars: Vars) -> Vars {
+    let mut out = Vars::with_capacity(vars.len());
+    for (name, value) in vars {
+        if !out.iter().any(|(k, _)| *k == name) {
+            out.push((name, value));
+        }
+    }
+    out
+}
+
 /// Variables that describe descriptors or a notification socket handed to
 /// start_server itself: consumed at start-up, never passed on stale.
 pub const CONSUMED: &[&str] = &[
@@ -217,6 +239,14 @@ mod tests {
         assert_eq!(s.kill_old_delay, Duration::ZERO);
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("KILL_OLD_DELAY"));
+    }
+
+    #[test]
+    fn names_appear_once() {
+        let mut v = dedup(vars(&[("PATH", "/a"), ("X", "1"), ("PATH", "/b")]));
+        assert_eq!(v, vars(&[("PATH", "/a"), ("X", "1")]));
+        overlay(&mut v, &vars(&[("PATH", "/env"), ("Y", "2")]));
+        assert_eq!(v, vars(&[("X", "1"), ("PATH", "/env"), ("Y", "2")]));
     }
 
     #[test]

@@ -184,11 +184,15 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
         std::env::var("LISTEN_PID").ok().as_deref(),
         std::env::var("LISTEN_FDNAMES").ok().as_deref(),
     );
-    let mut base_env: env::Vars = std::env::vars_os()
-        .filter(|(k, _)| {
-            k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION" && !env::is_consumed(k)
-        })
-        .collect();
+    let mut base_env: env::Vars = env::dedup(
+        std::env::vars_os()
+            .filter(|(k, _)| {
+                k != "SERVER_STARTER_PORT"
+                    && k != "SERVER_STARTER_GENERATION"
+                    && !env::is_consumed(k)
+            })
+            .collect(),
+    );
     // As in the original, settings given as options are exported too.
     if let Some(dir) = &cfg.envdir {
         env::set(&mut base_env, "ENVDIR", dir.as_os_str());

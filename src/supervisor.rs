@@ -394,7 +394,7 @@ impl Supervisor {
         let Some(dir) = &self.s.envdir else { return };
         self.envdir_vars = env::read_envdir(dir);
         let mut merged = self.s.base_env.clone();
-        merged.extend(self.envdir_vars.iter().cloned());
+        env::overlay(&mut merged, &self.envdir_vars);
         let (settings, problems) = Settings::from_vars(&merged);
         if problems != self.settings_problems {
             for p in &problems {
@@ -407,7 +407,7 @@ impl Supervisor {
 
     fn worker_env(&self, generation: u64) -> Vars {
         let mut vars = self.s.base_env.clone();
-        vars.extend(self.envdir_vars.iter().cloned());
+        env::overlay(&mut vars, &self.envdir_vars);
         if let Some(n) = &self.s.notify {
             env::set(&mut vars, "NOTIFY_SOCKET", n.address.as_str());
         }

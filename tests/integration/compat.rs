@@ -3,12 +3,9 @@
 //! (address, backlog) and SERVER_STARTER_PORT.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::Command;
 
 use crate::support::*;
-
-const PERL: &str = "/usr/bin/start_server";
 
 /// Replaces every number in `lines` but wait statuses by `P1`, `P2`, ...
 /// in order of first appearance: pids differ from run to run.
@@ -98,14 +95,6 @@ fn scenario(
         .map(|l| without_perl_location(l).to_string())
         .collect();
     ((normalise(&lines), gens), lines.join("\n"))
-}
-
-fn perl_missing() -> bool {
-    let missing = !Path::new(PERL).exists();
-    if missing {
-        eprintln!("skipped: {PERL} is not installed (apt-get install libserver-starter-perl)");
-    }
-    missing
 }
 
 #[test]

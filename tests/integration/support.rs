@@ -24,6 +24,32 @@ pub fn bin() -> PathBuf {
     }
 }
 
+/// Perl's Server::Starter, for side-by-side tests (.ci/run installs it).
+pub const PERL: &str = "/usr/bin/start_server";
+
+/// Whether the original is missing, saying so: its tests then skip.
+pub fn perl_missing() -> bool {
+    let missing = !Path::new(PERL).exists();
+    if missing {
+        eprintln!("skipped: {PERL} is not installed (apt-get install libserver-starter-perl)");
+    }
+    missing
+}
+
+/// A process's environment as the kernel holds it, entry by entry.
+pub fn raw_environ(pid: u32) -> Vec<(String, String)> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let e = String::from_utf8_lossy(e);
+            let (k, v) = e.split_once('=').unwrap_or((&e, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// An example program built alongside the test binary.
 pub fn example(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_start_server"))

@@ -142,6 +142,56 @@ fn the_worker_starts_in_dir_and_gets_the_envdir_read_afresh() {
     assert!(server.stop().success());
 }
 
+/// A variable both inherited and in the envdir reaches the worker once,
+/// with the envdir's value, as under the original.
+#[test]
+fn the_envdir_replaces_inherited_variables() {
+    let run = |bin: &str| {
+        let dir = TempDir::new("envdir-over");
+        let envdir = dir.join("env");
+        std::fs::create_dir(&envdir).unwrap();
+        std::fs::write(envdir.join("GREETING"), "from the envdir\n").unwrap();
+        std::fs::write(envdir.join("PATH"), "/envdir/bin:/usr/bin:/bin\n").unwrap();
+        let probe = example("probe").display().to_string();
+        let server = Server::spawn(
+            std::process::Command::new(bin)
+                .args([
+                    "--interval=0",
+                    &format!("--envdir={}", envdir.display()),
+                    &probe,
+                    dir.path().to_str().unwrap(),
+                ])
+                .env("GREETING", "inherited")
+                .env("PATH", "/usr/bin:/bin"),
+        );
+        let pid: u32 = dir.report(1, &server)["pid"].parse().unwrap();
+        let environ = raw_environ(pid);
+        let mut names: Vec<&String> = environ.iter().map(|(k, _)| k).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "{bin}: a name twice in {environ:?}");
+        let value = |name: &str| {
+            environ
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        (value("GREETING"), value("PATH"))
+    };
+    let ours = run(bin().to_str().unwrap());
+    assert_eq!(
+        ours,
+        (
+            Some("from the envdir".to_string()),
+            Some("/envdir/bin:/usr/bin:/bin".to_string())
+        )
+    );
+    if !perl_missing() {
+        assert_eq!(ours, run(PERL));
+    }
+}
+
 #[test]
 fn workers_get_systemd_and_einhorn_variables() {
     let dir = TempDir::new("protocols");
