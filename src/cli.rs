@@ -322,11 +322,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 }
             }
             Opt::ReadyTimeout => {
-                let t = parse_seconds(&number()?).map_err(|e| bad(&e))?;
-                if t.is_zero() {
-                    return Err(bad("must be more than 0"));
-                }
-                cfg.ready_timeout = Some(t)
+                cfg.ready_timeout = Some(parse_ready_timeout(&number()?).map_err(|e| bad(&e))?)
             }
             Opt::User => {
                 let user = text()?;
@@ -449,6 +445,15 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
     let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
     Ok(Duration::new(secs, nanos))
+}
+
+/// How long a worker may take to say READY=1: more than nothing (at 0
+/// every worker would be killed as it starts).
+fn parse_ready_timeout(s: &str) -> Result<Duration, String> {
+    match parse_seconds(s)? {
+        t if t.is_zero() => Err("must be more than 0".into()),
+        t => Ok(t),
+    }
 }
 
 fn parse_protocols(s: &str) -> Result<Protocols, String> {
@@ -596,7 +601,7 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
             "ready-timeout" => {
                 let v = value(&mut parser)?;
                 cfg.ready_timeout =
-                    Some(parse_seconds(&v).map_err(|e| {
+                    Some(parse_ready_timeout(&v).map_err(|e| {
                         format!("invalid value \"{v}\" for flag -ready-timeout: {e}")
                     })?);
             }
@@ -948,6 +953,10 @@ mod tests {
             ),
             (&["-listen=unix://rel", "-command=x"], "absolute"),
             (&["-start=5"], "-command is required"),
+            (
+                &["-ready-timeout=0", "-command=x"],
+                "invalid value \"0\" for flag -ready-timeout: must be more than 0",
+            ),
         ] {
             let err = sm(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -437,9 +437,18 @@ fn open_into(
     }
     for &fd in s.open_fds {
         let name = format!("fd://{fd}");
-        let (owned, _) = sys::adopt_socket(fd).map_err(|_| {
-            format!("invalid -listen value '{name}': descriptor {fd} is not an open socket")
-        })?;
+        // A socket LISTEN_FDS passed us is already ours: one owner.
+        let owned =
+            match inherited.iter().position(|h| h.fd.as_raw_fd() == fd) {
+                Some(i) => inherited.remove(i).fd,
+                None => sys::adopt_socket(fd)
+                    .map_err(|_| {
+                        format!(
+                            "invalid -listen value '{name}': descriptor {fd} is not an open socket"
+                        )
+                    })?
+                    .0,
+            };
         out.push(Listener {
             fd_name: derived_fd_name(&name),
             name,

@@ -9,7 +9,7 @@ use crate::support::*;
 /// (`tcp:HOST:PORT`, `unix:PATH`, `file:PATH`), puts them on descriptors
 /// 3, 4, ..., and executes the rest of the arguments with LISTEN_FDS,
 /// LISTEN_PID (its own pid, kept across exec) and LISTEN_FDNAMES set.
-const ACTIVATE: &str = r#"
+pub const ACTIVATE: &str = r#"
 import os, socket, sys
 socks = []
 for spec in sys.argv[1].split(','):

@@ -58,6 +58,10 @@ fn bad_input_is_rejected_with_one_line() {
     );
     rejects(&[&tcp], "-command is required");
     rejects(
+        &[&tcp, "-ready-timeout=0", "-command=true"],
+        "invalid value \"0\" for flag -ready-timeout: must be more than 0",
+    );
+    rejects(
         &[&tcp, "-command=no-such-command-anywhere"],
         "-command 'no-such-command-anywhere' not found in PATH",
     );
@@ -317,4 +321,32 @@ fn no_request_fails_across_20_socketmaster_restarts() {
     let requests = load.finish();
     assert!(server.stop().success());
     eprintln!("socketmaster: {requests} requests, none failed, across 20 restarts");
+}
+
+/// A socket both passed in LISTEN_FDS and named by `-listen=fd://3` is
+/// one socket, adopted once: it serves, and socketmaster stops cleanly.
+#[test]
+fn a_socket_in_listen_fds_and_named_fd_3_is_adopted_once() {
+    let dir = TempDir::new("sm-fd-twice");
+    let port = free_port();
+    let hello = example("hello").display().to_string();
+    let mut server = Server::spawn(
+        Command::new("python3")
+            .args([
+                "-c",
+                crate::activation::ACTIVATE,
+                &format!("tcp:127.0.0.1:{port}"),
+                "web",
+            ])
+            .arg(socketmaster(&dir))
+            .args(["-listen=fd://3", &format!("-command={hello}"), "-start=0"]),
+    );
+    let body = wait_for("the worker to answer", &server, || {
+        get(&format!("127.0.0.1:{port}")).ok()
+    });
+    assert!(body.starts_with("hello from generation 1"), "{body}");
+    server.signal("TERM");
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(!server.log().contains("panicked"), "{}", server.log());
 }
