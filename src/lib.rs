@@ -26,7 +26,7 @@ mod users;
 pub mod worker;
 
 use std::fs::File;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 
 use cli::{Config, Mode};
 use listen::errtext;
@@ -229,8 +229,6 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
         Ok(c) => c,
         Err(_) => return fail("invalid server command: an argument holds a NUL byte".into()),
     };
-    // Whatever our own parent leaked to us stays away from the workers.
-    let _ = sys::cloexec_from(3);
     let image = supervisor::Image {
         exe: std::env::current_exe().unwrap_or_default(),
         argv: std::env::args_os().collect(),
@@ -238,6 +236,9 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
     };
     if let Some(text) = std::env::var_os(upgrade::STATE_VAR) {
         // The previous program image handed its state over: carry on.
+        // It kept open only what it hands over, which resume() adopts;
+        // nothing else may reach the workers.
+        let _ = sys::cloexec_from(3);
         let text = text.to_string_lossy().into_owned();
         return match resume(&cfg, &text, &blocked) {
             Ok((resources, state)) => {
@@ -254,6 +255,16 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
         };
     }
 
+    // Whatever our own parent leaked to us is closed: we neither use it
+    // nor pass it on. Nothing else is open yet.
+    let keep: Vec<RawFd> = inherited
+        .iter()
+        .map(listen::Inherited::raw)
+        .chain(cfg.open_fds.iter().copied())
+        .collect();
+    if let Err(e) = sys::close_strays(&keep) {
+        warning!("unable to close inherited descriptors: {}", errtext(&e));
+    }
     if socketmaster {
         if cfg.syslog {
             log::use_syslog();

@@ -249,6 +249,10 @@ pub struct Inherited {
 }
 
 impl Inherited {
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// The spec a socket at this address would have been given with.
     fn spec(&self) -> String {
         match &self.addr {

@@ -493,6 +493,52 @@ pub fn adopt_socket(fd: RawFd) -> io::Result<(OwnedFd, i32)> {
     Ok((adopt_inherited(fd)?, ty))
 }
 
+/// Closes every descriptor from 3 up but those in `keep`: what our own
+/// parent leaked to us, which we neither use nor pass on, must not be held
+/// open for our whole life (a reader of a pipe we inherited would never
+/// see end-of-file). Call at start-up, when nothing in this process owns
+/// a descriptor from 3 up but those in `keep`.
+pub fn close_strays(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: libc::c_uint = 3;
+    let mut ranges = Vec::new();
+    for &fd in &keep {
+        if fd as libc::c_uint > first {
+            ranges.push((first, fd as libc::c_uint - 1));
+        }
+        first = fd as libc::c_uint + 1;
+    }
+    ranges.push((first, libc::c_uint::MAX));
+    let mut unsupported = false;
+    for &(from, to) in &ranges {
+        // SAFETY: close_range closes descriptors in [from, to], none of
+        // which is owned by anything in this process (the contract above).
+        let ret = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0 as libc::c_uint) };
+        if ret != 0 {
+            unsupported = true;
+            break;
+        }
+    }
+    if !unsupported {
+        return Ok(());
+    }
+    // Kernels before 5.9: list the descriptor table first (the listing's
+    // own descriptor is closed when it ends), then close.
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd >= 3 && keep.binary_search(&fd).is_err() {
+            // SAFETY: as above; a number that is no longer open (the
+            // listing's own) gives EBADF, which is ignored.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
 /// Marks every descriptor from `first` up close-on-exec, so that whatever
 /// our own parent leaked to us does not reach the workers.
 pub fn cloexec_from(first: RawFd) -> io::Result<()> {

@@ -109,6 +109,45 @@ fn stray_descriptors_and_ignored_signals_do_not_reach_the_worker() {
     assert!(server.stop().success());
 }
 
+/// A descriptor start_server inherits and does not use is closed once it
+/// is up: the reader of a pipe left open to it sees end-of-file.
+#[test]
+fn inherited_descriptors_are_closed_at_start_up() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = TempDir::new("strays-closed");
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opened first without blocking, so that the shell's open for
+    // writing does not wait for a reader.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let probe = example("probe").display().to_string();
+    let script = format!(
+        "exec {} --interval=0 {probe} {} 9>{}",
+        bin().display(),
+        dir.path().display(),
+        fifo.display()
+    );
+    let mut server = Server::spawn(std::process::Command::new("sh").args(["-c", &script]));
+    dir.report(1, &server);
+    wait_for("end-of-file on the inherited pipe", &server, || {
+        let mut buf = [0u8; 16];
+        match reader.read(&mut buf) {
+            Ok(0) => Some(()),
+            _ => None,
+        }
+    });
+    assert!(server.stop().success());
+}
+
 #[test]
 fn the_worker_starts_in_dir_and_gets_the_envdir_read_afresh() {
     let dir = TempDir::new("envdir");
