@@ -457,7 +457,10 @@ fn resume(
             name: l.name.clone(),
             fd_name: l.fd_name.clone(),
             fd,
-            unix_path: l.unix_path.as_ref().map(std::path::PathBuf::from),
+            unix_path: l.unix_path.as_ref().map(|path| listen::SocketFile {
+                path: path.into(),
+                id: l.unix_id,
+            }),
         });
     }
     let systemd_layout = listeners

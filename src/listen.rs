@@ -184,7 +184,45 @@ pub struct Listener {
     pub fd: OwnedFd,
     /// The socket file to remove at exit: a `--path` we bound ourselves
     /// (an adopted one belongs to whoever passed it to us).
-    pub unix_path: Option<PathBuf>,
+    pub unix_path: Option<SocketFile>,
+}
+
+/// A unix socket file start_server created. It is removed at exit only
+/// while it is still the one we bound: a file that replaced it (another
+/// server's socket, anything else) is left alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketFile {
+    pub path: PathBuf,
+    /// Its device and inode numbers once bound; unknown (None) in a state
+    /// handed over by an older version, when any socket there is ours.
+    pub id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    /// The socket just bound at `path`.
+    fn bound(path: PathBuf) -> SocketFile {
+        let id = socket_file_id(&path);
+        SocketFile { path, id }
+    }
+
+    /// Removes the file if it is still ours.
+    pub fn remove(&self) {
+        let now = socket_file_id(&self.path);
+        if now.is_none() || (self.id.is_some() && now != self.id) {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            warning!("unable to remove {}: {}", self.path.display(), errtext(&e));
+        }
+    }
+}
+
+/// The device and inode numbers of the socket file at `path`, if there is
+/// one (not following a symbolic link).
+pub fn socket_file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::symlink_metadata(path).ok()?;
+    m.file_type().is_socket().then(|| (m.dev(), m.ino()))
 }
 
 impl Listener {
@@ -418,6 +456,11 @@ fn open_into(
             Some(h) => (h.fd, h.fd_name, false),
             None => {
                 if sys::is_socket(path) {
+                    // Only a stale socket file is removed, never a live
+                    // server's (the original takes it over).
+                    if in_use(path) {
+                        return Err(format!("{shown} is in use by another server"));
+                    }
                     original!("removing existing socket file:{shown}");
                     std::fs::remove_file(path).map_err(|e| {
                         format!(
@@ -436,7 +479,7 @@ fn open_into(
             fd_name: fd_name.unwrap_or_else(|| derived_fd_name(&name)),
             name,
             fd: clear(fd, &path.to_string_lossy())?,
-            unix_path: ours.then(|| path.clone()),
+            unix_path: ours.then(|| SocketFile::bound(path.clone())),
         });
     }
     for &fd in s.open_fds {
@@ -547,14 +590,20 @@ fn bind_unix(path: &std::path::Path, backlog: i32) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// Removes the unix socket files of `listeners` that are still sockets.
+/// Removes the unix socket files of `listeners` that are still ours.
 pub fn remove_socket_files(listeners: &[Listener]) {
-    for path in listeners.iter().filter_map(|l| l.unix_path.as_ref()) {
-        if sys::is_socket(path)
-            && let Err(e) = std::fs::remove_file(path)
-        {
-            warning!("unable to remove {}: {}", path.display(), errtext(&e));
-        }
+    for file in listeners.iter().filter_map(|l| l.unix_path.as_ref()) {
+        file.remove();
+    }
+}
+
+/// Whether a server accepts connections on the unix socket at `path`:
+/// it takes one, or its queue is full (EAGAIN), or it is a datagram
+/// socket that someone has bound (EPROTOTYPE). A stale file refuses.
+fn in_use(path: &std::path::Path) -> bool {
+    match sys::connect_unix_stream(path) {
+        Ok(_) => true,
+        Err(e) => matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EPROTOTYPE)),
     }
 }
 

@@ -1143,7 +1143,8 @@ impl Supervisor {
                     unix_path: l
                         .unix_path
                         .as_ref()
-                        .map(|p| p.to_string_lossy().into_owned()),
+                        .map(|f| f.path.to_string_lossy().into_owned()),
+                    unix_id: l.unix_path.as_ref().and_then(|f| f.id),
                 })
                 .collect(),
             pid_file_fd: self.s.pid_file.as_ref().map(PidFile::raw_fd),

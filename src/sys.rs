@@ -899,11 +899,21 @@ pub fn send_notification(address: &OsStr, message: &[u8]) -> io::Result<()> {
 
 /// A datagram socket connected to the unix socket at `path`.
 pub fn connect_unix_datagram(path: &Path) -> io::Result<OwnedFd> {
+    connect_unix(path, libc::SOCK_DGRAM)
+}
+
+/// A non-blocking stream connection to the unix socket at `path`: EAGAIN
+/// when its listener's queue is full, rather than a wait.
+pub fn connect_unix_stream(path: &Path) -> io::Result<OwnedFd> {
+    connect_unix(path, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)
+}
+
+fn connect_unix(path: &Path, ty: i32) -> io::Result<OwnedFd> {
     let bytes = path.as_os_str().as_bytes();
     if bytes.len() > UNIX_PATH_MAX {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
-    let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM)?;
+    let fd = socket(libc::AF_UNIX, ty)?;
     // SAFETY: an all-zero sockaddr_un is valid; the path fits with its NUL.
     let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sun.sun_family = libc::AF_UNIX as libc::sa_family_t;

@@ -24,6 +24,9 @@ pub struct ListenerState {
     pub name: String,
     pub fd_name: String,
     pub unix_path: Option<String>,
+    /// The socket file's device and inode numbers (absent from the states
+    /// of versions that did not record them).
+    pub unix_id: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,13 +139,15 @@ impl State {
         out += &format!("forwarded {}\n", opt(self.forwarded));
         for l in &self.listeners {
             out += &format!(
-                "listener {} {} {} {}\n",
+                "listener {} {} {} {} {}\n",
                 l.fd,
                 hex(l.name.as_bytes()),
                 hex(l.fd_name.as_bytes()),
                 l.unix_path
                     .as_ref()
-                    .map_or("-".into(), |p| hex(p.as_bytes()))
+                    .map_or("-".into(), |p| hex(p.as_bytes())),
+                l.unix_id
+                    .map_or("-".into(), |(dev, ino)| format!("{dev}:{ino}"))
             );
         }
         if let Some(fd) = self.pid_file_fd {
@@ -252,6 +257,16 @@ impl State {
                     name: text(2)?,
                     fd_name: text(3)?,
                     unix_path: Some(text(4)?).filter(|p| !p.is_empty()),
+                    unix_id: match f.get(5) {
+                        None | Some(&"-") => None,
+                        Some(id) => {
+                            let (dev, ino) = id.split_once(':').ok_or_else(bad)?;
+                            Some((
+                                dev.parse().map_err(|_| bad())?,
+                                ino.parse().map_err(|_| bad())?,
+                            ))
+                        }
+                    },
                 }),
                 "pid_file" => s.pid_file_fd = Some(num(1)? as RawFd),
                 "notify" => s.notify = Some((num(1)? as RawFd, text(2)?)),
@@ -322,6 +337,7 @@ mod tests {
                 name: "127.0.0.1:80".into(),
                 fd_name: "web".into(),
                 unix_path: Some("/tmp/a b.sock".into()),
+                unix_id: Some((2049, 1234567)),
             }],
             pid_file_fd: Some(9),
             notify: Some((10, "@abcde".into())),
@@ -349,7 +365,11 @@ mod tests {
             relays: vec![(100, 12, b"partial".to_vec())],
             logger: Some(42),
         };
-        assert_eq!(State::decode(&s.encode()), Ok(s));
+        assert_eq!(State::decode(&s.encode()), Ok(s.clone()));
+        // A state from a version that did not record the socket file's
+        // identity still reads.
+        let older = s.encode().replace(" 2049:1234567\n", "\n");
+        assert_eq!(State::decode(&older).unwrap().listeners[0].unix_id, None);
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn rejects(dir: &TempDir, args: &[&str], code: i32, needle: &str) -> String {
     let left: Vec<String> = dir
         .entries()
         .into_iter()
-        .filter(|e| e != "mode" && e != "file")
+        .filter(|e| !["mode", "file", "live.sock"].contains(&e.as_str()))
         .collect();
     assert!(
         left.is_empty(),
@@ -149,6 +149,62 @@ fn unbindable_addresses_and_paths_are_rejected() {
     let file = format!("--path={}", dir.s("file"));
     rejects(&dir, &[&file, "true"], 1, "Address in use");
     assert_eq!(std::fs::read_to_string(dir.join("file")).unwrap(), "keep");
+}
+
+/// A live server's socket at --path is never taken over: refused, and
+/// the other server keeps its socket.
+#[test]
+fn a_live_socket_at_path_is_refused_and_left_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("live-path");
+    let live = dir.join("live.sock");
+    let other = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let inode = std::fs::metadata(&live).unwrap().ino();
+    let path = format!("--path={}", live.display());
+    rejects(
+        &dir,
+        &[&path, "true"],
+        1,
+        &format!("fatal: {} is in use by another server", live.display()),
+    );
+    assert_eq!(std::fs::metadata(&live).unwrap().ino(), inode);
+    std::os::unix::net::UnixStream::connect(&live).unwrap();
+    other.accept().unwrap();
+}
+
+/// At exit, start_server removes its socket file only if it is still
+/// the one it bound: one that replaced it stays.
+#[test]
+fn a_socket_file_that_replaced_ours_is_not_removed_at_exit() {
+    let dir = TempDir::new("replaced-path");
+    let sock = dir.join("app.sock");
+    let st = dir.join("status");
+    let mut server = Server::start(&[
+        &format!("--path={}", sock.display()),
+        &format!("--status-file={}", st.display()),
+        "--interval=0",
+        "--",
+        example("probe").to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    wait_status(&st, &[1], &server);
+    std::fs::remove_file(&sock).unwrap();
+    let _newcomer = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    assert!(server.stop().success());
+    assert!(sock.exists(), "the newcomer's socket file was removed");
+    // And our own is removed, when it is still ours.
+    std::fs::remove_file(&sock).unwrap();
+    let mut server = Server::start(&[
+        &format!("--path={}", sock.display()),
+        &format!("--status-file={}", st.display()),
+        "--interval=0",
+        "--",
+        example("probe").to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    wait_status(&st, &[1], &server);
+    assert!(server.stop().success());
+    assert!(!sock.exists(), "our socket file was left behind");
 }
 
 #[test]
