@@ -14,6 +14,7 @@ mod client;
 mod env;
 mod listen;
 mod log;
+mod notify;
 mod output;
 mod relay;
 mod signals;
@@ -31,6 +32,7 @@ use std::os::fd::{IntoRawFd, RawFd};
 use cli::{Config, Mode};
 use listen::errtext;
 use log::{fatal, original, warning};
+use notify::Notify;
 use output::Output;
 use status::{LockError, PidFile};
 use supervisor::{Setup, Supervisor};
@@ -333,23 +335,6 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
             );
         }
     };
-    let notify = match cfg.readiness {
-        cli::Readiness::Interval => None,
-        cli::Readiness::Notify => match sys::notify_socket() {
-            Ok((fd, address)) => Some(supervisor::Notify {
-                fd,
-                address,
-                timeout: cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
-            }),
-            Err(e) => {
-                return abort(
-                    format!("unable to create the notification socket: {}", errtext(&e)),
-                    pid_file,
-                    &listeners,
-                );
-            }
-        },
-    };
     let started = if cfg.daemonize {
         match daemonize(&listeners) {
             Ok(Daemon::Parent(code)) => return code,
@@ -377,6 +362,24 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
             &listeners,
         );
     }
+    // Made by the process that will serve (after daemonizing), and last:
+    // nothing can fail after it but the supervisor, which removes it.
+    let notify = match cfg.readiness {
+        cli::Readiness::Interval => None,
+        cli::Readiness::Notify => {
+            let timeout = cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+            match Notify::create(timeout, ids.as_ref()) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    return abort(
+                        format!("unable to create the notification socket: {}", errtext(&e)),
+                        pid_file,
+                        &listeners,
+                    );
+                }
+            }
+        }
+    };
     let resources = Resources {
         listeners,
         systemd_layout: layout.systemd,
@@ -400,7 +403,7 @@ struct Resources {
     output: Output,
     signals: signals::Signals,
     started: Option<std::os::fd::OwnedFd>,
-    notify: Option<supervisor::Notify>,
+    notify: Option<Notify>,
 }
 
 fn make_setup(
@@ -477,11 +480,12 @@ fn resume(
         _ => return Err("the pid file does not match the command line".into()),
     };
     let notify = match (cfg.readiness, &state.notify) {
-        (cli::Readiness::Notify, Some((fd, address))) => Some(supervisor::Notify {
+        (cli::Readiness::Notify, Some((fd, address, id))) => Some(Notify {
             fd: sys::adopt_inherited(*fd)
                 .map_err(|_| format!("notify descriptor {fd} is not open"))?,
             address: address.clone(),
             timeout: cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+            file: Notify::file_of(address, *id),
         }),
         (cli::Readiness::Interval, None) => None,
         _ => return Err("the readiness socket does not match the command line".into()),

@@ -18,6 +18,7 @@ use crate::cli::{Personality, Protocols};
 use crate::env::{self, Settings, Vars, fmt_secs};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
+use crate::notify::Notify;
 use crate::output::Output;
 use crate::relay::Relay;
 use crate::signals::{self, Signals};
@@ -81,15 +82,6 @@ pub struct Image {
 
 /// How long a new program may take to say whether it takes our state.
 const UPGRADE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Readiness by notification.
-pub struct Notify {
-    pub fd: OwnedFd,
-    /// The NOTIFY_SOCKET value workers get.
-    pub address: String,
-    /// How long a new worker may take to send READY=1.
-    pub timeout: Duration,
-}
 
 /// The largest notification read whole; bigger ones are rejected.
 const NOTIFY_MAX: usize = 4096;
@@ -1054,6 +1046,9 @@ impl Supervisor {
             pid_file.remove();
         }
         listen::remove_socket_files(&self.s.listeners);
+        if let Some(n) = &self.s.notify {
+            n.remove();
+        }
         // What the workers wrote last, as far as the log takes it now.
         for r in &mut self.relays {
             for _ in 0..64 {
@@ -1148,11 +1143,10 @@ impl Supervisor {
                 })
                 .collect(),
             pid_file_fd: self.s.pid_file.as_ref().map(PidFile::raw_fd),
-            notify: self
-                .s
-                .notify
-                .as_ref()
-                .map(|n| (n.fd.as_raw_fd(), n.address.clone())),
+            notify: self.s.notify.as_ref().map(|n| {
+                let id = n.file.as_ref().and_then(|f| f.id);
+                (n.fd.as_raw_fd(), n.address.clone(), id)
+            }),
             workers,
             relays: self
                 .relays

@@ -754,11 +754,16 @@ pub fn local_addr(fd: RawFd) -> io::Result<LocalAddr> {
 
 /// A unix datagram socket for sd_notify messages: non-blocking,
 /// close-on-exec, with SO_PASSCRED so that every datagram carries its
-/// sender's pid, bound to an abstract name the kernel picks (autobind).
-/// Returns the socket and its NOTIFY_SOCKET value (`@name`).
-pub fn notify_socket() -> io::Result<(OwnedFd, String)> {
+/// sender's pid. Bound to `path`, or without one to an abstract name the
+/// kernel picks (autobind). Returns the socket and its NOTIFY_SOCKET
+/// value (the path, or `@name`).
+pub fn notify_socket(path: Option<&Path>) -> io::Result<(OwnedFd, String)> {
     let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
     setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    if let Some(path) = path {
+        bind_unix(fd.as_fd(), path)?;
+        return Ok((fd, path.to_string_lossy().into_owned()));
+    }
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sun.sun_family = libc::AF_UNIX as libc::sa_family_t;

@@ -18,6 +18,9 @@ pub const CHECK_OK: &str = "start_server: upgrade state accepted";
 const MAGIC: &str = "start_server-state";
 const VERSION: u32 = 1;
 
+/// A file's device and inode numbers.
+pub type FileId = (u64, u64);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerState {
     pub fd: RawFd,
@@ -26,7 +29,7 @@ pub struct ListenerState {
     pub unix_path: Option<String>,
     /// The socket file's device and inode numbers (absent from the states
     /// of versions that did not record them).
-    pub unix_id: Option<(u64, u64)>,
+    pub unix_id: Option<FileId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,7 +77,9 @@ pub struct State {
     pub forwarded: Option<i32>,
     pub listeners: Vec<ListenerState>,
     pub pid_file_fd: Option<RawFd>,
-    pub notify: Option<(RawFd, String)>,
+    /// The notification socket: descriptor, address, and its file's
+    /// device and inode numbers when it has one.
+    pub notify: Option<(RawFd, String, Option<FileId>)>,
     pub workers: Vec<WorkerState>,
     /// Output relays: worker pid, pipe, bytes not yet logged.
     pub relays: Vec<(i32, RawFd, Vec<u8>)>,
@@ -99,6 +104,23 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// A file's `DEV:INO`, or `-`.
+fn fmt_id(id: Option<(u64, u64)>) -> String {
+    id.map_or("-".into(), |(dev, ino)| format!("{dev}:{ino}"))
+}
+
+/// An optional last field `DEV:INO` (absent or `-`: unknown); None when
+/// it does not parse.
+fn parse_id(field: Option<&&str>) -> Option<Option<(u64, u64)>> {
+    match field {
+        None | Some(&"-") => Some(None),
+        Some(id) => {
+            let (dev, ino) = id.split_once(':')?;
+            Some(Some((dev.parse().ok()?, ino.parse().ok()?)))
+        }
+    }
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -146,15 +168,14 @@ impl State {
                 l.unix_path
                     .as_ref()
                     .map_or("-".into(), |p| hex(p.as_bytes())),
-                l.unix_id
-                    .map_or("-".into(), |(dev, ino)| format!("{dev}:{ino}"))
+                fmt_id(l.unix_id)
             );
         }
         if let Some(fd) = self.pid_file_fd {
             out += &format!("pid_file {fd}\n");
         }
-        if let Some((fd, address)) = &self.notify {
-            out += &format!("notify {fd} {}\n", hex(address.as_bytes()));
+        if let Some((fd, address, id)) = &self.notify {
+            out += &format!("notify {fd} {} {}\n", hex(address.as_bytes()), fmt_id(*id));
         }
         for w in &self.workers {
             let role = match w.role {
@@ -257,19 +278,16 @@ impl State {
                     name: text(2)?,
                     fd_name: text(3)?,
                     unix_path: Some(text(4)?).filter(|p| !p.is_empty()),
-                    unix_id: match f.get(5) {
-                        None | Some(&"-") => None,
-                        Some(id) => {
-                            let (dev, ino) = id.split_once(':').ok_or_else(bad)?;
-                            Some((
-                                dev.parse().map_err(|_| bad())?,
-                                ino.parse().map_err(|_| bad())?,
-                            ))
-                        }
-                    },
+                    unix_id: parse_id(f.get(5)).ok_or_else(bad)?,
                 }),
                 "pid_file" => s.pid_file_fd = Some(num(1)? as RawFd),
-                "notify" => s.notify = Some((num(1)? as RawFd, text(2)?)),
+                "notify" => {
+                    s.notify = Some((
+                        num(1)? as RawFd,
+                        text(2)?,
+                        parse_id(f.get(3)).ok_or_else(bad)?,
+                    ))
+                }
                 "worker" => {
                     let exec = match f.get(4) {
                         Some(&"pending") => ExecState::Pending(num(5)? as RawFd),
@@ -340,7 +358,7 @@ mod tests {
                 unix_id: Some((2049, 1234567)),
             }],
             pid_file_fd: Some(9),
-            notify: Some((10, "@abcde".into())),
+            notify: Some((10, "/run/start_server.1.0/notify".into(), Some((5, 6)))),
             workers: vec![
                 WorkerState {
                     pid: 100,

@@ -24,15 +24,32 @@ fn notify_socket(dir: &TempDir, generation: u64, server: &Server) -> String {
     dir.report(generation, server)["env.NOTIFY_SOCKET"].clone()
 }
 
-/// Sends `message` to an abstract NOTIFY_SOCKET from this test process.
+/// Sends `message` to a NOTIFY_SOCKET (a path, or `@name`) from this test
+/// process.
 fn send(address: &str, message: &[u8]) {
     use std::os::linux::net::SocketAddrExt;
-    let name = address.strip_prefix('@').expect("an abstract address");
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+    let addr = match address.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap(),
+        None => std::os::unix::net::SocketAddr::from_pathname(address).unwrap(),
+    };
     UnixDatagram::unbound()
         .unwrap()
         .send_to_addr(message, &addr)
         .unwrap();
+}
+
+/// NOTIFY_SOCKET is a socket file alone in a directory only its owner
+/// can enter.
+fn assert_private_path(address: &str) {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = std::path::Path::new(address);
+    assert!(path.is_absolute(), "{address}");
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert!(meta.file_type().is_socket(), "{address}");
+    let dir = path.parent().unwrap();
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
 }
 
 #[test]
@@ -48,7 +65,7 @@ fn the_old_generation_is_signalled_only_after_ready() {
     server.signal("HUP");
     let second = server.wait_worker(2);
     let address = notify_socket(&dir, 2, &server);
-    assert!(address.starts_with('@'), "{address}");
+    assert_private_path(&address);
     assert_eq!(status(&st), [(1, first)]);
     assert!(!dir.join("1.stopped").exists());
     // READY=1 sent on its behalf by another process does not count.
@@ -234,7 +251,92 @@ fn start_server_tells_its_own_notify_socket_when_the_first_generation_is_up() {
     assert_eq!(&buf[..n], b"READY=1");
     // The worker got start_server's own socket, not the upstream one.
     let r = dir.report(1, &server);
-    assert!(r["env.NOTIFY_SOCKET"].starts_with('@'), "{r:?}");
+    assert_ne!(r["env.NOTIFY_SOCKET"], dir.s("systemd"));
+    assert_private_path(&r["env.NOTIFY_SOCKET"]);
     server.wait_line("is ready");
+    assert!(server.stop().success());
+}
+
+/// A stand-in for the sd_notify libraries that only connect to paths
+/// (the sd-notify crate, Ruby's sd_notify gem): it refuses an abstract
+/// address, says READY=1 on a path, then waits to be stopped.
+const PATH_ONLY_NOTIFIER: &str = r#"
+import os, socket, signal, sys
+address = os.environ["NOTIFY_SOCKET"]
+if not address.startswith("/"):
+    sys.exit("not a path: " + address)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1", address)
+signal.pause()
+"#;
+
+/// Workers that only reach a path get through: every restart hands over
+/// on READY=1. The socket and its directory go at exit, and are kept
+/// across a live upgrade.
+#[test]
+fn notify_socket_is_a_path_that_path_only_libraries_reach() {
+    let dir = TempDir::new("notify-path");
+    let st = dir.join("status");
+    let mut server = Server::start(&[
+        "--readiness=notify",
+        "--ready-timeout=5",
+        &format!("--status-file={}", st.display()),
+        "--",
+        "python3",
+        "-c",
+        PATH_ONLY_NOTIFIER,
+    ]);
+    let first = wait_status(&st, &[1], &server)[0].1;
+    server.wait_line(&format!("new worker {first} is ready"));
+    let address = raw_environ(first)
+        .into_iter()
+        .find(|(k, _)| k == "NOTIFY_SOCKET")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_private_path(&address);
+    server.signal("HUP");
+    let second = wait_status(&st, &[2], &server)[0].1;
+    server.wait_line(&format!("new worker {second} is ready"));
+    // A live upgrade keeps it.
+    server.signal("USR2");
+    server.wait_line("upgraded in place");
+    assert_private_path(&address);
+    server.signal("HUP");
+    let third = wait_status(&st, &[3], &server)[0].1;
+    server.wait_line(&format!("new worker {third} is ready"));
+    assert!(server.stop().success());
+    let dir_of = std::path::Path::new(&address).parent().unwrap();
+    assert!(!dir_of.exists(), "{} left behind", dir_of.display());
+    assert_eq!(server.count("not ready after"), 0, "{}", server.log());
+}
+
+/// Where no directory is writable (a scratch image without /tmp), the
+/// socket falls back to an abstract address, with a warning.
+#[test]
+fn without_a_writable_directory_the_address_is_abstract() {
+    let probe = example("probe").display().to_string();
+    // A mount namespace with a read-only /tmp, where this is allowed.
+    let script = format!(
+        "mount -t tmpfs -o ro none /tmp && exec {} --readiness=notify -- {probe} notify-once",
+        bin().display()
+    );
+    let allowed = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !allowed {
+        eprintln!("skipped: mount namespaces are not permitted here");
+        return;
+    }
+    let mut server = Server::spawn(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env_remove("TMPDIR")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("RUNTIME_DIRECTORY"),
+    );
+    server.wait_line("no writable directory for the notification socket");
+    server.wait_line("is ready");
+    assert_eq!(server.count("warning:"), 1, "{}", server.log());
     assert!(server.stop().success());
 }

@@ -1,5 +1,5 @@
-//! Servers nobody here wrote, run under start_server: gunicorn through
-//! LISTEN_FDS with READY=1 readiness, and a worker written with
+//! Servers nobody here wrote, run under start_server: gunicorn and puma
+//! through LISTEN_FDS with READY=1 readiness, and a worker written with
 //! python3-systemd's `systemd.daemon`. Skipped, saying why, only where
 //! the Debian packages are not installed (`.ci/run` installs them).
 
@@ -126,5 +126,50 @@ fn a_python3_systemd_worker_takes_listen_fds_and_notifies() {
     wait_status(&st, &[2], &server);
     let body = get(&addr).unwrap();
     assert!(body.contains("generation 2"), "{body}");
+    assert!(server.stop().success());
+}
+
+const RACK_APP: &str = r#"
+run ->(env) { [200, {"Content-Type" => "text/plain"}, ["hello from puma, generation #{ENV['SERVER_STARTER_GENERATION']}\n"]] }
+"#;
+
+/// puma takes its socket from LISTEN_FDS and says READY=1 through Ruby's
+/// sd_notify gem, which reaches only a NOTIFY_SOCKET that is a path: every
+/// hand-over happens on READY=1, none on --ready-timeout.
+#[test]
+fn puma_hot_restarts_on_ready_through_the_sd_notify_gem() {
+    let has_puma = Command::new("ruby")
+        .args(["-rsd_notify", "-rpuma", "-e", ""])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_puma {
+        eprintln!("skipped: puma is not installed (apt-get install puma ruby-sd-notify)");
+        return;
+    }
+    let dir = TempDir::new("puma");
+    std::fs::write(dir.join("config.ru"), RACK_APP).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let st = dir.join("status");
+    let mut server = Server::start(&[
+        &format!("--port={addr}"),
+        &format!("--status-file={}", st.display()),
+        &format!("--dir={}", dir.path().display()),
+        "--readiness=notify",
+        "--ready-timeout=30",
+        "--",
+        "puma",
+        "--bind",
+        &format!("tcp://{addr}"),
+        "config.ru",
+    ]);
+    wait_status(&st, &[1], &server);
+    let load = Load::start(&addr, 4, "hello from puma");
+    load.restart(&server, &st, 5, 5);
+    load.finish();
+    let body = get(&addr).unwrap();
+    assert!(body.contains("generation 6"), "{body}");
+    assert_eq!(server.count(" is ready"), 6, "{}", server.log());
+    assert_eq!(server.count("not ready after"), 0, "{}", server.log());
     assert!(server.stop().success());
 }

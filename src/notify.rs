@@ -1,0 +1,156 @@
+//! The socket workers send `READY=1` to (`--readiness=notify`).
+//!
+//! NOTIFY_SOCKET is a filesystem path, as systemd always hands out: many
+//! sd_notify libraries (the `sd-notify` crate, Ruby's `sd_notify` gem,
+//! which puma uses) connect only to paths. The socket lives in a private
+//! directory of its own, made under the first of $RUNTIME_DIRECTORY,
+//! $XDG_RUNTIME_DIR, $TMPDIR and /tmp where that works; only where none is
+//! writable (a scratch image without /tmp) does it fall back to an
+//! abstract address, with a warning. Senders are told apart by their
+//! kernel-checked pid, not by who can reach the socket.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::listen::{SocketFile, errtext, socket_file_id};
+use crate::log::warning;
+use crate::sys;
+use crate::users::Ids;
+
+/// The socket's name in its directory.
+const NAME: &str = "notify";
+/// Attempts at a fresh directory name per parent directory.
+const ATTEMPTS: u32 = 100;
+
+/// Readiness by notification.
+pub struct Notify {
+    pub fd: OwnedFd,
+    /// The NOTIFY_SOCKET value workers get.
+    pub address: String,
+    /// How long a new worker may take to send READY=1.
+    pub timeout: Duration,
+    /// The socket file, when the address is a path: removed at exit with
+    /// its directory.
+    pub file: Option<SocketFile>,
+}
+
+impl Notify {
+    /// Creates the socket. With `ids` (workers run as another user), the
+    /// directory and the socket are group-owned by the workers' group,
+    /// which may reach the socket but not change the directory.
+    pub fn create(timeout: Duration, ids: Option<&Ids>) -> std::io::Result<Notify> {
+        let mut last = None;
+        for parent in parents() {
+            match create_in(&parent, ids) {
+                Ok((fd, path)) => {
+                    return Ok(Notify {
+                        fd,
+                        address: path.to_string_lossy().into_owned(),
+                        timeout,
+                        file: Some(SocketFile {
+                            id: socket_file_id(&path),
+                            path,
+                        }),
+                    });
+                }
+                Err(e) => last = Some((parent, e)),
+            }
+        }
+        let (fd, address) = sys::notify_socket(None)?;
+        let why = last.map_or(String::new(), |(dir, e)| {
+            format!(" (in {}: {})", dir.display(), errtext(&e))
+        });
+        warning!(
+            "no writable directory for the notification socket{why}: using the abstract \
+             address {address}, which some sd_notify libraries cannot reach"
+        );
+        Ok(Notify {
+            fd,
+            address,
+            timeout,
+            file: None,
+        })
+    }
+
+    /// The socket file and its directory, for one handed over by a live
+    /// upgrade: the directory is the file's parent.
+    pub fn file_of(address: &str, id: Option<(u64, u64)>) -> Option<SocketFile> {
+        address.starts_with('/').then(|| SocketFile {
+            path: PathBuf::from(address),
+            id,
+        })
+    }
+
+    /// Removes the socket file, if it is still ours, and its directory.
+    pub fn remove(&self) {
+        if let Some(file) = &self.file {
+            file.remove();
+            if let Some(dir) = file.path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// Where the private directory may go, in order of preference.
+fn parents() -> Vec<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    // systemd lists several runtime directories separated by colons.
+    let runtime = std::env::var("RUNTIME_DIRECTORY")
+        .ok()
+        .and_then(|v| v.split(':').next().map(PathBuf::from))
+        .filter(|p| p.is_absolute());
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in [runtime, var("XDG_RUNTIME_DIR"), var("TMPDIR")]
+        .into_iter()
+        .flatten()
+        .chain([PathBuf::from("/tmp")])
+    {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A fresh directory (mode 0700, or 0710 for the workers' group) in
+/// `parent`, and the socket bound in it.
+fn create_in(parent: &Path, ids: Option<&Ids>) -> std::io::Result<(OwnedFd, PathBuf)> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let pid = sys::getpid();
+    let mut attempt = 0;
+    let dir = loop {
+        let dir = parent.join(format!("start_server.{pid}.{attempt}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < ATTEMPTS => {
+                attempt += 1
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let path = dir.join(NAME);
+    let made = (|| {
+        let (fd, _) = sys::notify_socket(Some(&path))?;
+        if let Some(ids) = ids {
+            for (p, mode) in [(&dir, 0o710), (&path, 0o660)] {
+                std::os::unix::fs::chown(p, None, Some(ids.gid))?;
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+        Ok(fd)
+    })();
+    match made {
+        Ok(fd) => Ok((fd, path)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(&dir);
+            Err(e)
+        }
+    }
+}
