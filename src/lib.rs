@@ -121,8 +121,22 @@ pub fn main() -> i32 {
                 }
             }
         }
-        Mode::Run(cfg) => run(*cfg, blocked),
+        Mode::Run(cfg) => run(*cfg, blocked, &argv0),
     }
+}
+
+/// The path we were started by, which a live upgrade executes again: a
+/// symbolic link re-pointed at a new version then runs that version.
+/// argv[0] as given (made absolute), looked up in PATH when it has no
+/// slash; /proc/self/exe where neither names a program.
+fn own_path(argv0: &std::ffi::OsStr) -> std::path::PathBuf {
+    let found = spawn::resolve(argv0).map(|p| match std::env::current_dir() {
+        Ok(cwd) if p.is_relative() => cwd.join(p),
+        _ => p,
+    });
+    found
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_default()
 }
 
 /// Makes sure descriptors 0-2 are open, so that no socket or file of ours
@@ -139,7 +153,7 @@ fn ensure_stdio() {
 }
 
 /// Start-up, as a script: check, bind, write files, daemonize, supervise.
-fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
+fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
     let fail = |msg: String| {
         fatal!("{msg}");
         EXIT_FAILURE
@@ -232,7 +246,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet) -> i32 {
         Err(_) => return fail("invalid server command: an argument holds a NUL byte".into()),
     };
     let image = supervisor::Image {
-        exe: std::env::current_exe().unwrap_or_default(),
+        exe: own_path(argv0),
         argv: std::env::args_os().collect(),
         env: base_env.clone(),
     };

@@ -1117,6 +1117,7 @@ impl Supervisor {
             })
             .collect();
         State {
+            program: Some(env!("CARGO_PKG_VERSION").to_string()),
             generation: self.generation,
             failures: self.failures,
             pending_restart: self.pending_restart,
@@ -1163,6 +1164,7 @@ impl Supervisor {
     /// A supervisor carrying on from `state`, handed over by the previous
     /// program image; the descriptors it names are adopted.
     pub fn restore(setup: Setup, state: State) -> Result<Supervisor, String> {
+        let from = state.program.clone().unwrap_or_else(|| "unknown".into());
         let mut s = Supervisor::new(setup);
         s.generation = state.generation;
         s.failures = state.failures;
@@ -1220,8 +1222,9 @@ impl Supervisor {
             );
         }
         note!(
-            "upgraded in place (pid {}): {} worker(s) adopted, generation {}",
+            "upgraded in place (pid {}) from version {from} to {}: {} worker(s) adopted, generation {}",
             sys::getpid(),
+            env!("CARGO_PKG_VERSION"),
             s.workers.len(),
             s.generation
         );

@@ -64,6 +64,9 @@ pub struct WorkerState {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct State {
+    /// The version of the program that wrote the state (absent from
+    /// states of versions that did not say).
+    pub program: Option<String>,
     pub generation: u64,
     pub failures: u32,
     pub pending_restart: bool,
@@ -139,6 +142,9 @@ impl State {
     pub fn encode(&self) -> String {
         let mut out = format!("{MAGIC} {VERSION}\n");
         let b = |v: bool| u8::from(v);
+        if let Some(v) = &self.program {
+            out += &format!("program {}\n", hex(v.as_bytes()));
+        }
         out += &format!("generation {}\n", self.generation);
         out += &format!("failures {}\n", self.failures);
         out += &format!(
@@ -256,6 +262,7 @@ impl State {
                     .ok_or_else(bad)
             };
             match f[0] {
+                "program" => s.program = Some(text(1)?),
                 "generation" => s.generation = num(1)? as u64,
                 "failures" => s.failures = num(1)? as u32,
                 "flags" => {
@@ -340,6 +347,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let s = State {
+            program: Some("0.1.0".into()),
             generation: 7,
             failures: 2,
             pending_restart: true,

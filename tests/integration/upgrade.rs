@@ -229,3 +229,43 @@ fn socketmaster_upgrades_on_usr1_and_keeps_relaying() {
     // cat exits at end of input: socketmaster, with no worker left, exits 0.
     assert_eq!(server.wait_exit().code(), Some(0));
 }
+
+/// A deploy by symbolic link: start_server started through
+/// `bin/start_server -> 1.0/start_server`; the link re-pointed at 2.0,
+/// then USR2, runs 2.0 (the path it was started by, looked up in PATH,
+/// not the file that path resolved to at start-up).
+#[test]
+fn a_symlink_flip_then_usr2_runs_the_new_target() {
+    let dir = TempDir::new("upgrade-symlink");
+    for version in ["1.0", "2.0", "bin"] {
+        std::fs::create_dir(dir.join(version)).unwrap();
+    }
+    private_copy(&dir, "1.0/start_server");
+    private_copy(&dir, "2.0/start_server");
+    let link = dir.join("bin/start_server");
+    std::os::unix::fs::symlink(dir.join("1.0/start_server"), &link).unwrap();
+    let st = dir.join("status");
+    let path = format!("{}:/usr/bin:/bin", dir.join("bin").display());
+    let mut server = Server::spawn(Command::new("start_server").env("PATH", &path).args([
+        &format!("--status-file={}", st.display()),
+        "--interval=0",
+        "--",
+        example("probe").to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]));
+    wait_status(&st, &[1], &server);
+    assert_eq!(exe_of(server.pid), dir.s("1.0/start_server"));
+    let flipped = dir.join("bin/start_server.new");
+    std::os::unix::fs::symlink(dir.join("2.0/start_server"), &flipped).unwrap();
+    std::fs::rename(&flipped, &link).unwrap();
+    server.signal("USR2");
+    let line = server.wait_line("upgraded in place");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        line.contains(&format!("from version {version} to {version}")),
+        "{line}"
+    );
+    assert_eq!(exe_of(server.pid), dir.s("2.0/start_server"));
+    server.wait_line(&format!("executing {}", link.display()));
+    assert!(server.stop().success());
+}
