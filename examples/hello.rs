@@ -18,9 +18,16 @@ use start_server::worker::{self, Event, Shutdown, Socket};
 
 fn main() {
     if let Err(e) = serve() {
-        eprintln!("hello: {e}");
+        say(format_args!("{e}"));
         std::process::exit(1);
     }
+}
+
+/// One line on stderr, in one write: lines of generations running side by
+/// side on the same stderr never mix (eprintln! writes piece by piece).
+fn say(what: std::fmt::Arguments) {
+    let line = format!("hello: {what}\n");
+    let _ = io::stderr().write_all(line.as_bytes());
 }
 
 fn serve() -> io::Result<()> {
@@ -40,11 +47,11 @@ fn serve() -> io::Result<()> {
             Socket::Udp(s) => s.set_nonblocking(true)?,
         }
     }
-    eprintln!(
-        "hello: pid {} generation {generation} serving {} socket(s)",
+    say(format_args!(
+        "pid {} generation {generation} serving {} socket(s)",
         std::process::id(),
         listeners.len()
-    );
+    ));
     // Everything is in place: with --readiness=notify, start_server hands
     // over to this generation now.
     worker::ready()?;
@@ -87,10 +94,10 @@ fn serve() -> io::Result<()> {
         handles.retain(|h: &thread::JoinHandle<()>| !h.is_finished());
     }
     let pending = in_flight.load(Ordering::SeqCst);
-    eprintln!(
-        "hello: pid {} shutting down, {pending} request(s) in flight",
+    say(format_args!(
+        "pid {} shutting down, {pending} request(s) in flight",
         std::process::id()
-    );
+    ));
     for h in handles {
         let _ = h.join();
     }

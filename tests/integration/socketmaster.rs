@@ -89,7 +89,7 @@ fn user_needs_root() {
         return;
     }
     let dir = TempDir::new("sm-nonroot");
-    let link = socketmaster(&dir);
+    let link = copy_for_all(&dir, &bin(), "socketmaster");
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&link)
@@ -115,12 +115,9 @@ fn user_needs_root() {
 #[test]
 fn workers_get_fd_3_and_einhorn_fds_and_run_as_the_user() {
     let dir = TempDir::new("sm-env");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let probe = example("probe").display().to_string();
+    let probe = copy_for_all(&dir, &example("probe"), "probe")
+        .display()
+        .to_string();
     let port = free_port();
     let mut server = run(
         &dir,

@@ -65,6 +65,18 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
+/// A copy of `program` in `dir`, which every user may enter: for tests
+/// that run it as another user, wherever the checkout lives (a directory
+/// only its owner can enter included).
+pub fn copy_for_all(dir: &TempDir, program: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let copy = dir.join(name);
+    std::fs::copy(program, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
 /// A directory of its own for one test, removed when the test passes.
 pub struct TempDir(PathBuf);
 

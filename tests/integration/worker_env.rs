@@ -380,16 +380,13 @@ fn the_worker_library_says_when_a_descriptor_is_not_a_socket() {
 #[test]
 fn user_runs_workers_as_that_user() {
     let dir = TempDir::new("user");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let probe = example("probe").display().to_string();
+    let probe = copy_for_all(&dir, &example("probe"), "probe");
+    // The worker, as nobody, reaches the notification socket too.
+    dir.mode("notify");
     let mut server = Server::start(&[
-        "--interval=0",
+        "--readiness=notify",
         "--user=nobody",
-        &probe,
+        probe.to_str().unwrap(),
         dir.path().to_str().unwrap(),
     ]);
     let r = dir.report(1, &server);
@@ -397,6 +394,7 @@ fn user_runs_workers_as_that_user() {
         (r["uid"].as_str(), r["gid"].as_str(), r["groups"].as_str()),
         ("65534", "65534", "65534")
     );
+    server.wait_line("is ready");
     assert!(server.stop().success());
     let out = std::process::Command::new(bin())
         .args(["--user=no-such-user-here", "true"])
