@@ -315,9 +315,11 @@ fn notify_socket_is_a_path_that_path_only_libraries_reach() {
 #[test]
 fn without_a_writable_directory_the_address_is_abstract() {
     let probe = example("probe").display().to_string();
-    // A mount namespace with a read-only /tmp, where this is allowed.
+    // A mount namespace where /tmp is read-only (its files still there:
+    // the checkout may live in it), where this is allowed.
     let script = format!(
-        "mount -t tmpfs -o ro none /tmp && exec {} --readiness=notify -- {probe} notify-once",
+        "mount --bind /tmp /tmp && mount -o remount,bind,ro /tmp && \
+         exec {} --readiness=notify -- {probe} notify-once",
         bin().display()
     );
     let allowed = std::process::Command::new("unshare")
