@@ -455,7 +455,7 @@ fn open_into(
         ) {
             Some(h) => (h.fd, h.fd_name, false),
             None => {
-                if sys::is_socket(path) {
+                if socket_file_id(path).is_some() {
                     // Only a stale socket file is removed, never a live
                     // server's (the original takes it over).
                     if in_use(path) {

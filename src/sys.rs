@@ -1014,11 +1014,6 @@ pub fn umask(mask: u32) -> u32 {
 }
 
 /// Whether `path` names a socket (without following a final symlink).
-pub fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-}
-
 /// `path` as a C string, or EINVAL when it holds a NUL byte.
 pub fn cstring(s: &OsStr) -> io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))

@@ -43,19 +43,6 @@ fn activated(specs: &str, names: &str, args: &[&str]) -> Server {
     Server::spawn(&mut cmd)
 }
 
-/// A process's environment, from /proc.
-fn environ(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    raw.split(|&b| b == 0)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
-}
-
-fn var(env: &[String], name: &str) -> Option<String> {
-    env.iter()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
-}
-
 #[test]
 fn matching_sockets_are_adopted_others_bound_and_strays_reported() {
     let dir = TempDir::new("activation");
@@ -91,15 +78,15 @@ fn matching_sockets_are_adopted_others_bound_and_strays_reported() {
     }
     // The stray socket was closed: nothing listens there any more.
     assert!(std::net::TcpStream::connect(("127.0.0.1", p2)).is_err());
-    let env = environ(worker);
+    let env = raw_environ(worker);
     assert_eq!(
-        var(&env, "SERVER_STARTER_PORT").unwrap(),
+        env_var(&env, "SERVER_STARTER_PORT").unwrap(),
         format!("127.0.0.1:{p1}=3;127.0.0.1:{p3}=4;{sock}=5")
     );
     // Fresh variables for the worker; the inherited names carried over.
-    assert_eq!(var(&env, "LISTEN_PID").unwrap(), worker.to_string());
+    assert_eq!(env_var(&env, "LISTEN_PID").unwrap(), worker.to_string());
     assert_eq!(
-        var(&env, "LISTEN_FDNAMES").unwrap(),
+        env_var(&env, "LISTEN_FDNAMES").unwrap(),
         format!("one:127.0.0.1_{p3}:three")
     );
     assert!(server.stop().success());
@@ -124,12 +111,12 @@ fn without_specs_every_inherited_socket_is_adopted() {
         ],
     );
     let worker = wait_status(&st, &[1], &server)[0].1;
-    let env = environ(worker);
+    let env = raw_environ(worker);
     assert_eq!(
-        var(&env, "SERVER_STARTER_PORT").unwrap(),
+        env_var(&env, "SERVER_STARTER_PORT").unwrap(),
         format!("127.0.0.1:{port}=3;{sock}=4")
     );
-    assert_eq!(var(&env, "LISTEN_FDNAMES").unwrap(), "web:admin");
+    assert_eq!(env_var(&env, "LISTEN_FDNAMES").unwrap(), "web:admin");
     assert!(
         get(&format!("127.0.0.1:{port}"))
             .unwrap()

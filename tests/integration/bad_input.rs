@@ -179,30 +179,26 @@ fn a_socket_file_that_replaced_ours_is_not_removed_at_exit() {
     let dir = TempDir::new("replaced-path");
     let sock = dir.join("app.sock");
     let st = dir.join("status");
-    let mut server = Server::start(&[
-        &format!("--path={}", sock.display()),
-        &format!("--status-file={}", st.display()),
-        "--interval=0",
-        "--",
-        example("probe").to_str().unwrap(),
-        dir.path().to_str().unwrap(),
-    ]);
-    wait_status(&st, &[1], &server);
+    let start = || {
+        let server = Server::start(&[
+            &format!("--path={}", sock.display()),
+            &format!("--status-file={}", st.display()),
+            "--interval=0",
+            "--",
+            example("probe").to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ]);
+        wait_status(&st, &[1], &server);
+        server
+    };
+    let mut server = start();
     std::fs::remove_file(&sock).unwrap();
     let _newcomer = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     assert!(server.stop().success());
     assert!(sock.exists(), "the newcomer's socket file was removed");
     // And our own is removed, when it is still ours.
     std::fs::remove_file(&sock).unwrap();
-    let mut server = Server::start(&[
-        &format!("--path={}", sock.display()),
-        &format!("--status-file={}", st.display()),
-        "--interval=0",
-        "--",
-        example("probe").to_str().unwrap(),
-        dir.path().to_str().unwrap(),
-    ]);
-    wait_status(&st, &[1], &server);
+    let mut server = start();
     assert!(server.stop().success());
     assert!(!sock.exists(), "our socket file was left behind");
 }

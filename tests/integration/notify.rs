@@ -288,11 +288,7 @@ fn notify_socket_is_a_path_that_path_only_libraries_reach() {
     ]);
     let first = wait_status(&st, &[1], &server)[0].1;
     server.wait_line(&format!("new worker {first} is ready"));
-    let address = raw_environ(first)
-        .into_iter()
-        .find(|(k, _)| k == "NOTIFY_SOCKET")
-        .map(|(_, v)| v)
-        .unwrap();
+    let address = env_var(&raw_environ(first), "NOTIFY_SOCKET").unwrap();
     assert_private_path(&address);
     server.signal("HUP");
     let second = wait_status(&st, &[2], &server)[0].1;

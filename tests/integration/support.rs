@@ -50,6 +50,11 @@ pub fn raw_environ(pid: u32) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of `name` in an environment read by [`raw_environ`].
+pub fn env_var(env: &[(String, String)], name: &str) -> Option<String> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
 /// An example program built alongside the test binary.
 pub fn example(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_start_server"))

@@ -210,13 +210,7 @@ fn the_envdir_replaces_inherited_variables() {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "{bin}: a name twice in {environ:?}");
-        let value = |name: &str| {
-            environ
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        (value("GREETING"), value("PATH"))
+        (env_var(&environ, "GREETING"), env_var(&environ, "PATH"))
     };
     let ours = run(bin().to_str().unwrap());
     assert_eq!(
