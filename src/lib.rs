@@ -110,7 +110,9 @@ pub fn main() -> i32 {
         Mode::Run(_) if std::env::var_os(upgrade::CHECK_VAR).is_some() => {
             // Asked by a running start_server whether we take its state.
             let text = std::env::var(upgrade::STATE_VAR).unwrap_or_default();
-            match upgrade::State::decode(&text) {
+            // Our parent is the start_server asking: its workers are ours
+            // to be.
+            match accept_state(&text, sys::getppid()) {
                 Ok(_) => {
                     let _ = sys::write_all(1, format!("{}\n", upgrade::CHECK_OK).as_bytes());
                     0
@@ -464,7 +466,17 @@ fn resume(
     text: &str,
     blocked: &sys::SigSet,
 ) -> Result<(Resources, upgrade::State), String> {
-    let state = upgrade::State::decode(text)?;
+    let state = accept_state(text, sys::getpid())?;
+    for (what, fd) in state.descriptors() {
+        let (want, kind) = match what {
+            "listener" | "notify" => (libc::S_IFSOCK, "socket"),
+            "pid file" => (libc::S_IFREG, "file"),
+            _ => (libc::S_IFIFO, "pipe"),
+        };
+        if sys::file_type(fd).ok() != Some(want) {
+            return Err(format!("{what} descriptor {fd} is not an open {kind}"));
+        }
+    }
     let mut listeners = Vec::new();
     for l in &state.listeners {
         let (fd, _) = sys::adopt_socket(l.fd)
@@ -516,6 +528,27 @@ fn resume(
         notify,
     };
     Ok((resources, state))
+}
+
+/// A handed-over state we can take: readable, consistent, and naming as
+/// workers (and log command) only children of `parent`, the start_server
+/// that wrote it. Nothing in it is signalled before this holds.
+fn accept_state(text: &str, parent: sys::Pid) -> Result<upgrade::State, String> {
+    let state = upgrade::State::decode(text)?;
+    state.validate()?;
+    let children = state
+        .workers
+        .iter()
+        .map(|w| ("worker", w.pid))
+        .chain(state.logger.map(|p| ("log command", p)));
+    for (what, pid) in children {
+        if sys::parent_of(pid) != Some(parent) {
+            return Err(format!(
+                "{what} pid {pid} is not a child of start_server (pid {parent})"
+            ));
+        }
+    }
+    Ok(state)
 }
 
 enum Daemon {

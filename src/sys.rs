@@ -190,6 +190,11 @@ pub fn getpid() -> Pid {
     unsafe { libc::getpid() }
 }
 
+pub fn getppid() -> Pid {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() }
+}
+
 /// Forks; `Ok(None)` in the child. The caller's child branch must only
 /// exit or exec: used by `--daemonize`, where the child carries on as the
 /// whole program (the process is single-threaded at that point).
@@ -445,6 +450,16 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 pub fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only queries the descriptor table.
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// The file type bits (`S_IFMT`) of what descriptor `fd` refers to.
+pub fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a whole stat into the buffer when it succeeds,
+    // and only then is it read.
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so the buffer is initialised.
+    Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
 }
 
 /// Duplicates `fd` onto `to` (not close-on-exec), closing what was there.

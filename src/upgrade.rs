@@ -222,6 +222,70 @@ impl State {
         out
     }
 
+    /// Checks what can be checked without looking at processes and
+    /// descriptors: every pid names an ordinary process (above 1: never
+    /// init, a process group or every process), every descriptor is past
+    /// stdio and named once, and the workers' roles hang together.
+    pub fn validate(&self) -> Result<(), String> {
+        let pids = self
+            .workers
+            .iter()
+            .map(|w| ("worker", w.pid))
+            .chain(self.relays.iter().map(|r| ("relay", r.0)))
+            .chain(self.logger.map(|p| ("log command", p)));
+        for (what, pid) in pids {
+            if pid <= 1 {
+                return Err(format!("{what} pid {pid} is not a child's"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for w in &self.workers {
+            if !seen.insert(w.pid) {
+                return Err(format!("worker pid {} is named twice", w.pid));
+            }
+            if w.generation == 0 || w.generation > self.generation {
+                return Err(format!(
+                    "worker {} has generation {}, beyond {}",
+                    w.pid, w.generation, self.generation
+                ));
+            }
+        }
+        let starting = self
+            .workers
+            .iter()
+            .filter(|w| matches!(w.role, RoleState::Starting { .. }))
+            .count();
+        if starting > 1 {
+            return Err(format!("{starting} workers starting at once"));
+        }
+        let mut fds = std::collections::HashSet::new();
+        for (what, fd) in self.descriptors() {
+            if fd < 3 {
+                return Err(format!("{what} descriptor {fd} is stdio's"));
+            }
+            if !fds.insert(fd) {
+                return Err(format!("descriptor {fd} is named twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every descriptor the state names, with what it is for.
+    pub fn descriptors(&self) -> Vec<(&'static str, RawFd)> {
+        let exec = self.workers.iter().filter_map(|w| match w.exec {
+            ExecState::Pending(fd) => Some(("exec report", fd)),
+            _ => None,
+        });
+        self.listeners
+            .iter()
+            .map(|l| ("listener", l.fd))
+            .chain(self.pid_file_fd.map(|fd| ("pid file", fd)))
+            .chain(self.notify.as_ref().map(|n| ("notify", n.0)))
+            .chain(exec)
+            .chain(self.relays.iter().map(|r| ("output relay", r.1)))
+            .collect()
+    }
+
     /// Parses a state, or says what is wrong with it.
     pub fn decode(text: &str) -> Result<State, String> {
         let mut lines = text.lines();
@@ -245,6 +309,11 @@ impl State {
                     .and_then(|v| v.parse::<i128>().ok())
                     .ok_or_else(bad)
             };
+            // Numbers out of their type's range are refused, never wrapped
+            // (4294967295 is not pid -1).
+            let int32 = |i: usize| num(i).and_then(|v| i32::try_from(v).map_err(|_| bad()));
+            let uint32 = |i: usize| num(i).and_then(|v| u32::try_from(v).map_err(|_| bad()));
+            let uint64 = |i: usize| num(i).and_then(|v| u64::try_from(v).map_err(|_| bad()));
             let flag = |i: usize| match f.get(i) {
                 Some(&"0") => Ok(false),
                 Some(&"1") => Ok(true),
@@ -263,8 +332,8 @@ impl State {
             };
             match f[0] {
                 "program" => s.program = Some(text(1)?),
-                "generation" => s.generation = num(1)? as u64,
-                "failures" => s.failures = num(1)? as u32,
+                "generation" => s.generation = uint64(1)?,
+                "failures" => s.failures = uint32(1)?,
                 "flags" => {
                     (s.pending_restart, s.ever_started, s.status_written) =
                         (flag(1)?, flag(2)?, flag(3)?)
@@ -279,25 +348,25 @@ impl State {
                         None
                     }
                 }
-                "forwarded" => s.forwarded = maybe(1)?.map(|v| v as i32),
+                "forwarded" => {
+                    s.forwarded = maybe(1)?
+                        .map(|v| i32::try_from(v).map_err(|_| bad()))
+                        .transpose()?
+                }
                 "listener" => s.listeners.push(ListenerState {
-                    fd: num(1)? as RawFd,
+                    fd: int32(1)?,
                     name: text(2)?,
                     fd_name: text(3)?,
                     unix_path: Some(text(4)?).filter(|p| !p.is_empty()),
                     unix_id: parse_id(f.get(5)).ok_or_else(bad)?,
                 }),
-                "pid_file" => s.pid_file_fd = Some(num(1)? as RawFd),
+                "pid_file" => s.pid_file_fd = Some(int32(1)?),
                 "notify" => {
-                    s.notify = Some((
-                        num(1)? as RawFd,
-                        text(2)?,
-                        parse_id(f.get(3)).ok_or_else(bad)?,
-                    ))
+                    s.notify = Some((int32(1)?, text(2)?, parse_id(f.get(3)).ok_or_else(bad)?))
                 }
                 "worker" => {
                     let exec = match f.get(4) {
-                        Some(&"pending") => ExecState::Pending(num(5)? as RawFd),
+                        Some(&"pending") => ExecState::Pending(int32(5)?),
                         Some(&"done") => ExecState::Done,
                         Some(&"failed") => ExecState::Failed,
                         _ => return Err(bad()),
@@ -316,19 +385,19 @@ impl State {
                         _ => return Err(bad()),
                     };
                     s.workers.push(WorkerState {
-                        pid: num(1)? as i32,
-                        generation: num(2)? as u64,
+                        pid: int32(1)?,
+                        generation: uint64(2)?,
                         spawned: num(3)?,
                         role,
                         exec,
                     });
                 }
                 "relay" => s.relays.push((
-                    num(1)? as i32,
-                    num(2)? as RawFd,
+                    int32(1)?,
+                    int32(2)?,
                     f.get(3).and_then(|v| unhex(v)).ok_or_else(bad)?,
                 )),
-                "logger" => s.logger = Some(num(1)? as i32),
+                "logger" => s.logger = Some(int32(1)?),
                 "end" => ended = true,
                 _ => return Err(bad()),
             }
@@ -391,11 +460,64 @@ mod tests {
             relays: vec![(100, 12, b"partial".to_vec())],
             logger: Some(42),
         };
+        assert_eq!(s.validate(), Ok(()));
         assert_eq!(State::decode(&s.encode()), Ok(s.clone()));
         // A state from a version that did not record the socket file's
         // identity still reads.
         let older = s.encode().replace(" 2049:1234567\n", "\n");
         assert_eq!(State::decode(&older).unwrap().listeners[0].unix_id, None);
+    }
+
+    #[test]
+    fn refuses_states_that_would_harm() {
+        let worker = |pid: i32, exec: ExecState| {
+            format!(
+                "worker {pid} 1 0 {} current\n",
+                match exec {
+                    ExecState::Pending(fd) => format!("pending {fd}"),
+                    _ => "done -".into(),
+                }
+            )
+        };
+        let state = |body: &str| format!("start_server-state 1\ngeneration 1\n{body}end\n");
+        for (body, why) in [
+            (worker(-1, ExecState::Done), "worker pid -1"),
+            (worker(0, ExecState::Done), "worker pid 0"),
+            (worker(1, ExecState::Done), "worker pid 1"),
+            (
+                format!(
+                    "{}{}",
+                    worker(50, ExecState::Done),
+                    worker(50, ExecState::Done)
+                ),
+                "named twice",
+            ),
+            (
+                format!("listener 5 2d 2d -\n{}", worker(50, ExecState::Pending(5))),
+                "descriptor 5 is named twice",
+            ),
+            ("listener 2 2d 2d -\n".into(), "stdio"),
+            ("relay 1 9 -\n".into(), "relay pid 1"),
+            ("logger -5\n".into(), "log command pid -5"),
+        ] {
+            let decoded = State::decode(&state(&body)).unwrap();
+            let err = decoded.validate().unwrap_err();
+            assert!(err.contains(why), "{body:?}: {err}");
+        }
+        // Out of range is unreadable, not wrapped.
+        for body in [
+            "worker 4294967295 1 0 done - current\n",
+            "listener 4294967299 2d 2d -\n",
+            "generation -1\n",
+        ] {
+            assert!(State::decode(&state(body)).is_err(), "{body}");
+        }
+        assert_eq!(
+            State::decode(&state(&worker(50, ExecState::Pending(7))))
+                .unwrap()
+                .validate(),
+            Ok(())
+        );
     }
 
     #[test]

@@ -162,6 +162,22 @@ fn a_new_program_that_cannot_run_or_refuses_leaves_the_old_one_in_charge() {
 fn a_foreign_or_corrupted_state_is_refused_at_start_up() {
     let dir = TempDir::new("upgrade-foreign");
     let port = free_port();
+    // A process that is not start_server's child: it must not be signalled.
+    let mut bystander = Command::new("sleep").arg("100").spawn().unwrap();
+    let worker = |pid: &str| {
+        format!("start_server-state 1\ngeneration 1\nworker {pid} 1 0 done - current\nend\n")
+    };
+    let (minus_one, wrapped, foreign) = (
+        worker("-1"),
+        worker("4294967295"),
+        worker(&bystander.id().to_string()),
+    );
+    let foreign_why = format!(
+        "worker pid {} is not a child of start_server",
+        bystander.id()
+    );
+    let shared_fd = "start_server-state 1\ngeneration 1\nlistener 5 2d 2d -\n\
+                     worker 77 1 0 pending 5 current\nend\n";
     for (state, needle) in [
         ("hello", "not a start_server state (foreign)"),
         ("start_server-state 1\ngeneration x\nend\n", "line 2"),
@@ -169,6 +185,10 @@ fn a_foreign_or_corrupted_state_is_refused_at_start_up() {
             "start_server-state 1\nlistener 57 2d 2d -\nend\n",
             "listener descriptor 57 is not an open socket",
         ),
+        (&minus_one, "worker pid -1 is not a child's"),
+        (&wrapped, "line 3"),
+        (&foreign, &foreign_why),
+        (shared_fd, "descriptor 5 is named twice"),
     ] {
         let out = Command::new(bin())
             .env("START_SERVER_STATE", state)
@@ -192,6 +212,12 @@ fn a_foreign_or_corrupted_state_is_refused_at_start_up() {
             "nothing is left bound"
         );
     }
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "a process named in the state was signalled"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }
 
 #[test]
