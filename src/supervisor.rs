@@ -869,6 +869,11 @@ impl Supervisor {
     }
 
     fn on_signal(&mut self, sig: i32) {
+        if self.exit_code.is_some() {
+            // The last worker is gone and we are leaving: an upgrade now
+            // would hand over a shutdown with nothing left to wait for.
+            return;
+        }
         match sig {
             libc::SIGCHLD | libc::SIGPIPE | libc::SIGWINCH | libc::SIGURG | libc::SIGCONT => {}
             libc::SIGHUP => self.on_hup(),
@@ -1220,6 +1225,10 @@ impl Supervisor {
                 Relay::restore(pid, fd, pending)
                     .map_err(|e| format!("output relay: {}", errtext(&e)))?,
             );
+        }
+        if s.stopping.is_some() && s.workers.is_empty() {
+            // A shutdown handed over with nothing left to wait for.
+            s.exit_code = Some(0);
         }
         note!(
             "upgraded in place (pid {}) from version {from} to {}: {} worker(s) adopted, generation {}",

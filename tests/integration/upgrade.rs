@@ -295,3 +295,34 @@ fn a_symlink_flip_then_usr2_runs_the_new_target() {
     server.wait_line(&format!("executing {}", link.display()));
     assert!(server.stop().success());
 }
+
+/// A USR2 read in the same turn as the last worker's exit, during a
+/// shutdown, must not hand over a shutdown with nothing to wait for (the
+/// new image then ran forever): start_server exits.
+#[test]
+fn usr2_with_the_last_worker_exiting_during_shutdown_still_exits() {
+    let dir = TempDir::new("upgrade-shutdown");
+    dir.mode("stubborn");
+    let probe = example("probe").display().to_string();
+    let mut server = Server::start(&["--interval=0", &probe, dir.path().to_str().unwrap()]);
+    let worker: u32 = dir.report(1, &server)["pid"].parse().unwrap();
+    server.signal("TERM");
+    server.wait_line("received TERM");
+    // Held stopped, start_server sees the worker's exit and the USR2 at
+    // once when it goes on.
+    server.signal("STOP");
+    wait_for("start_server to stop", &server, || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid)).ok()?;
+        let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+        (state == 'T').then_some(())
+    });
+    kill("KILL", worker);
+    wait_for("the worker to be a zombie", &server, || {
+        let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).ok()?;
+        (stat[stat.rfind(')')? + 2..].starts_with('Z')).then_some(())
+    });
+    server.signal("USR2");
+    server.signal("CONT");
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", server.log());
+}
