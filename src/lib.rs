@@ -23,6 +23,7 @@ mod status;
 mod supervisor;
 mod sys;
 mod upgrade;
+mod upgrade_check;
 mod users;
 pub mod worker;
 

@@ -119,14 +119,9 @@ impl Output {
         let sh =
             Command::new(&["/bin/sh".into(), "-c".into(), cmd.to_owned()], None).map_err(fail)?;
         let vars: Vars = std::env::vars_os().collect();
-        let child = spawn::spawn_with(
-            &sh,
-            &vars,
-            &[(r.as_raw_fd(), 0), (out, 1), (err, 2)],
-            Some(3),
-            None,
-        )
-        .map_err(fail)?;
+        let child =
+            spawn::spawn_helper(&sh, &vars, &[(r.as_raw_fd(), 0), (out, 1), (err, 2)], false)
+                .map_err(fail)?;
         // The exec takes well under a millisecond: wait for its report.
         let mut pfd = [libc::pollfd {
             fd: child.report.as_raw_fd(),

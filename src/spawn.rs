@@ -129,16 +129,28 @@ pub fn spawn(
     fds: &[(RawFd, RawFd)],
     ids: Option<&Ids>,
 ) -> io::Result<Spawned> {
-    spawn_with(cmd, vars, fds, None, ids)
+    spawn_with(cmd, vars, fds, None, ids, false)
 }
 
-/// [`spawn`], and descriptors from `cloexec_from` up not inherited.
-pub fn spawn_with(
+/// A helper of our own (a log command, an upgrade check): nothing of ours
+/// from descriptor 3 up is inherited, and with `new_group` it leads a
+/// process group of its own, to be stopped with all it started.
+pub fn spawn_helper(
+    cmd: &Command,
+    vars: &Vars,
+    fds: &[(RawFd, RawFd)],
+    new_group: bool,
+) -> io::Result<Spawned> {
+    spawn_with(cmd, vars, fds, Some(3), None, new_group)
+}
+
+fn spawn_with(
     cmd: &Command,
     vars: &Vars,
     fds: &[(RawFd, RawFd)],
     cloexec_from: Option<RawFd>,
     ids: Option<&Ids>,
+    new_group: bool,
 ) -> io::Result<Spawned> {
     let mut pid_slot = None;
     let envp: Vec<CString> = env_cstrings(vars)
@@ -162,6 +174,7 @@ pub fn spawn_with(
         cloexec_from,
         ids: ids.map(|i| (i.uid, i.gid, i.groups.clone())),
         pid_slot,
+        new_group,
     };
     let (pid, report) = sys::fork_exec(&mut script)?;
     sys::set_nonblocking(report.as_raw_fd())?;

@@ -26,6 +26,7 @@ use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
 use crate::sys::{self, Pid, WaitStatus};
 use crate::upgrade::{self, ExecState, ListenerState, RoleState, State, WorkerState};
+use crate::upgrade_check::{UpgradeCheck, Verdict};
 use crate::users::Ids;
 
 /// Retries that keep the original's pace (one `--interval` apart).
@@ -79,9 +80,6 @@ pub struct Image {
     pub argv: Vec<std::ffi::OsString>,
     pub env: Vars,
 }
-
-/// How long a new program may take to say whether it takes our state.
-const UPGRADE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest notification read whole; bigger ones are rejected.
 const NOTIFY_MAX: usize = 4096;
@@ -201,10 +199,13 @@ pub struct Supervisor {
     /// socketmaster's exit status.
     forwarded: Option<i32>,
     last_status: Option<WaitStatus>,
+    /// A live upgrade asked for, while the new program says whether it
+    /// takes our state.
+    upgrade_check: Option<UpgradeCheck>,
 }
 
 /// A wait status in words: `exit status 1`, `killed by TERM`.
-fn describe_status(status: WaitStatus) -> String {
+pub fn describe_status(status: WaitStatus) -> String {
     if libc::WIFEXITED(status) {
         format!("exit status {}", libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
@@ -261,6 +262,7 @@ impl Supervisor {
             relays: Vec::new(),
             forwarded: None,
             last_status: None,
+            upgrade_check: None,
         }
     }
 
@@ -329,6 +331,14 @@ impl Supervisor {
                 revents: 0,
             });
         }
+        let check_at = fds.len();
+        if let Some(fd) = self.upgrade_check.as_ref().and_then(UpgradeCheck::out_fd) {
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let timeout = match self.relays.iter().any(Relay::has_pending) && sink_ready {
             true => Some(Duration::ZERO),
             false => timeout,
@@ -343,6 +353,11 @@ impl Supervisor {
         }
         if self.s.notify.is_some() && fds[notify_at].revents != 0 {
             self.on_notifications();
+        }
+        if let Some(check) = &mut self.upgrade_check
+            && fds.get(check_at).is_some_and(|f| f.revents != 0)
+        {
+            check.on_readable();
         }
         if sink_ready {
             for (r, fd) in self.relays.iter_mut().zip(&fds[relays_at..]) {
@@ -366,6 +381,7 @@ impl Supervisor {
         }
         self.refresh();
         self.on_timers(Instant::now());
+        self.on_upgrade_check(Instant::now());
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -378,6 +394,7 @@ impl Supervisor {
             .chain(self.stopping.flatten())
             .chain(self.auto_restart_due())
             .chain((self.ignored.suppressed > 0).then_some(self.ignored.window_end))
+            .chain(self.upgrade_check.as_ref().map(|c| c.deadline))
             .min()
     }
 
@@ -787,6 +804,12 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
+        if let Some(check) = &mut self.upgrade_check
+            && check.pid() == pid
+        {
+            check.exited(status);
+            return;
+        }
         let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
             // Not ours: an orphan that landed on us, or a log command.
             self.s.output.reaped(pid);
@@ -1240,18 +1263,47 @@ impl Supervisor {
         Ok(s)
     }
 
-    /// SIGUSR2 (SIGUSR1 as socketmaster): execute our program file again,
-    /// in place, handing the state over. The new program is asked first
-    /// whether it takes the state; if it does not, or the exec fails, we
-    /// carry on as before.
+    /// SIGUSR2 (SIGUSR1 as socketmaster): execute our program again, in
+    /// place, handing the state over. The new program is asked first
+    /// whether it takes the state, beside the loop; if it does not, or the
+    /// exec fails, we carry on as before.
     fn upgrade(&mut self) {
-        let exe = self.s.image.exe.clone();
-        note!("upgrading in place: executing {}", exe.display());
-        let state = self.snapshot().encode();
-        if let Err(why) = self.check_upgrade(&state) {
-            warning!("not upgrading: {why}; carrying on");
+        if self.upgrade_check.is_some() {
+            note!("an upgrade is already under way, ignored");
             return;
         }
+        let exe = &self.s.image.exe;
+        note!("upgrading in place: executing {}", exe.display());
+        let state = self.snapshot().encode();
+        let image = &self.s.image;
+        match UpgradeCheck::start(exe, &image.argv, &image.env, &state, Instant::now()) {
+            Ok(check) => self.upgrade_check = Some(check),
+            Err(why) => warning!("not upgrading: {why}; carrying on"),
+        }
+    }
+
+    /// Acts on the upgrade check's verdict, once there is one.
+    fn on_upgrade_check(&mut self, now: Instant) {
+        let Some(check) = &mut self.upgrade_check else {
+            return;
+        };
+        let Some(verdict) = check.verdict(now) else {
+            return;
+        };
+        self.upgrade_check = None;
+        match verdict {
+            Verdict::Refused(why) => warning!("not upgrading: {why}; carrying on"),
+            // Leaving anyway: nothing to hand over.
+            Verdict::Accepted if self.exit_code.is_some() => {}
+            Verdict::Accepted => self.exec_self(),
+        }
+    }
+
+    /// Executes our program with the state as it is now; returns only if
+    /// that fails.
+    fn exec_self(&mut self) {
+        let exe = self.s.image.exe.clone();
+        let state = self.snapshot().encode();
         // The daemonizing parent, if still waiting, gets its answer now.
         self.tell_parent(0);
         let carried: Vec<std::os::fd::RawFd> = self
@@ -1285,55 +1337,6 @@ impl Supervisor {
             exe.display(),
             errtext(&err)
         );
-    }
-
-    /// Runs the new program in check mode: it must print CHECK_OK.
-    fn check_upgrade(&self, state: &str) -> Result<(), String> {
-        let exe = &self.s.image.exe;
-        let mut env = self.s.image.env.clone();
-        env::set(&mut env, upgrade::STATE_VAR, state);
-        env::set(&mut env, upgrade::CHECK_VAR, "1");
-        let cmd = Command::new(&self.s.image.argv, None).map_err(|e| errtext(&e))?;
-        let cmd = cmd.with_program(exe).map_err(|e| errtext(&e))?;
-        let (r, w) = sys::pipe().map_err(|e| errtext(&e))?;
-        let child = spawn::spawn_with(&cmd, &env, &[(w.as_raw_fd(), 1)], Some(3), None)
-            .map_err(|e| format!("unable to run {}: {}", exe.display(), errtext(&e)))?;
-        drop(w);
-        let mut answer = Vec::new();
-        let deadline = Instant::now() + UPGRADE_CHECK_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut pfd = [libc::pollfd {
-                fd: r.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            if left.is_zero() || sys::poll(&mut pfd, Some(left)).unwrap_or(0) == 0 {
-                let _ = sys::kill(child.pid, libc::SIGKILL);
-                break;
-            }
-            let mut buf = [0u8; 512];
-            match sys::read(r.as_raw_fd(), &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) if answer.len() < 4096 => answer.extend_from_slice(&buf[..n]),
-                Ok(_) => {}
-            }
-        }
-        let status = sys::waitpid(child.pid).unwrap_or(-1);
-        if let Report::Failed { step, errno } = spawn::read_report(&child.report) {
-            return Err(spawn::describe_failure(&cmd, step, errno));
-        }
-        let answer = String::from_utf8_lossy(&answer);
-        if answer.lines().any(|l| l == upgrade::CHECK_OK) {
-            Ok(())
-        } else {
-            let said = answer.lines().next().unwrap_or("nothing");
-            Err(format!(
-                "{} refused the state ({}; it said: {said})",
-                exe.display(),
-                describe_status(status)
-            ))
-        }
     }
 }
 

@@ -149,6 +149,17 @@ pub fn signalfd_read(fd: BorrowedFd) -> io::Result<Option<i32>> {
     }
 }
 
+/// Sends `sig` to every process of the group `pgid` leads. A number of 1
+/// or less would name no such group (but init, our own group, or every
+/// process): refused with ESRCH.
+pub fn kill_group(pgid: Pid, sig: i32) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    cvt(unsafe { libc::kill(-pgid, sig) }).map(drop)
+}
+
 pub fn kill(pid: Pid, sig: i32) -> io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
     cvt(unsafe { libc::kill(pid, sig) }).map(drop)
@@ -263,6 +274,9 @@ pub struct ChildScript {
     /// decimal, NUL-terminated (LISTEN_PID). The string must have room for
     /// PID_DIGITS bytes there.
     pub pid_slot: Option<(usize, usize)>,
+    /// Lead a process group of its own (so that the group, the child and
+    /// whatever it starts, can be signalled as one).
+    pub new_group: bool,
 }
 
 /// Room a pid slot needs: the digits of the largest pid_t.
@@ -282,7 +296,8 @@ pub const STEP_IDS: u8 = 4;
 pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, OwnedFd)> {
     let (report_r, report_w) = pipe()?;
     // SAFETY: the child branch below runs only async-signal-safe calls
-    // (dup, dup2, fcntl, chdir, sigprocmask, execve, write, _exit) on memory
+    // (dup, dup2, fcntl, setpgid, chdir, sigprocmask, execve, write, _exit)
+    // on memory
     // prepared before the fork, and never returns.
     let pid = cvt(unsafe { libc::fork() })?;
     if pid == 0 {
@@ -369,6 +384,12 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
                 // SAFETY: fcntl on a descriptor number; EBADF is harmless.
                 unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             }
+        }
+    }
+    if script.new_group {
+        // SAFETY: setpgid is async-signal-safe; (0, 0) names ourselves.
+        if unsafe { libc::setpgid(0, 0) } < 0 {
+            fail(STEP_FDS, errno());
         }
     }
     if let Some((uid, gid, groups)) = &script.ids {

@@ -326,3 +326,54 @@ fn usr2_with_the_last_worker_exiting_during_shutdown_still_exits() {
     let status = server.wait_exit();
     assert!(status.success(), "{status:?}\n{}", server.log());
 }
+
+/// A new program that closes its output and lingers, having started a
+/// child of its own, holds nothing up: a HUP meanwhile is acted on at
+/// once, and at the deadline the program and its child are killed.
+#[test]
+fn a_lingering_new_program_blocks_nothing_and_leaves_nothing() {
+    let dir = TempDir::new("upgrade-lingering");
+    dir.mode("run");
+    let exe = private_copy(&dir, "start_server");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let mut server = Server::spawn(Command::new(&exe).args([
+        "--interval=0",
+        &format!("--status-file={}", st.display()),
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]));
+    wait_status(&st, &[1], &server);
+    let child_file = dir.join("check-child");
+    let script = format!(
+        "#!/bin/sh\nsleep 300 >/dev/null 2>&1 &\necho $! > {}\nexec >&-\nexec sleep 300\n",
+        child_file.display()
+    );
+    install(&exe, script.as_bytes(), 0o755);
+    server.signal("USR2");
+    let child: u32 = wait_for("the new program's child", &server, || {
+        std::fs::read_to_string(&child_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    server.signal("HUP");
+    wait_status(&st, &[2], &server);
+    assert_eq!(
+        server.count("not upgrading"),
+        0,
+        "the HUP waited for the upgrade check:\n{}",
+        server.log()
+    );
+    server.wait_line("refused the state (killed by KILL; it said: nothing); carrying on");
+    wait_for("the new program's child to be killed", &server, || {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok();
+        let dead = stat.is_none_or(|s| {
+            s.rfind(')')
+                .is_some_and(|i| s[i + 2..].starts_with(['Z', 'X']))
+        });
+        dead.then_some(())
+    });
+    assert!(server.stop().success());
+}
