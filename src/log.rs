@@ -76,10 +76,7 @@ pub fn try_emit(line: &[u8]) -> bool {
     }
     match sink() {
         Sink::Stderr => {
-            let mut buf = Vec::with_capacity(line.len() + 1);
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
-            let _ = sys::write_all(2, &buf);
+            let _ = sys::write_all(2, &capped(line));
         }
         Sink::Syslog { fd, tag } => {
             // RFC 3164: <PRI>TIMESTAMP TAG: MSG, facility user, severity info.
@@ -90,6 +87,24 @@ pub fn try_emit(line: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// The most a line may take, newline included: a pipe that polls
+/// writable takes this much without blocking, and in one piece.
+const LINE_MAX: usize = libc::PIPE_BUF;
+
+/// `line` and its newline, cut to LINE_MAX with `...` where it is longer.
+fn capped(line: &[u8]) -> Vec<u8> {
+    const MORE: &[u8] = b"...";
+    let mut buf = Vec::with_capacity(line.len().min(LINE_MAX) + 1);
+    if line.len() < LINE_MAX {
+        buf.extend_from_slice(line);
+    } else {
+        buf.extend_from_slice(&line[..LINE_MAX - 1 - MORE.len()]);
+        buf.extend_from_slice(MORE);
+    }
+    buf.push(b'\n');
+    buf
 }
 
 /// Writes complete lines (each ending in a newline) if the destination
@@ -180,6 +195,18 @@ pub(crate) use {fatal, note, original, warning};
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_fit_a_pipe_at_once() {
+        assert_eq!(super::capped(b"short"), b"short\n");
+        let long = super::capped(&[b'x'; 10_000]);
+        assert_eq!(long.len(), super::LINE_MAX);
+        assert!(long.ends_with(b"...\n"));
+        assert_eq!(
+            super::capped(&[b'x'; super::LINE_MAX - 1]).len(),
+            super::LINE_MAX
+        );
+    }
+
     #[test]
     fn syslog_timestamps() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_254_421);

@@ -17,6 +17,8 @@ use crate::sys::{self, Pid};
 
 /// How long start_server waits at exit for a log command to drain.
 const LOGGER_GRACE: Duration = Duration::from_secs(2);
+/// The longest start_server waits for a log command's exec report.
+const EXEC_REPORT_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Output {
     target: Option<LogTarget>,
@@ -122,13 +124,16 @@ impl Output {
         let child =
             spawn::spawn_helper(&sh, &vars, &[(r.as_raw_fd(), 0), (out, 1), (err, 2)], false)
                 .map_err(fail)?;
-        // The exec takes well under a millisecond: wait for its report.
+        // The exec takes well under a millisecond: wait for its report,
+        // but never longer than EXEC_REPORT_WAIT (a command still not
+        // executed by then is taken as started; if it fails after all, its
+        // exit is reaped like any other).
         let mut pfd = [libc::pollfd {
             fd: child.report.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         }];
-        let _ = sys::poll(&mut pfd, None);
+        let _ = sys::poll(&mut pfd, Some(EXEC_REPORT_WAIT));
         if let Report::Failed { step, errno } = spawn::read_report(&child.report) {
             return Err(format!(
                 "log command: {}",
