@@ -257,7 +257,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
         // The previous program image handed its state over: carry on.
         // It kept open only what it hands over, which resume() adopts;
         // nothing else may reach the workers.
-        let _ = sys::cloexec_from(3);
+        sys::cloexec_inherited();
         let text = text.to_string_lossy().into_owned();
         return match resume(&cfg, &text, &blocked) {
             Ok((resources, state)) => {
@@ -281,9 +281,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
         .map(listen::Inherited::raw)
         .chain(cfg.open_fds.iter().copied())
         .collect();
-    if let Err(e) = sys::close_strays(&keep) {
-        warning!("unable to close inherited descriptors: {}", errtext(&e));
-    }
+    sys::close_inherited(&keep);
     if socketmaster {
         if cfg.syslog {
             log::use_syslog();
@@ -480,7 +478,7 @@ fn resume(
     }
     let mut listeners = Vec::new();
     for l in &state.listeners {
-        let (fd, _) = sys::adopt_socket(l.fd)
+        let (fd, _) = sys::take_inherited_socket(l.fd)
             .map_err(|_| format!("listener descriptor {} is not an open socket", l.fd))?;
         sys::set_cloexec(l.fd, false).map_err(|e| errtext(&e))?;
         listeners.push(listen::Listener {
@@ -499,7 +497,7 @@ fn resume(
         .all(|(i, l)| l.raw() == 3 + i as i32);
     let pid_file = match (&cfg.pid_file, state.pid_file_fd) {
         (Some(path), Some(fd)) => {
-            let owned = sys::adopt_inherited(fd)
+            let owned = sys::take_inherited(fd)
                 .map_err(|_| format!("pid file descriptor {fd} is not open"))?;
             Some(PidFile::adopt(path, owned))
         }
@@ -508,7 +506,7 @@ fn resume(
     };
     let notify = match (cfg.readiness, &state.notify) {
         (cli::Readiness::Notify, Some((fd, address, id))) => Some(Notify {
-            fd: sys::adopt_inherited(*fd)
+            fd: sys::take_inherited(*fd)
                 .map_err(|_| format!("notify descriptor {fd} is not open"))?,
             address: address.clone(),
             timeout: cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
@@ -564,7 +562,7 @@ enum Daemon {
 /// executed its first worker (or failed to), and exits with the daemon's
 /// verdict, so `start_server --daemonize` still fails visibly.
 fn daemonize(listeners: &[listen::Listener]) -> std::io::Result<Daemon> {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     let (r, w) = sys::pipe()?;
     if let Some(child) = sys::fork()? {
         drop(w);
@@ -584,7 +582,7 @@ fn daemonize(listeners: &[listen::Listener]) -> std::io::Result<Daemon> {
     // stdin is /dev/null, unless a socket was placed there (`--port=80=0`).
     if !listeners.iter().any(|l| l.raw() == 0) {
         let null = File::open("/dev/null")?;
-        sys::dup2(null.as_raw_fd(), 0)?;
+        sys::dup2_stdio(null.as_fd(), 0)?;
     }
     Ok(Daemon::Child(w))
 }

@@ -325,7 +325,7 @@ pub fn inherited(
     let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
     let mut out = Vec::new();
     for (i, fd) in (3..3 + count.clamp(0, 1024)).enumerate() {
-        let (owned, ty) = match sys::adopt_socket(fd) {
+        let (owned, ty) = match sys::take_inherited_socket(fd) {
             Ok(socket) => socket,
             Err(e) => {
                 warning!(
@@ -488,7 +488,7 @@ fn open_into(
         let owned =
             match inherited.iter().position(|h| h.fd.as_raw_fd() == fd) {
                 Some(i) => inherited.remove(i).fd,
-                None => sys::adopt_socket(fd)
+                None => sys::take_inherited_socket(fd)
                     .map_err(|_| {
                         format!(
                             "invalid -listen value '{name}': descriptor {fd} is not an open socket"

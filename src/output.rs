@@ -4,7 +4,7 @@
 //! SIGUSR1).
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::cli::LogTarget;
@@ -88,7 +88,7 @@ impl Output {
                 let Some(file) = self.file.take() else {
                     return Ok(());
                 };
-                point_stdio_at(file.as_raw_fd())
+                point_stdio_at(file.as_fd())
                     .map_err(|e| format!("unable to redirect output: {}", errtext(&e)))
             }
             Some(LogTarget::Command(cmd)) => {
@@ -140,7 +140,7 @@ impl Output {
                 spawn::describe_failure(&sh, step, errno)
             ));
         }
-        point_stdio_at(w.as_raw_fd()).map_err(fail)?;
+        point_stdio_at(w.as_fd()).map_err(fail)?;
         self.logger = Some(child.pid);
         Ok(())
     }
@@ -150,7 +150,7 @@ impl Output {
         match self.target.clone() {
             None => note!("received USR1, but there is no --log-file to reopen"),
             Some(LogTarget::File(path)) => {
-                match open_append(&path).and_then(|f| point_stdio_at(f.as_raw_fd())) {
+                match open_append(&path).and_then(|f| point_stdio_at(f.as_fd())) {
                     Ok(()) => note!("received USR1, reopened log file {}", path.display()),
                     Err(e) => warning!(
                         "unable to reopen log file {}: {}",
@@ -179,7 +179,7 @@ impl Output {
     pub fn close(&mut self, signals: &Signals) {
         let Some(logger) = self.logger else { return };
         if let Ok(null) = File::options().write(true).open("/dev/null") {
-            let _ = point_stdio_at(null.as_raw_fd());
+            let _ = point_stdio_at(null.as_fd());
         }
         let deadline = Instant::now() + LOGGER_GRACE;
         loop {
@@ -204,7 +204,7 @@ impl Output {
     }
 }
 
-fn point_stdio_at(fd: i32) -> std::io::Result<()> {
-    sys::dup2(fd, 1)?;
-    sys::dup2(fd, 2)
+fn point_stdio_at(fd: std::os::fd::BorrowedFd) -> std::io::Result<()> {
+    sys::dup2_stdio(fd, 1)?;
+    sys::dup2_stdio(fd, 2)
 }

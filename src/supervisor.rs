@@ -1205,7 +1205,7 @@ impl Supervisor {
         s.stopping = state.stopping.map(|d| d.map(from_ns));
         s.forwarded = state.forwarded;
         let adopt = |fd: std::os::fd::RawFd, what: &str| {
-            let owned = sys::adopt_inherited(fd)
+            let owned = sys::take_inherited(fd)
                 .map_err(|_| format!("{what} descriptor {fd} is not open"))?;
             sys::set_cloexec(fd, true)
                 .map_err(|e| format!("{what} descriptor {fd}: {}", errtext(&e)))?;

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use libc::pid_t as Pid;
@@ -206,12 +207,24 @@ pub fn getppid() -> Pid {
     unsafe { libc::getppid() }
 }
 
-/// Forks; `Ok(None)` in the child. The caller's child branch must only
-/// exit or exec: used by `--daemonize`, where the child carries on as the
-/// whole program (the process is single-threaded at that point).
+/// Forks a process that has one thread; `Ok(None)` in the child, which is
+/// then a complete copy and may go on running ordinary code (used by
+/// `--daemonize`). With more than one thread (or where /proc cannot say),
+/// fails with EDEADLK: the child of a threaded process could find a lock
+/// held forever by a thread that does not exist in it.
 pub fn fork() -> io::Result<Option<Pid>> {
-    // SAFETY: start_server is single-threaded, so the child is a complete
-    // copy of the process and may go on running ordinary code.
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+    if threads != Some(1) {
+        return Err(io::Error::from_raw_os_error(libc::EDEADLK));
+    }
+    // SAFETY: the process has one thread (this one, which alone could have
+    // started another), so the child is a complete copy of it.
     match cvt(unsafe { libc::fork() })? {
         0 => Ok(None),
         pid => Ok(Some(pid)),
@@ -483,11 +496,15 @@ pub fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
     Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
 }
 
-/// Duplicates `fd` onto `to` (not close-on-exec), closing what was there.
-/// The caller owns descriptor `to` from then on.
-pub fn dup2(fd: RawFd, to: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 on descriptor numbers; replacing `to` is the intent.
-    cvt_r(|| unsafe { libc::dup2(fd, to) }).map(drop)
+/// Points standard input, output or error (`to`, 0 to 2) at `fd`'s file.
+/// Nothing in this program owns descriptors 0 to 2 (they are never put in
+/// an `OwnedFd`), so replacing them takes nothing from anyone.
+pub fn dup2_stdio(fd: BorrowedFd, to: RawFd) -> io::Result<()> {
+    if !(0..=2).contains(&to) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: dup2 on descriptor numbers; `to` is stdio, owned by nobody.
+    cvt_r(|| unsafe { libc::dup2(fd.as_raw_fd(), to) }).map(drop)
 }
 
 /// A close-on-exec duplicate of `fd` numbered `min` or above.
@@ -499,107 +516,173 @@ pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// Duplicates `fd` onto `to` (not close-on-exec) and returns ownership of
-/// descriptor `to`, which now refers to `fd`'s file.
+/// descriptor `to`, which now refers to `fd`'s file. `to` must be free, or
+/// stdio (which nothing owns): EBUSY for a descriptor in use, which may
+/// have an owner.
 pub fn dup2_owned(fd: BorrowedFd, to: RawFd) -> io::Result<OwnedFd> {
-    dup2(fd.as_raw_fd(), to)?;
-    // SAFETY: dup2 just made `to` a new reference to the file; the caller
-    // asked for it, and no other owner of that number remains (dup2
-    // closed whatever was there).
+    if to > 2 && is_open(to) {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    if to < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: dup2 on descriptor numbers; `to` is free or unowned stdio.
+    cvt_r(|| unsafe { libc::dup2(fd.as_raw_fd(), to) })?;
+    // SAFETY: dup2 just made `to` a new reference to the file, and nothing
+    // else owned that number (checked above).
     Ok(unsafe { OwnedFd::from_raw_fd(to) })
 }
 
-/// Takes ownership of a descriptor this process inherited and was told
-/// about (through SERVER_STARTER_PORT, say), after checking it is open.
-/// Each inherited descriptor must be adopted at most once.
-pub fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+// ---------------------------------------------------- inherited descriptors
+//
+// Descriptors this process was started with (from 3 up) belong to nobody
+// until something takes them: sockets passed by LISTEN_FDS or
+// SERVER_STARTER_PORT, descriptors a previous program image handed over.
+// Which numbers were open at start is recorded before main runs, and each
+// can be taken once: so safe code can neither create a second owner of an
+// inherited descriptor nor take one the program opened itself.
+
+/// Inherited descriptors below this number are tracked; others cannot be
+/// taken.
+const INHERITED_LIMIT: usize = 4096;
+const WORDS: usize = INHERITED_LIMIT / 64;
+/// One bit per descriptor: open at start, and not taken (or closed) since.
+static INHERITED: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+
+fn mark_inherited(fd: RawFd) {
+    if (3..INHERITED_LIMIT as RawFd).contains(&fd) {
+        let fd = fd as usize;
+        INHERITED[fd / 64].fetch_or(1 << (fd % 64), Ordering::SeqCst);
+    }
+}
+
+/// Clears `fd`'s bit; whether it was set (this call alone took it).
+fn claim_inherited(fd: RawFd) -> bool {
+    if !(3..INHERITED_LIMIT as RawFd).contains(&fd) {
+        return false;
+    }
+    let (word, bit) = (fd as usize / 64, 1u64 << (fd as usize % 64));
+    INHERITED[word].fetch_and(!bit, Ordering::SeqCst) & bit != 0
+}
+
+/// The inherited descriptors not taken yet.
+fn unclaimed() -> Vec<RawFd> {
+    let mut out = Vec::new();
+    for (w, word) in INHERITED.iter().enumerate() {
+        let bits = word.load(Ordering::SeqCst);
+        for b in 0..64 {
+            if bits & (1 << b) != 0 {
+                out.push((w * 64 + b) as RawFd);
+            }
+        }
+    }
+    out
+}
+
+/// Runs before main (from `.init_array`): records the descriptors from 3 up
+/// that are open, listing /proc/self/fd with raw system calls (nothing is
+/// allocated this early), or probing each number where /proc is missing.
+extern "C" fn record_inherited() {
+    // SAFETY: open with a NUL-terminated literal path.
+    let dir = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        for fd in 3..INHERITED_LIMIT as RawFd {
+            if is_open(fd) {
+                mark_inherited(fd);
+            }
+        }
+        return;
+    }
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: getdents64 writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        // linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+        let mut at = 0;
+        while at + 19 < n as usize {
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let name = &buf[at + 19..(at + reclen).min(n as usize)];
+            let mut fd: RawFd = 0;
+            let mut digits = 0;
+            for &c in name.iter().take_while(|&&c| c != 0) {
+                if !c.is_ascii_digit() || digits > 9 {
+                    digits = 0;
+                    break;
+                }
+                fd = fd * 10 + RawFd::from(c - b'0');
+                digits += 1;
+            }
+            if digits > 0 && fd != dir {
+                mark_inherited(fd);
+            }
+            at += reclen;
+        }
+    }
+    // SAFETY: dir was opened above and is closed once.
+    unsafe { libc::close(dir) };
+}
+
+#[used]
+// SAFETY: `.init_array` holds pointers to functions the C runtime calls,
+// without arguments that we read, before main; record_inherited is such a
+// function and needs nothing initialised beyond static memory.
+#[unsafe(link_section = ".init_array")]
+static RECORD_INHERITED: extern "C" fn() = record_inherited;
+
+/// Takes ownership of descriptor `fd`, which this process inherited (it
+/// was open when the process started) and nothing has taken yet: EBADF
+/// when it is not open, EBUSY when it is not inherited or already taken.
+pub fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     if !is_open(fd) {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
-    // SAFETY: the descriptor is open, was handed to this process for it to
-    // own, and nothing in this process has taken it before (the caller's
-    // contract above).
+    if !claim_inherited(fd) {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    // SAFETY: the descriptor is open, was open when the process started,
+    // and this call alone cleared its bit: no other owner exists.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// [`adopt_inherited`] for a descriptor that must be a socket: fails with
-/// EBADF when it is not open, ENOTSOCK when it is no socket. Returns the
-/// socket type (SOCK_STREAM, SOCK_DGRAM, ...) with it.
-pub fn adopt_socket(fd: RawFd) -> io::Result<(OwnedFd, i32)> {
+/// [`take_inherited`] for a descriptor that must be a socket (ENOTSOCK
+/// otherwise, and it is not taken). Returns the socket type (SOCK_STREAM,
+/// SOCK_DGRAM, ...) with it.
+pub fn take_inherited_socket(fd: RawFd) -> io::Result<(OwnedFd, i32)> {
     let ty = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
-    Ok((adopt_inherited(fd)?, ty))
+    Ok((take_inherited(fd)?, ty))
 }
 
-/// Closes every descriptor from 3 up but those in `keep`: what our own
-/// parent leaked to us, which we neither use nor pass on, must not be held
-/// open for our whole life (a reader of a pipe we inherited would never
-/// see end-of-file). Call at start-up, when nothing in this process owns
-/// a descriptor from 3 up but those in `keep`.
-pub fn close_strays(keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
-    keep.sort_unstable();
-    keep.dedup();
-    let mut first: libc::c_uint = 3;
-    let mut ranges = Vec::new();
-    for &fd in &keep {
-        if fd as libc::c_uint > first {
-            ranges.push((first, fd as libc::c_uint - 1));
-        }
-        first = fd as libc::c_uint + 1;
-    }
-    ranges.push((first, libc::c_uint::MAX));
-    let mut unsupported = false;
-    for &(from, to) in &ranges {
-        // SAFETY: close_range closes descriptors in [from, to], none of
-        // which is owned by anything in this process (the contract above).
-        let ret = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0 as libc::c_uint) };
-        if ret != 0 {
-            unsupported = true;
-            break;
-        }
-    }
-    if !unsupported {
-        return Ok(());
-    }
-    // Kernels before 5.9: list the descriptor table first (the listing's
-    // own descriptor is closed when it ends), then close.
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
-        if fd >= 3 && keep.binary_search(&fd).is_err() {
-            // SAFETY: as above; a number that is no longer open (the
-            // listing's own) gives EBADF, which is ignored.
+/// Closes every inherited descriptor not taken yet, but those in `keep`
+/// (which stay to be taken): what our own parent leaked to us, which we
+/// neither use nor pass on, must not be held open for our whole life (a
+/// reader of a pipe we inherited would never see end-of-file).
+pub fn close_inherited(keep: &[RawFd]) {
+    for fd in unclaimed() {
+        if !keep.contains(&fd) && claim_inherited(fd) {
+            // SAFETY: an inherited descriptor nobody took: this call just
+            // claimed it, so it closes what nothing owns.
             unsafe { libc::close(fd) };
         }
     }
-    Ok(())
 }
 
-/// Marks every descriptor from `first` up close-on-exec, so that whatever
-/// our own parent leaked to us does not reach the workers.
-pub fn cloexec_from(first: RawFd) -> io::Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if ret == 0 {
-        return Ok(());
+/// Marks every inherited descriptor not taken yet close-on-exec, so that
+/// none reaches a worker.
+pub fn cloexec_inherited() {
+    for fd in unclaimed() {
+        let _ = set_cloexec(fd, true);
     }
-    // Kernels before 5.11: walk the descriptor table instead.
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        let name = entry?.file_name();
-        if let Some(fd) = name.to_str().and_then(|s| s.parse::<RawFd>().ok())
-            && fd >= first
-        {
-            let _ = set_cloexec(fd, true);
-        }
-    }
-    Ok(())
 }
 
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

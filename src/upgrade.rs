@@ -238,9 +238,8 @@ impl State {
                 return Err(format!("{what} pid {pid} is not a child's"));
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        for w in &self.workers {
-            if !seen.insert(w.pid) {
+        for (i, w) in self.workers.iter().enumerate() {
+            if self.workers[..i].iter().any(|v| v.pid == w.pid) {
                 return Err(format!("worker pid {} is named twice", w.pid));
             }
             if w.generation == 0 || w.generation > self.generation {
@@ -258,12 +257,12 @@ impl State {
         if starting > 1 {
             return Err(format!("{starting} workers starting at once"));
         }
-        let mut fds = std::collections::HashSet::new();
-        for (what, fd) in self.descriptors() {
+        let fds = self.descriptors();
+        for (i, &(what, fd)) in fds.iter().enumerate() {
             if fd < 3 {
                 return Err(format!("{what} descriptor {fd} is stdio's"));
             }
-            if !fds.insert(fd) {
+            if fds[..i].iter().any(|&(_, other)| other == fd) {
                 return Err(format!("descriptor {fd} is named twice"));
             }
         }

@@ -10,17 +10,18 @@
 //! event, so that a server stops accepting before it exits.
 //!
 //! ```
-//! use start_server::worker::{self, Socket};
-//! use std::os::fd::IntoRawFd;
+//! use start_server::worker;
 //!
-//! // What start_server passes: a socket on some descriptor, named by its spec.
-//! let fd = std::net::TcpListener::bind("127.0.0.1:0")?.into_raw_fd();
+//! // What start_server passes: each socket's spec and descriptor.
+//! let pairs = worker::parse_server_starter_port("127.0.0.1:8080=3;/tmp/app.sock=4").unwrap();
+//! assert_eq!(pairs[0], ("127.0.0.1:8080".to_string(), 3));
+//!
+//! // Only descriptors this process inherited can be taken, and each once:
+//! // one the program opened itself already has an owner.
+//! let own = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let fd = std::os::fd::AsRawFd::as_raw_fd(&own);
 //! let env = |name: &str| (name == "SERVER_STARTER_PORT").then(|| format!("127.0.0.1:8080={fd}"));
-//!
-//! let listeners = worker::listeners_from(&env)?;
-//! assert_eq!(listeners[0].name, "127.0.0.1:8080");
-//! let Socket::Tcp(tcp) = &listeners[0].socket else { panic!("not TCP") };
-//! assert!(tcp.local_addr()?.ip().is_loopback());
+//! assert!(worker::listeners_from(&env).is_err());
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
@@ -86,8 +87,8 @@ pub fn parse_server_starter_port(value: &str) -> Result<Vec<(String, RawFd)>, St
 }
 
 /// Takes the sockets this process was given, as the environment
-/// describes them (see [`listeners_from`]). Call it once: the returned
-/// values own the descriptors.
+/// describes them (see [`listeners_from`]). The returned values own the
+/// descriptors: a second call finds them taken.
 pub fn listeners() -> io::Result<Vec<Listener>> {
     listeners_from(&|name| std::env::var(name).ok())
 }
@@ -97,8 +98,10 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
 /// LISTEN_FDS, if LISTEN_PID is this process (names: LISTEN_FDNAMES);
 /// else from EINHORN_FD_COUNT and EINHORN_FD_0... or the older EINHORN_FDS
 /// (names: the sockets' addresses). Fails when none is set, or when a
-/// named descriptor is not an open socket. The descriptors become
-/// close-on-exec: whatever the server runs does not inherit them.
+/// named descriptor is not an open socket, or was not inherited (this
+/// process was not started with it open), or is already taken: a
+/// descriptor has one owner. The descriptors become close-on-exec:
+/// whatever the server runs does not inherit them.
 pub fn listeners_from(env: &dyn Fn(&str) -> Option<String>) -> io::Result<Vec<Listener>> {
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
     if let Some(value) = env("SERVER_STARTER_PORT") {
@@ -191,18 +194,29 @@ pub fn ready() -> io::Result<bool> {
     notify("READY=1")
 }
 
-/// Takes descriptor `fd` as a socket named `name` (or by its address).
-fn adopt(name: Option<String>, fd: RawFd) -> io::Result<Listener> {
-    let name = name.unwrap_or_else(|| match sys::local_addr(fd) {
+/// A socket's name from its address: `127.0.0.1:8080`, a unix path, or
+/// `fdN`.
+fn address_name(fd: RawFd) -> String {
+    match sys::local_addr(fd) {
         Ok(sys::LocalAddr::Inet(a)) => a.to_string(),
         Ok(sys::LocalAddr::Unix(Some(p))) => p.to_string_lossy().into_owned(),
         _ => format!("fd{fd}"),
-    });
+    }
+}
+
+/// Takes descriptor `fd` as a socket named `name` (or by its address).
+fn adopt(name: Option<String>, fd: RawFd) -> io::Result<Listener> {
+    let name = name.unwrap_or_else(|| address_name(fd));
     let (owned, ty): (OwnedFd, i32) =
-        sys::adopt_socket(fd).map_err(|e| match e.raw_os_error() {
+        sys::take_inherited_socket(fd).map_err(|e| match e.raw_os_error() {
             Some(libc::EBADF) => io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("descriptor {fd} is not open"),
+            ),
+            // Each inherited descriptor has one owner: the first taker.
+            Some(libc::EBUSY) => io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("descriptor {fd} ({name}) was not inherited, or is already taken"),
             ),
             _ => io::Error::new(
                 e.kind(),
@@ -316,16 +330,28 @@ mod tests {
     }
 
     #[test]
-    fn einhorn_variables_name_sockets_by_address() {
-        use std::os::fd::IntoRawFd;
-        let fd = UdpSocket::bind("127.0.0.1:0").unwrap().into_raw_fd();
+    fn sockets_without_a_name_are_named_by_address() {
+        use std::os::fd::AsRawFd;
+        let own = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let name = address_name(own.as_raw_fd());
+        assert!(name.starts_with("127.0.0.1:"), "{name}");
+    }
+
+    /// A descriptor the program opened itself already has an owner: the
+    /// library never takes it (that would make a second one).
+    #[test]
+    fn a_descriptor_that_was_not_inherited_is_not_taken() {
+        use std::os::fd::AsRawFd;
+        let own = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = own.as_raw_fd();
         let env = |name: &str| match name {
             "EINHORN_FD_COUNT" => Some("1".to_string()),
             "EINHORN_FD_0" => Some(fd.to_string()),
             _ => None,
         };
-        let l = listeners_from(&env).unwrap();
-        assert!(matches!(l[0].socket, Socket::Udp(_)));
-        assert!(l[0].name.starts_with("127.0.0.1:"), "{}", l[0].name);
+        let err = listeners_from(&env).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        // Still ours, still open.
+        own.send_to(b"x", own.local_addr().unwrap()).unwrap();
     }
 }
