@@ -109,6 +109,46 @@ pub enum Personality {
     Socketmaster,
 }
 
+/// Where the supervisor's rules differ between the personalities: one
+/// value, consulted where each rule applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Auto-restart and the kill-old delay are read from the environment
+    /// and the envdir (start_server); otherwise they are off.
+    pub env_settings: bool,
+    /// Workers' output is captured and relayed with a `[PID] ` prefix.
+    pub relay_output: bool,
+    /// A dead worker is replaced; otherwise start_server exits, with the
+    /// last worker's status, once none is left.
+    pub respawn: bool,
+    /// Shutdown signals reach the workers as they are; otherwise TERM
+    /// becomes --signal-on-term and INT and QUIT become TERM.
+    pub forward_as_is: bool,
+    /// The signal that upgrades start_server in place.
+    pub upgrade_signal: i32,
+}
+
+impl Personality {
+    pub fn policy(self) -> Policy {
+        match self {
+            Personality::StartServer => Policy {
+                env_settings: true,
+                relay_output: false,
+                respawn: true,
+                forward_as_is: false,
+                upgrade_signal: libc::SIGUSR2,
+            },
+            Personality::Socketmaster => Policy {
+                env_settings: false,
+                relay_output: true,
+                respawn: false,
+                forward_as_is: true,
+                upgrade_signal: libc::SIGUSR1,
+            },
+        }
+    }
+}
+
 /// What makes a new worker count as started.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Readiness {

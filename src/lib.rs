@@ -452,7 +452,7 @@ fn make_setup(
         started: r.started,
         notify: r.notify,
         upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
-        personality: cfg.personality,
+        policy: cfg.personality.policy(),
         ids,
         image,
     }

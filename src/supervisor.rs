@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Personality, Protocols};
+use crate::cli::{Policy, Protocols};
 use crate::env::{self, Settings, Vars, fmt_secs};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
@@ -65,8 +65,8 @@ pub struct Setup {
     /// The NOTIFY_SOCKET start_server itself was given (by systemd): told
     /// READY=1 once the first generation is up.
     pub upstream_notify: Option<std::ffi::OsString>,
-    /// start_server or socketmaster behaviour.
-    pub personality: Personality,
+    /// Where start_server and socketmaster behave differently.
+    pub policy: Policy,
     /// The user workers run as.
     pub ids: Option<Ids>,
     /// How to execute ourselves again, for a live upgrade.
@@ -234,9 +234,9 @@ pub fn backoff(failures: u32) -> Duration {
 impl Supervisor {
     pub fn new(setup: Setup) -> Supervisor {
         // Auto-restart and the kill-old delay are start_server's alone.
-        let settings = match setup.personality {
-            Personality::StartServer => Settings::from_vars(&setup.base_env).0,
-            Personality::Socketmaster => Settings::from_vars(&Vars::new()).0,
+        let settings = match setup.policy.env_settings {
+            true => Settings::from_vars(&setup.base_env).0,
+            false => Settings::from_vars(&Vars::new()).0,
         };
         Supervisor {
             s: setup,
@@ -430,10 +430,6 @@ impl Supervisor {
         vars
     }
 
-    fn socketmaster(&self) -> bool {
-        self.s.personality == Personality::Socketmaster
-    }
-
     fn candidate(&self) -> Option<&Worker> {
         self.workers
             .iter()
@@ -478,7 +474,7 @@ impl Supervisor {
         self.generation += 1;
         let vars = self.worker_env(self.generation);
         let now = Instant::now();
-        let capture = match self.socketmaster() {
+        let capture = match self.s.policy.relay_output {
             true => match sys::pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => {
@@ -820,8 +816,8 @@ impl Supervisor {
         }
         let w = self.workers.remove(i);
         self.last_status = Some(status);
-        if self.socketmaster() {
-            self.on_socketmaster_exit(w, status);
+        if !self.s.policy.respawn {
+            self.on_last_exit(w, status);
             return;
         }
         if self.stopping.is_some() || self.exit_code.is_some() {
@@ -856,9 +852,10 @@ impl Supervisor {
         }
     }
 
-    /// socketmaster: nothing is respawned or retried, and it exits, saying
-    /// how the last worker ended, once no worker is left.
-    fn on_socketmaster_exit(&mut self, w: Worker, status: WaitStatus) {
+    /// Without respawn (socketmaster): nothing is replaced or retried, and
+    /// start_server exits, saying how the last worker ended, once no worker
+    /// is left.
+    fn on_last_exit(&mut self, w: Worker, status: WaitStatus) {
         let pid = w.pid;
         match w.role {
             Role::Starting { .. } if self.stopping.is_none() => {
@@ -876,13 +873,13 @@ impl Supervisor {
             _ => note!("worker {pid} exited ({})", describe_status(status)),
         }
         if self.workers.is_empty() && self.exit_code.is_none() {
-            self.exit_code = Some(self.socketmaster_exit_code());
+            self.exit_code = Some(self.last_exit_code());
         }
     }
 
     /// The last worker's exit status; 128+N if signal N killed it, but 0
     /// when N is the one a shutdown forwarded to it.
-    fn socketmaster_exit_code(&self) -> i32 {
+    fn last_exit_code(&self) -> i32 {
         match self.last_status {
             Some(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
             Some(s) if libc::WIFSIGNALED(s) && Some(libc::WTERMSIG(s)) == self.forwarded => 0,
@@ -912,9 +909,8 @@ impl Supervisor {
                     self.kill_all(libc::SIGKILL);
                 }
             },
-            libc::SIGUSR1 if self.socketmaster() => self.upgrade(),
+            sig if sig == self.s.policy.upgrade_signal => self.upgrade(),
             libc::SIGUSR1 => self.s.output.reopen(),
-            libc::SIGUSR2 if !self.socketmaster() => self.upgrade(),
             other => note!("received {}, ignored", signals::name(other)),
         }
     }
@@ -941,8 +937,7 @@ impl Supervisor {
     }
 
     fn begin_shutdown(&mut self, sig: i32) {
-        let term = if self.socketmaster() {
-            // socketmaster forwards the signal as it is.
+        let term = if self.s.policy.forward_as_is {
             signals::Signal::of(sig)
         } else if sig == libc::SIGTERM {
             self.s.signal_on_term.clone()
