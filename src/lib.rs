@@ -11,6 +11,7 @@
 
 mod cli;
 mod client;
+mod core;
 mod env;
 mod listen;
 mod log;

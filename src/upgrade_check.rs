@@ -150,7 +150,7 @@ impl UpgradeCheck {
         Verdict::Refused(format!(
             "{} refused the state ({}; it said: {said})",
             self.exe.display(),
-            crate::supervisor::describe_status(status)
+            crate::core::describe_status(status)
         ))
     }
 }
