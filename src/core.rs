@@ -749,3 +749,494 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rules without processes or the real clock: a fake shell that
+    //! records what is asked of it, and instants made by adding to one.
+
+    use super::*;
+    use crate::cli::Personality;
+
+    #[derive(Default)]
+    struct Fake {
+        next_pid: Pid,
+        /// (generation, pid) of every spawn.
+        spawned: Vec<(u64, Pid)>,
+        signals: Vec<(Pid, i32)>,
+        /// Every status file written.
+        status: Vec<Vec<(u64, Pid)>>,
+        lines: Vec<(Say, String)>,
+        up: usize,
+        parent: Vec<i32>,
+        upgrades: usize,
+        fail_spawns: usize,
+    }
+
+    impl Shell for Fake {
+        fn spawn(&mut self, generation: u64) -> Result<Pid, String> {
+            if self.fail_spawns > 0 {
+                self.fail_spawns -= 1;
+                return Err("unable to fork: Resource temporarily unavailable".into());
+            }
+            self.next_pid += 1;
+            let pid = 100 + self.next_pid;
+            self.spawned.push((generation, pid));
+            Ok(pid)
+        }
+        fn signal(&mut self, pid: Pid, sig: i32) {
+            self.signals.push((pid, sig));
+        }
+        fn announce(&mut self, workers: &[(u64, Pid)]) {
+            self.status.push(workers.to_vec());
+        }
+        fn say(&mut self, kind: Say, line: String) {
+            self.lines.push((kind, line));
+        }
+        fn first_generation_up(&mut self) {
+            self.up += 1;
+        }
+        fn tell_parent(&mut self, code: i32) {
+            self.parent.push(code);
+        }
+        fn upgrade(&mut self) {
+            self.upgrades += 1;
+        }
+        fn reopen_log(&mut self) {}
+    }
+
+    impl Fake {
+        fn said(&self, needle: &str) -> usize {
+            self.lines
+                .iter()
+                .filter(|(_, l)| l.contains(needle))
+                .count()
+        }
+        fn last_pid(&self) -> Pid {
+            self.spawned.last().unwrap().1
+        }
+        fn generations(&self) -> Vec<u64> {
+            self.status
+                .last()
+                .map(|s| s.iter().map(|&(g, _)| g).collect())
+                .unwrap_or_default()
+        }
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn exited(code: i32) -> WaitStatus {
+        code << 8
+    }
+    fn killed(sig: i32) -> WaitStatus {
+        sig
+    }
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        let vars: crate::env::Vars = vars.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Settings::from_vars(&vars).0
+    }
+
+    fn rules(personality: Personality, ready_timeout: Option<Duration>) -> Rules {
+        Rules {
+            interval: SEC,
+            signal_on_hup: Signal::of(libc::SIGTERM),
+            signal_on_term: Signal::of(libc::SIGTERM),
+            stop_timeout: None,
+            ready_timeout,
+            policy: personality.policy(),
+        }
+    }
+
+    /// A core with its first worker executed and, past --interval, up.
+    fn running(rules: Rules, settings: Settings) -> (Core, Fake, Instant) {
+        let t0 = Instant::now();
+        let (mut core, mut sh) = (Core::new(rules, settings, t0), Fake::default());
+        core.start(t0, &mut sh);
+        let pid = sh.last_pid();
+        core.on_exec(pid, ExecReport::Executed, &mut sh);
+        if core.rules.ready_timeout.is_some() {
+            core.on_ready(pid, &mut sh);
+        }
+        let t = t0 + SEC;
+        core.on_timers(t, &mut sh);
+        assert_eq!(sh.generations(), [1]);
+        (core, sh, t)
+    }
+
+    /// Spawns the next generation by HUP and brings it up.
+    fn restart(core: &mut Core, sh: &mut Fake, t: Instant) -> Instant {
+        core.on_signal(libc::SIGHUP, t, sh);
+        let pid = sh.last_pid();
+        core.on_exec(pid, ExecReport::Executed, sh);
+        core.on_timers(t + SEC, sh);
+        t + SEC
+    }
+
+    #[test]
+    fn a_new_worker_is_up_after_interval_and_the_parent_hears_of_it() {
+        let t0 = Instant::now();
+        let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
+        let mut sh = Fake::default();
+        core.start(t0, &mut sh);
+        let pid = sh.last_pid();
+        assert_eq!(sh.said(&format!("starting new worker {pid}")), 1);
+        // Not before its program runs, not before --interval.
+        core.on_timers(t0 + 2 * SEC, &mut sh);
+        assert!(sh.status.is_empty());
+        core.on_exec(pid, ExecReport::Executed, &mut sh);
+        assert_eq!(sh.parent, [0]);
+        assert_eq!(core.next_deadline(), Some(t0 + SEC));
+        core.on_timers(t0 + SEC / 2, &mut sh);
+        assert!(sh.status.is_empty());
+        core.on_timers(t0 + SEC, &mut sh);
+        assert_eq!(sh.status, [vec![(1, pid)]]);
+        assert_eq!(sh.up, 1);
+        assert_eq!(core.next_deadline(), None, "an idle supervisor never wakes");
+    }
+
+    #[test]
+    fn backoff_keeps_the_original_pace_then_doubles_up_to_30_s() {
+        let waits: Vec<Duration> = (1..=12).map(backoff).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            waits,
+            [
+                ms(0),
+                ms(0),
+                ms(0),
+                ms(125),
+                ms(250),
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(16000),
+                ms(30000)
+            ]
+        );
+        assert_eq!(backoff(1000), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn failed_starts_are_retried_at_interval_then_backed_off() {
+        let t0 = Instant::now();
+        let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
+        let mut sh = Fake::default();
+        core.start(t0, &mut sh);
+        let mut t = t0;
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            let pid = sh.last_pid();
+            core.on_exec(pid, ExecReport::Executed, &mut sh);
+            let spawns = sh.spawned.len();
+            // It dies just before its start check.
+            let died = t + SEC - Duration::from_millis(1);
+            core.on_exit(pid, exited(1), died, &mut sh);
+            t = died;
+            // The next attempt: at once if its time has come, or at the
+            // deadline.
+            while sh.spawned.len() == spawns {
+                t = core.next_deadline().expect("a retry is due");
+                core.on_timers(t, &mut sh);
+            }
+            gaps.push(t - died);
+        }
+        // Three at the original's pace (one --interval after the failed
+        // attempt began), then 125 ms, 250 ms, 500 ms after the failure.
+        let ms = Duration::from_millis;
+        assert_eq!(gaps, [ms(1), ms(1), ms(1), ms(125), ms(250), ms(500)]);
+        assert_eq!(sh.said("seems to have failed to start, exit status:256"), 6);
+        assert_eq!(sh.said("failed starts in a row"), 3);
+    }
+
+    #[test]
+    fn hups_during_a_start_are_folded_into_one_more_restart() {
+        let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        assert_eq!(sh.spawned.len(), 2);
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        assert_eq!(sh.spawned.len(), 2, "one start at a time");
+        assert_eq!(sh.said("will restart once that is done"), 2);
+        let second = sh.last_pid();
+        core.on_exec(second, ExecReport::Executed, &mut sh);
+        core.on_timers(t + SEC, &mut sh);
+        // Generation 2 is up, generation 1 signalled, and one more restart
+        // for the HUPs that came meanwhile.
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+        assert_eq!(sh.spawned.len(), 3);
+        let third = sh.last_pid();
+        core.on_exec(third, ExecReport::Executed, &mut sh);
+        core.on_timers(t + 2 * SEC, &mut sh);
+        assert_eq!(sh.spawned.len(), 3);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM), (second, libc::SIGTERM)]);
+    }
+
+    #[test]
+    fn term_during_the_kill_old_delay_stops_everything_at_once() {
+        let (mut core, mut sh, t) = running(
+            rules(Personality::StartServer, None),
+            settings(&[("KILL_OLD_DELAY", "5")]),
+        );
+        let t = restart(&mut core, &mut sh, t);
+        assert_eq!(sh.said("sleeping 5 secs before killing old workers"), 1);
+        assert_eq!(core.next_deadline(), Some(t + 5 * SEC));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        assert_eq!(
+            sh.signals,
+            [(101, libc::SIGTERM), (102, libc::SIGTERM)],
+            "every worker, at once"
+        );
+        assert_eq!(core.next_deadline(), None, "the delay is over");
+        core.on_timers(t + 10 * SEC, &mut sh);
+        assert!(!sh.lines.iter().any(|(_, l)| l == "killing old workers"));
+        core.on_exit(101, killed(libc::SIGTERM), t, &mut sh);
+        assert_eq!(core.exit_code, None);
+        core.on_exit(102, killed(libc::SIGTERM), t, &mut sh);
+        assert_eq!(core.exit_code, Some(0));
+    }
+
+    #[test]
+    fn a_second_term_sends_kill_and_stop_timeout_does_too() {
+        let mut r = rules(Personality::StartServer, None);
+        r.stop_timeout = Some(3 * SEC);
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        core.on_signal(libc::SIGINT, t, &mut sh);
+        assert_eq!(sh.said("received INT, sending TERM to all workers:101"), 1);
+        assert_eq!(core.next_deadline(), Some(t + 3 * SEC));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM), (101, libc::SIGKILL)]);
+        core.on_timers(t + 3 * SEC, &mut sh);
+        assert_eq!(sh.said("after --stop-timeout, sending KILL"), 1);
+        assert_eq!(core.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_worker_not_ready_by_ready_timeout_is_killed_and_retried() {
+        let t0 = Instant::now();
+        let r = rules(Personality::StartServer, Some(2 * SEC));
+        let mut core = Core::new(r, settings(&[]), t0);
+        let mut sh = Fake::default();
+        core.start(t0, &mut sh);
+        core.on_exec(101, ExecReport::Executed, &mut sh);
+        // Alive for ever, but never ready: not up.
+        core.on_timers(t0 + SEC, &mut sh);
+        assert!(sh.status.is_empty());
+        assert_eq!(core.next_deadline(), Some(t0 + 2 * SEC));
+        core.on_timers(t0 + 2 * SEC, &mut sh);
+        assert_eq!(sh.signals, [(101, libc::SIGKILL)]);
+        assert_eq!(
+            sh.said("new worker 101 is not ready after 2 s, killing it"),
+            1
+        );
+        core.on_exit(101, killed(libc::SIGKILL), t0 + 2 * SEC, &mut sh);
+        assert_eq!(sh.said("new worker 101 seems to have failed to start"), 1);
+        // Retried; this one says READY=1 and is up at once.
+        core.on_timers(core.next_deadline().unwrap(), &mut sh);
+        core.on_exec(102, ExecReport::Executed, &mut sh);
+        core.on_ready(102, &mut sh);
+        core.on_timers(t0 + 3 * SEC, &mut sh);
+        assert_eq!(sh.generations(), [2]);
+    }
+
+    #[test]
+    fn a_worker_that_exits_before_ready_is_a_failed_start_and_the_old_one_serves() {
+        let r = rules(Personality::StartServer, Some(10 * SEC));
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        core.on_exec(102, ExecReport::Executed, &mut sh);
+        core.on_exit(102, exited(3), t + SEC, &mut sh);
+        assert_eq!(sh.said("new worker 102 seems to have failed to start"), 1);
+        assert!(sh.signals.is_empty(), "the old generation keeps serving");
+        assert_eq!(sh.generations(), [1]);
+    }
+
+    #[test]
+    fn auto_restart_comes_after_its_interval_and_waits_twice_as_long_for_old_workers() {
+        let (mut core, mut sh, t) = running(
+            rules(Personality::StartServer, None),
+            settings(&[
+                ("ENABLE_AUTO_RESTART", "1"),
+                ("AUTO_RESTART_INTERVAL", "10"),
+                ("KILL_OLD_DELAY", "0"),
+            ]),
+        );
+        assert_eq!(core.next_deadline(), Some(t + 10 * SEC));
+        core.on_timers(t + 10 * SEC, &mut sh);
+        assert_eq!(sh.said("autorestart triggered (interval=10)"), 1);
+        core.on_exec(102, ExecReport::Executed, &mut sh);
+        let up = t + 11 * SEC;
+        core.on_timers(up, &mut sh);
+        // The old worker is still draining: forced only at twice the interval.
+        assert_eq!(core.next_deadline(), Some(up + 20 * SEC));
+        core.on_timers(up + 20 * SEC, &mut sh);
+        assert_eq!(sh.said("autorestart triggered (forced, interval=10)"), 1);
+    }
+
+    #[test]
+    fn a_first_worker_that_cannot_be_executed_ends_with_its_status() {
+        let t0 = Instant::now();
+        let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
+        let mut sh = Fake::default();
+        core.start(t0, &mut sh);
+        let why = "unable to exec ./srv: No such file or directory".to_string();
+        core.on_exec(101, ExecReport::Failed { why, status: 127 }, &mut sh);
+        assert_eq!(core.exit_code, Some(127));
+        assert_eq!(sh.lines.last().unwrap().0, Say::Fatal);
+        // Once something has run, the same failure is retried.
+        let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        let why = "unable to exec ./srv: Permission denied".to_string();
+        core.on_exec(102, ExecReport::Failed { why, status: 126 }, &mut sh);
+        assert_eq!(core.exit_code, None);
+        assert_eq!(sh.lines.last().unwrap().0, Say::Warning);
+    }
+
+    #[test]
+    fn socketmaster_exits_with_the_last_workers_status_and_never_respawns() {
+        let sm = || rules(Personality::Socketmaster, None);
+        let (mut core, mut sh, t) = running(sm(), settings(&[]));
+        core.on_exit(101, exited(7), t, &mut sh);
+        assert_eq!(core.exit_code, Some(7));
+        assert_eq!(sh.spawned.len(), 1);
+        // A forwarded signal that kills it is a clean stop...
+        let (mut core, mut sh, t) = running(sm(), settings(&[]));
+        core.on_signal(libc::SIGQUIT, t, &mut sh);
+        assert_eq!(sh.signals, [(101, libc::SIGQUIT)], "forwarded as it is");
+        core.on_exit(101, killed(libc::SIGQUIT), t, &mut sh);
+        assert_eq!(core.exit_code, Some(0));
+        // ...another is 128+N.
+        let (mut core, mut sh, t) = running(sm(), settings(&[]));
+        core.on_exit(101, killed(libc::SIGSEGV), t, &mut sh);
+        assert_eq!(core.exit_code, Some(128 + libc::SIGSEGV));
+        // USR1 upgrades; USR2 is ignored.
+        let (mut core, mut sh, t) = running(sm(), settings(&[]));
+        core.on_signal(libc::SIGUSR1, t, &mut sh);
+        core.on_signal(libc::SIGUSR2, t, &mut sh);
+        assert_eq!(sh.upgrades, 1);
+        assert_eq!(sh.said("received USR2, ignored"), 1);
+    }
+
+    #[test]
+    fn once_leaving_no_signal_starts_anything() {
+        let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_exit(101, killed(libc::SIGTERM), t, &mut sh);
+        assert_eq!(core.exit_code, Some(0));
+        core.on_signal(libc::SIGUSR2, t, &mut sh);
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        assert_eq!((sh.upgrades, sh.spawned.len()), (0, 1));
+    }
+
+    /// A small deterministic generator for the storms.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Random sequences of signals, exec reports, READY=1, exits and the
+    /// passing of time, checked against the invariants after every step:
+    /// at most one worker starting; no old generation signalled before a
+    /// newer one was up; the next deadline never in the past once timers
+    /// ran; and in the end, after TERM, every worker spawned has exited.
+    #[test]
+    fn storms_keep_the_invariants() {
+        // Hand-overs seen across all storms: they must not be vacuous.
+        let mut handovers = 0;
+        for seed in 1..=1000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let notify = seed % 2 == 0;
+            let personality = if seed % 5 == 0 {
+                Personality::Socketmaster
+            } else {
+                Personality::StartServer
+            };
+            let r = rules(personality, notify.then_some(3 * SEC));
+            let s = settings(&[("KILL_OLD_DELAY", ["0", "1", "0.5"][(seed % 3) as usize])]);
+            let t0 = Instant::now();
+            let mut t = t0;
+            let mut core = Core::new(r, s, t0);
+            let mut sh = Fake::default();
+            core.start(t, &mut sh);
+            let mut alive: Vec<Pid> = sh.spawned.iter().map(|&(_, p)| p).collect();
+            let mut known = sh.spawned.len();
+            let mut up_to: u64 = 0;
+            let mut seen_signals = 0;
+            for _step in 0..60 {
+                if core.exit_code.is_some() {
+                    break;
+                }
+                match rng.below(10) {
+                    0 => core.on_signal(libc::SIGHUP, t, &mut sh),
+                    1 | 2 if !alive.is_empty() => {
+                        let pid = alive[rng.below(alive.len() as u64) as usize];
+                        let report = if rng.below(8) == 0 {
+                            ExecReport::Failed {
+                                why: "unable to exec".into(),
+                                status: 126,
+                            }
+                        } else {
+                            ExecReport::Executed
+                        };
+                        core.on_exec(pid, report, &mut sh);
+                    }
+                    3 if !alive.is_empty() => {
+                        let pid = alive[rng.below(alive.len() as u64) as usize];
+                        core.on_ready(pid, &mut sh);
+                    }
+                    4 if !alive.is_empty() && rng.below(3) == 0 => {
+                        let i = rng.below(alive.len() as u64) as usize;
+                        let pid = alive.remove(i);
+                        core.on_exit(pid, exited(rng.below(3) as i32), t, &mut sh);
+                    }
+                    5 if rng.below(10) == 0 => sh.fail_spawns = 1,
+                    _ => t += Duration::from_millis(rng.below(2500)),
+                }
+                core.on_timers(t, &mut sh);
+                alive.extend(sh.spawned[known..].iter().map(|&(_, p)| p));
+                known = sh.spawned.len();
+                let starting = core
+                    .workers
+                    .iter()
+                    .filter(|w| matches!(w.role, Role::Starting { .. }))
+                    .count();
+                assert!(starting <= 1, "seed {seed}: {starting} starting");
+                if let Some(d) = core.next_deadline() {
+                    assert!(d > t, "seed {seed}: a deadline in the past");
+                }
+                // Which generations have been up (listed in a status file).
+                for list in &sh.status {
+                    for &(g, _) in list {
+                        up_to = up_to.max(g);
+                    }
+                }
+                for &(pid, sig) in &sh.signals[seen_signals..] {
+                    if core.stopping.is_none() && sig == libc::SIGTERM {
+                        handovers += 1;
+                        let g = sh.spawned.iter().find(|&&(_, p)| p == pid).unwrap().0;
+                        assert!(
+                            up_to > g,
+                            "seed {seed}: generation {g} signalled before a successor was up"
+                        );
+                    }
+                }
+                seen_signals = sh.signals.len();
+            }
+            // The end: TERM, and every worker exits.
+            core.on_signal(libc::SIGTERM, t, &mut sh);
+            for pid in alive.drain(..) {
+                core.on_exit(pid, killed(libc::SIGTERM), t, &mut sh);
+            }
+            assert!(core.workers.is_empty(), "seed {seed}: {:?}", core.workers);
+            assert!(core.exit_code.is_some(), "seed {seed}: no exit");
+        }
+        assert!(handovers > 500, "only {handovers} hand-overs");
+    }
+}
