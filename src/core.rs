@@ -156,6 +156,20 @@ pub enum ExecReport {
     },
 }
 
+/// Where a shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shutdown {
+    Running,
+    /// The workers were sent their signal; SIGKILL at `kill_at`, if
+    /// --stop-timeout is set.
+    Stopping {
+        kill_at: Option<Instant>,
+    },
+    /// SIGKILL was sent (a second signal, or --stop-timeout): only the
+    /// exits are awaited.
+    Killed,
+}
+
 /// The supervisor's state, and its rules.
 pub struct Core {
     pub rules: Rules,
@@ -175,8 +189,7 @@ pub struct Core {
     pub last_restart: Instant,
     /// Whether any worker has ever been executed.
     pub ever_started: bool,
-    /// Shutting down; `Some(deadline)` when --stop-timeout is set.
-    pub stopping: Option<Option<Instant>>,
+    pub shutdown: Shutdown,
     pub exit_code: Option<i32>,
     /// The signal shutdown forwarded, and the last worker's wait status:
     /// the exit status without respawn.
@@ -214,7 +227,7 @@ impl Core {
             failures: 0,
             last_restart: now,
             ever_started: false,
-            stopping: None,
+            shutdown: Shutdown::Running,
             exit_code: None,
             forwarded: None,
             last_status: None,
@@ -224,6 +237,11 @@ impl Core {
     /// The first worker.
     pub fn start(&mut self, now: Instant, sh: &mut dyn Shell) {
         self.spawn(false, now, sh);
+    }
+
+    /// Shutting down (the workers were told to stop).
+    pub fn stopping(&self) -> bool {
+        self.shutdown != Shutdown::Running
     }
 
     pub fn is_worker(&self, pid: Pid) -> bool {
@@ -238,7 +256,10 @@ impl Core {
             .chain(give_up)
             .chain(self.retry.map(|(at, _)| at))
             .chain(self.kill_old_at)
-            .chain(self.stopping.flatten())
+            .chain(match self.shutdown {
+                Shutdown::Stopping { kill_at } => kill_at,
+                _ => None,
+            })
             .chain(self.auto_restart_due())
             .min()
     }
@@ -267,7 +288,7 @@ impl Core {
 
     fn auto_restart_due(&self) -> Option<Instant> {
         if !self.settings.auto_restart
-            || self.stopping.is_some()
+            || self.stopping()
             || self.busy()
             || self.retry.is_some()
             || !self.has_current()
@@ -497,7 +518,7 @@ impl Core {
             self.on_last_exit(w, status, sh);
             return true;
         }
-        if self.stopping.is_some() || self.exit_code.is_some() {
+        if self.stopping() || self.exit_code.is_some() {
             sh.say(Say::Original, format!("worker {pid} died, status:{status}"));
             self.announce(sh);
             if self.workers.is_empty() && self.exit_code.is_none() {
@@ -545,7 +566,7 @@ impl Core {
     fn on_last_exit(&mut self, w: Worker, status: WaitStatus, sh: &mut dyn Shell) {
         let pid = w.pid;
         match w.role {
-            Role::Starting { .. } if self.stopping.is_none() => {
+            Role::Starting { .. } if !self.stopping() => {
                 let keep = self.pids(|r| matches!(r, Role::Old { .. }));
                 sh.say(
                     Say::Warning,
@@ -590,9 +611,9 @@ impl Core {
         match sig {
             libc::SIGCHLD | libc::SIGPIPE | libc::SIGWINCH | libc::SIGURG | libc::SIGCONT => {}
             libc::SIGHUP => self.on_hup(now, sh),
-            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => match self.stopping {
-                None => self.begin_shutdown(sig, now, sh),
-                Some(_) => {
+            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => match self.shutdown {
+                Shutdown::Running => self.begin_shutdown(sig, now, sh),
+                Shutdown::Stopping { .. } | Shutdown::Killed => {
                     let pids = self.pids(|_| true);
                     sh.say(
                         Say::Note,
@@ -603,6 +624,7 @@ impl Core {
                         ),
                     );
                     self.signal_all(libc::SIGKILL, sh);
+                    self.shutdown = Shutdown::Killed;
                 }
             },
             sig if sig == self.rules.policy.upgrade_signal => sh.upgrade(),
@@ -615,7 +637,7 @@ impl Core {
     }
 
     fn on_hup(&mut self, now: Instant, sh: &mut dyn Shell) {
-        if self.stopping.is_some() {
+        if self.stopping() {
             sh.say(
                 Say::Note,
                 "received HUP while shutting down, ignored".into(),
@@ -664,7 +686,9 @@ impl Core {
         self.retry = None;
         self.kill_old_at = None;
         self.pending_restart = false;
-        self.stopping = Some(self.rules.stop_timeout.map(|t| now + t));
+        self.shutdown = Shutdown::Stopping {
+            kill_at: self.rules.stop_timeout.map(|t| now + t),
+        };
         if self.workers.is_empty() {
             self.exit_code = Some(0);
         }
@@ -714,10 +738,10 @@ impl Core {
             self.kill_old_at = None;
             self.kill_olds(sh);
         }
-        if let Some(Some(at)) = self.stopping
+        if let Shutdown::Stopping { kill_at: Some(at) } = self.shutdown
             && now >= at
         {
-            self.stopping = Some(None);
+            self.shutdown = Shutdown::Killed;
             let pids = self.pids(|_| true);
             sh.say(
                 Say::Note,
@@ -738,11 +762,7 @@ impl Core {
                 ),
             );
             self.begin_restart(now, sh);
-        } else if self.pending_restart
-            && !self.busy()
-            && self.retry.is_none()
-            && self.stopping.is_none()
-        {
+        } else if self.pending_restart && !self.busy() && self.retry.is_none() && !self.stopping() {
             self.pending_restart = false;
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
             self.begin_restart(now, sh);
@@ -1002,14 +1022,20 @@ mod tests {
     fn a_second_term_sends_kill_and_stop_timeout_does_too() {
         let mut r = rules(Personality::StartServer, None);
         r.stop_timeout = Some(3 * SEC);
-        let (mut core, mut sh, t) = running(r, settings(&[]));
+        let (mut core, mut sh, t) = running(r.clone(), settings(&[]));
         core.on_signal(libc::SIGINT, t, &mut sh);
         assert_eq!(sh.said("received INT, sending TERM to all workers:101"), 1);
         assert_eq!(core.next_deadline(), Some(t + 3 * SEC));
         core.on_signal(libc::SIGTERM, t, &mut sh);
         assert_eq!(sh.signals, [(101, libc::SIGTERM), (101, libc::SIGKILL)]);
+        assert_eq!(core.shutdown, Shutdown::Killed);
+        assert_eq!(core.next_deadline(), None, "nothing more to do but wait");
+        // Without a second signal, --stop-timeout sends it, once.
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
         core.on_timers(t + 3 * SEC, &mut sh);
         assert_eq!(sh.said("after --stop-timeout, sending KILL"), 1);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM), (101, libc::SIGKILL)]);
         assert_eq!(core.next_deadline(), None);
     }
 
@@ -1218,7 +1244,7 @@ mod tests {
                     }
                 }
                 for &(pid, sig) in &sh.signals[seen_signals..] {
-                    if core.stopping.is_none() && sig == libc::SIGTERM {
+                    if !core.stopping() && sig == libc::SIGTERM {
                         handovers += 1;
                         let g = sh.spawned.iter().find(|&&(_, p)| p == pid).unwrap().0;
                         assert!(

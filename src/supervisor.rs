@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Policy, Protocols};
-use crate::core::{Core, Exec, ExecReport, Ready, Role, Rules, Say, Shell, Worker};
+use crate::core::{Core, Exec, ExecReport, Ready, Role, Rules, Say, Shell, Shutdown, Worker};
 use crate::env::{self, Settings, Vars};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
@@ -309,6 +309,10 @@ impl Supervisor {
 
     /// Runs the loop until it is time to exit; returns the exit status.
     pub fn run_loop(mut self) -> i32 {
+        // Children that exited before the loop began are reaped first: a
+        // SIGCHLD pending across a live upgrade's exec is discarded when
+        // the new image resets the signal dispositions.
+        self.reap();
         while self.core.exit_code.is_none() {
             self.wait_and_dispatch();
         }
@@ -665,7 +669,11 @@ impl Supervisor {
             last_restart: to_ns(core.last_restart),
             retry: core.retry.map(|(at, r)| (to_ns(at), r)),
             kill_old_at: core.kill_old_at.map(to_ns),
-            stopping: core.stopping.map(|d| d.map(to_ns)),
+            stopping: match core.shutdown {
+                Shutdown::Running => None,
+                Shutdown::Stopping { kill_at } => Some(kill_at.map(to_ns)),
+                Shutdown::Killed => Some(None),
+            },
             forwarded: core.forwarded,
             listeners: io
                 .s
@@ -714,7 +722,12 @@ impl Supervisor {
         s.last_restart = from_ns(state.last_restart);
         s.retry = state.retry.map(|(at, r)| (from_ns(at), r));
         s.kill_old_at = state.kill_old_at.map(from_ns);
-        s.stopping = state.stopping.map(|d| d.map(from_ns));
+        s.shutdown = match state.stopping {
+            None => Shutdown::Running,
+            Some(kill_at) => Shutdown::Stopping {
+                kill_at: kill_at.map(from_ns),
+            },
+        };
         s.forwarded = state.forwarded;
         let adopt = |fd: std::os::fd::RawFd, what: &str| {
             let owned = sys::take_inherited(fd)
@@ -764,7 +777,7 @@ impl Supervisor {
                     .map_err(|e| format!("output relay: {}", errtext(&e)))?,
             );
         }
-        if s.stopping.is_some() && s.workers.is_empty() {
+        if s.stopping() && s.workers.is_empty() {
             // A shutdown handed over with nothing left to wait for.
             s.exit_code = Some(0);
         }
