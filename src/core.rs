@@ -1156,6 +1156,106 @@ mod tests {
         assert_eq!((sh.upgrades, sh.spawned.len()), (0, 1));
     }
 
+    /// LIFECYCLE 3: a worker that dies within a second counts as a failed
+    /// start, even once up; a HUP during a retry wait retries at once.
+    #[test]
+    fn lifecycle_3_early_deaths_count_as_failures_and_hup_cuts_the_wait() {
+        let t0 = Instant::now();
+        let mut r = rules(Personality::StartServer, None);
+        r.interval = Duration::ZERO;
+        let mut core = Core::new(r, settings(&[]), t0);
+        let mut sh = Fake::default();
+        core.start(t0, &mut sh);
+        core.on_exec(101, ExecReport::Executed, &mut sh);
+        core.on_timers(t0, &mut sh);
+        assert_eq!(sh.generations(), [1], "up at once with --interval=0");
+        core.failures = 5;
+        // Dead half a second after it was spawned: a failure.
+        let t = t0 + SEC / 2;
+        core.on_exit(101, exited(1), t, &mut sh);
+        assert_eq!(core.failures, 6);
+        assert_eq!(sh.said("died unexpectedly with status:256, restarting"), 1);
+        let (at, _) = core.retry.expect("a backed-off retry");
+        assert!(at > t);
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        assert_eq!(sh.spawned.len(), 2, "the HUP retried at once");
+        assert_eq!(core.retry, None);
+        // A worker that served a while and then died resets the count.
+        let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        core.failures = 5;
+        core.on_exit(101, exited(1), t + 60 * SEC, &mut sh);
+        assert_eq!(core.failures, 0);
+        assert_eq!(sh.spawned.len(), 2, "replaced at once");
+    }
+
+    /// LIFECYCLE 5: the current worker's death is a restart; an old one's
+    /// is noted and the status file rewritten.
+    #[test]
+    fn lifecycle_5_current_and_old_workers_exiting() {
+        let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        let t = restart(&mut core, &mut sh, t);
+        assert_eq!(sh.generations(), [1, 2]);
+        core.on_exit(101, killed(libc::SIGTERM), t, &mut sh);
+        assert_eq!(sh.said("old worker 101 died, status:15"), 1);
+        assert_eq!(sh.generations(), [2]);
+        assert_eq!(sh.spawned.len(), 2, "an old worker is not replaced");
+        core.on_exit(102, exited(0), t + 10 * SEC, &mut sh);
+        assert_eq!(
+            sh.said("worker 102 died unexpectedly with status:0, restarting"),
+            1
+        );
+        assert_eq!(sh.spawned.len(), 3);
+    }
+
+    /// LIFECYCLE 6: TERM sends --signal-on-term, INT and QUIT send TERM;
+    /// every exit is noted, and the end comes when none is left.
+    #[test]
+    fn lifecycle_6_shutdown_signals_and_the_end() {
+        let mut r = rules(Personality::StartServer, None);
+        r.signal_on_term = Signal::parse("usr1").unwrap();
+        let (mut core, mut sh, t) = running(r.clone(), settings(&[]));
+        let t = restart(&mut core, &mut sh, t);
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        assert_eq!(
+            sh.said("received TERM, sending USR1 to all workers:101,102"),
+            1
+        );
+        assert_eq!(
+            sh.signals[1..],
+            [(101, libc::SIGUSR1), (102, libc::SIGUSR1)]
+        );
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        assert_eq!(sh.said("received HUP while shutting down, ignored"), 1);
+        core.on_exit(102, exited(0), t, &mut sh);
+        assert_eq!(sh.said("worker 102 died, status:0"), 1);
+        assert_eq!(core.exit_code, None);
+        core.on_exit(101, exited(0), t, &mut sh);
+        assert_eq!(core.exit_code, Some(0));
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        core.on_signal(libc::SIGQUIT, t, &mut sh);
+        assert_eq!(sh.said("received QUIT, sending TERM to all workers:101"), 1);
+    }
+
+    /// READINESS: READY=1 counts only once the program runs; a second one
+    /// is noted and ignored.
+    #[test]
+    fn readiness_ready_needs_the_exec_and_counts_once() {
+        let t0 = Instant::now();
+        let r = rules(Personality::StartServer, Some(10 * SEC));
+        let mut core = Core::new(r, settings(&[]), t0);
+        let mut sh = Fake::default();
+        core.start(t0, &mut sh);
+        core.on_ready(101, &mut sh);
+        core.on_timers(t0 + SEC, &mut sh);
+        assert!(sh.status.is_empty(), "not before its exec report");
+        core.on_exec(101, ExecReport::Executed, &mut sh);
+        core.on_timers(t0 + SEC, &mut sh);
+        assert_eq!(sh.generations(), [1]);
+        core.on_ready(101, &mut sh);
+        assert_eq!(sh.said("worker 101 sent READY=1 again, ignored"), 1);
+        assert_eq!(sh.status.len(), 1);
+    }
+
     /// A small deterministic generator for the storms.
     struct Rng(u64);
     impl Rng {

@@ -598,7 +598,7 @@ extern "C" fn record_inherited() {
         }
         return;
     }
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; 512];
     loop {
         // SAFETY: getdents64 writes at most buf.len() bytes into buf.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
