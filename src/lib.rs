@@ -534,7 +534,7 @@ fn resume(
 /// workers (and log command) only children of `parent`, the start_server
 /// that wrote it. Nothing in it is signalled before this holds.
 fn accept_state(text: &str, parent: sys::Pid) -> Result<upgrade::State, String> {
-    let state = upgrade::State::decode(text)?;
+    let state = upgrade::State::decode(text, &upgrade::Clock::read())?;
     state.validate()?;
     let children = state
         .workers

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Policy, Protocols};
-use crate::core::{Core, Exec, ExecReport, Ready, Role, Rules, Say, Shell, Shutdown, Worker};
+use crate::core::{Core, ExecReport, Rules, Say, Shell};
 use crate::env::{self, Settings, Vars};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
@@ -24,7 +24,7 @@ use crate::signals::{self, Signals};
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
 use crate::sys::{self, Pid, WaitStatus};
-use crate::upgrade::{self, ExecState, ListenerState, RoleState, State, WorkerState};
+use crate::upgrade::{self, Clock, ListenerState, State};
 use crate::upgrade_check::{UpgradeCheck, Verdict};
 use crate::users::Ids;
 
@@ -605,60 +605,10 @@ impl Supervisor {
     }
 }
 
-/// Nanoseconds of CLOCK_MONOTONIC for an Instant (which reads that clock).
-fn to_ns(t: Instant) -> i128 {
-    let (now, base) = (Instant::now(), sys::monotonic_ns());
-    match t.checked_duration_since(now) {
-        Some(ahead) => base + ahead.as_nanos() as i128,
-        None => base - now.duration_since(t).as_nanos() as i128,
-    }
-}
-
-fn from_ns(ns: i128) -> Instant {
-    let (now, base) = (Instant::now(), sys::monotonic_ns());
-    let delta = Duration::from_nanos((ns - base).unsigned_abs().min(u64::MAX as u128) as u64);
-    if ns >= base {
-        now + delta
-    } else {
-        now.checked_sub(delta).unwrap_or(now)
-    }
-}
-
 impl Supervisor {
     /// Everything a new program image needs to carry on where we are.
     fn snapshot(&self) -> State {
         let (core, io) = (&self.core, &self.io);
-        let workers = core
-            .workers
-            .iter()
-            .map(|w| WorkerState {
-                pid: w.pid,
-                generation: w.generation,
-                spawned: to_ns(w.spawned),
-                role: match w.role {
-                    Role::Starting {
-                        restart,
-                        ready,
-                        give_up,
-                    } => RoleState::Starting {
-                        restart,
-                        ready_at: match ready {
-                            Ready::After(at) => Some(to_ns(at)),
-                            Ready::Notified(_) => None,
-                        },
-                        notified: ready == Ready::Notified(true),
-                        give_up: give_up.map(to_ns),
-                    },
-                    Role::Current => RoleState::Current,
-                    Role::Old { signalled } => RoleState::Old { signalled },
-                },
-                exec: match (w.exec, io.report_fd(w.pid)) {
-                    (Exec::Pending, Some(fd)) => ExecState::Pending(fd.as_raw_fd()),
-                    (Exec::Pending | Exec::Done, _) => ExecState::Done,
-                    (Exec::Failed, _) => ExecState::Failed,
-                },
-            })
-            .collect();
         State {
             program: Some(env!("CARGO_PKG_VERSION").to_string()),
             generation: core.generation,
@@ -666,14 +616,10 @@ impl Supervisor {
             pending_restart: core.pending_restart,
             ever_started: core.ever_started,
             status_written: io.status_written,
-            last_restart: to_ns(core.last_restart),
-            retry: core.retry.map(|(at, r)| (to_ns(at), r)),
-            kill_old_at: core.kill_old_at.map(to_ns),
-            stopping: match core.shutdown {
-                Shutdown::Running => None,
-                Shutdown::Stopping { kill_at } => Some(kill_at.map(to_ns)),
-                Shutdown::Killed => Some(None),
-            },
+            last_restart: core.last_restart,
+            retry: core.retry,
+            kill_old_at: core.kill_old_at,
+            shutdown: core.shutdown,
             forwarded: core.forwarded,
             listeners: io
                 .s
@@ -695,7 +641,12 @@ impl Supervisor {
                 let id = n.file.as_ref().and_then(|f| f.id);
                 (n.fd.as_raw_fd(), n.address.clone(), id)
             }),
-            workers,
+            workers: core.workers.clone(),
+            reports: io
+                .reports
+                .iter()
+                .map(|(p, f)| (*p, f.as_raw_fd()))
+                .collect(),
             relays: io
                 .relays
                 .iter()
@@ -719,16 +670,12 @@ impl Supervisor {
         s.pending_restart = state.pending_restart;
         s.ever_started = state.ever_started;
         io.status_written = state.status_written;
-        s.last_restart = from_ns(state.last_restart);
-        s.retry = state.retry.map(|(at, r)| (from_ns(at), r));
-        s.kill_old_at = state.kill_old_at.map(from_ns);
-        s.shutdown = match state.stopping {
-            None => Shutdown::Running,
-            Some(kill_at) => Shutdown::Stopping {
-                kill_at: kill_at.map(from_ns),
-            },
-        };
+        s.last_restart = state.last_restart;
+        s.retry = state.retry;
+        s.kill_old_at = state.kill_old_at;
+        s.shutdown = state.shutdown;
         s.forwarded = state.forwarded;
+        s.workers = state.workers;
         let adopt = |fd: std::os::fd::RawFd, what: &str| {
             let owned = sys::take_inherited(fd)
                 .map_err(|_| format!("{what} descriptor {fd} is not open"))?;
@@ -736,39 +683,8 @@ impl Supervisor {
                 .map_err(|e| format!("{what} descriptor {fd}: {}", errtext(&e)))?;
             Ok::<_, String>(owned)
         };
-        for w in state.workers {
-            let exec = match w.exec {
-                ExecState::Pending(fd) => {
-                    io.reports.push((w.pid, adopt(fd, "exec report")?));
-                    Exec::Pending
-                }
-                ExecState::Done => Exec::Done,
-                ExecState::Failed => Exec::Failed,
-            };
-            let role = match w.role {
-                RoleState::Starting {
-                    restart,
-                    ready_at,
-                    notified,
-                    give_up,
-                } => Role::Starting {
-                    restart,
-                    ready: match ready_at {
-                        Some(at) => Ready::After(from_ns(at)),
-                        None => Ready::Notified(notified),
-                    },
-                    give_up: give_up.map(from_ns),
-                },
-                RoleState::Current => Role::Current,
-                RoleState::Old { signalled } => Role::Old { signalled },
-            };
-            s.workers.push(Worker {
-                pid: w.pid,
-                generation: w.generation,
-                spawned: from_ns(w.spawned),
-                role,
-                exec,
-            });
+        for (pid, fd) in state.reports {
+            io.reports.push((pid, adopt(fd, "exec report")?));
         }
         for (pid, fd, pending) in state.relays {
             let fd = adopt(fd, "output relay")?;
@@ -802,7 +718,7 @@ impl Supervisor {
         }
         let exe = &self.io.s.image.exe;
         note!("upgrading in place: executing {}", exe.display());
-        let state = self.snapshot().encode();
+        let state = self.snapshot().encode(&Clock::read());
         let image = &self.io.s.image;
         match UpgradeCheck::start(exe, &image.argv, &image.env, &state, Instant::now()) {
             Ok(check) => self.upgrade_check = Some(check),
@@ -831,7 +747,7 @@ impl Supervisor {
     /// that fails.
     fn exec_self(&mut self) {
         let exe = self.io.s.image.exe.clone();
-        let state = self.snapshot().encode();
+        let state = self.snapshot().encode(&Clock::read());
         let io = &mut self.io;
         // The daemonizing parent, if still waiting, gets its answer now.
         io.tell_parent(0);

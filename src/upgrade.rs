@@ -8,6 +8,10 @@
 //! Anything unexpected makes the whole state refused.
 
 use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::core::{Exec, Ready, Role, Shutdown, Worker};
+use crate::sys::{self, Pid};
 
 /// The variable the state travels in.
 pub const STATE_VAR: &str = "START_SERVER_STATE";
@@ -32,37 +36,43 @@ pub struct ListenerState {
     pub unix_id: Option<FileId>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RoleState {
-    Starting {
-        restart: bool,
-        ready_at: Option<i128>,
-        notified: bool,
-        give_up: Option<i128>,
-    },
-    Current,
-    Old {
-        signalled: bool,
-    },
+/// One reading of both clocks: instants become CLOCK_MONOTONIC
+/// nanoseconds, which mean the same after exec, and back.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: Instant,
+    pub ns: i128,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ExecState {
-    Pending(RawFd),
-    Done,
-    Failed,
+impl Clock {
+    pub fn read() -> Clock {
+        Clock {
+            now: Instant::now(),
+            ns: sys::monotonic_ns(),
+        }
+    }
+
+    pub fn ns_of(&self, t: Instant) -> i128 {
+        match t.checked_duration_since(self.now) {
+            Some(ahead) => self.ns + ahead.as_nanos() as i128,
+            None => self.ns - self.now.duration_since(t).as_nanos() as i128,
+        }
+    }
+
+    pub fn instant_of(&self, ns: i128) -> Instant {
+        let delta =
+            Duration::from_nanos((ns - self.ns).unsigned_abs().min(u64::MAX as u128) as u64);
+        if ns >= self.ns {
+            self.now + delta
+        } else {
+            self.now.checked_sub(delta).unwrap_or(self.now)
+        }
+    }
 }
 
+/// The supervisor's state: the rules' own (the workers, as the core holds
+/// them, and the restart and shutdown state) and the shell's descriptors.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkerState {
-    pub pid: i32,
-    pub generation: u64,
-    pub spawned: i128,
-    pub role: RoleState,
-    pub exec: ExecState,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
 pub struct State {
     /// The version of the program that wrote the state (absent from
     /// states of versions that did not say).
@@ -72,18 +82,19 @@ pub struct State {
     pub pending_restart: bool,
     pub ever_started: bool,
     pub status_written: bool,
-    pub last_restart: i128,
-    pub retry: Option<(i128, bool)>,
-    pub kill_old_at: Option<i128>,
-    /// `Some(deadline)` while shutting down; the deadline may be absent.
-    pub stopping: Option<Option<i128>>,
+    pub last_restart: Instant,
+    pub retry: Option<(Instant, bool)>,
+    pub kill_old_at: Option<Instant>,
+    pub shutdown: Shutdown,
     pub forwarded: Option<i32>,
     pub listeners: Vec<ListenerState>,
     pub pid_file_fd: Option<RawFd>,
     /// The notification socket: descriptor, address, and its file's
     /// device and inode numbers when it has one.
     pub notify: Option<(RawFd, String, Option<FileId>)>,
-    pub workers: Vec<WorkerState>,
+    pub workers: Vec<Worker>,
+    /// The exec report pipes of workers whose exec is pending.
+    pub reports: Vec<(Pid, RawFd)>,
     /// Output relays: worker pid, pipe, bytes not yet logged.
     pub relays: Vec<(i32, RawFd, Vec<u8>)>,
     pub logger: Option<i32>,
@@ -139,7 +150,32 @@ fn parse_opt<T: std::str::FromStr>(s: &str) -> Result<Option<T>, ()> {
 }
 
 impl State {
-    pub fn encode(&self) -> String {
+    /// A state with nothing in it yet, as of `clock`.
+    fn empty(clock: &Clock) -> State {
+        State {
+            program: None,
+            generation: 0,
+            failures: 0,
+            pending_restart: false,
+            ever_started: false,
+            status_written: false,
+            last_restart: clock.now,
+            retry: None,
+            kill_old_at: None,
+            shutdown: Shutdown::Running,
+            forwarded: None,
+            listeners: Vec::new(),
+            pid_file_fd: None,
+            notify: None,
+            workers: Vec::new(),
+            reports: Vec::new(),
+            relays: Vec::new(),
+            logger: None,
+        }
+    }
+
+    pub fn encode(&self, clock: &Clock) -> String {
+        let ns = |t: Instant| clock.ns_of(t);
         let mut out = format!("{MAGIC} {VERSION}\n");
         let b = |v: bool| u8::from(v);
         if let Some(v) = &self.program {
@@ -153,16 +189,19 @@ impl State {
             b(self.ever_started),
             b(self.status_written)
         );
-        out += &format!("last_restart {}\n", self.last_restart);
+        out += &format!("last_restart {}\n", ns(self.last_restart));
         out += &format!(
             "retry {} {}\n",
-            opt(self.retry.map(|r| r.0)),
+            opt(self.retry.map(|r| ns(r.0))),
             b(self.retry.is_some_and(|r| r.1))
         );
-        out += &format!("kill_old_at {}\n", opt(self.kill_old_at));
-        match self.stopping {
-            None => out += "stopping - -\n",
-            Some(d) => out += &format!("stopping 1 {}\n", opt(d)),
+        out += &format!("kill_old_at {}\n", opt(self.kill_old_at.map(ns)));
+        match self.shutdown {
+            Shutdown::Running => out += "stopping - -\n",
+            Shutdown::Stopping { kill_at } => {
+                out += &format!("stopping 1 {}\n", opt(kill_at.map(ns)))
+            }
+            Shutdown::Killed => out += "stopping 1 -\n",
         }
         out += &format!("forwarded {}\n", opt(self.forwarded));
         for l in &self.listeners {
@@ -185,31 +224,37 @@ impl State {
         }
         for w in &self.workers {
             let role = match w.role {
-                RoleState::Starting {
+                Role::Starting {
                     restart,
-                    ready_at,
-                    notified,
+                    ready,
                     give_up,
                 } => {
+                    let (ready_at, notified) = match ready {
+                        Ready::After(at) => (Some(ns(at)), false),
+                        Ready::Notified(n) => (None, n),
+                    };
                     format!(
                         "starting {} {} {} {}",
                         b(restart),
                         opt(ready_at),
                         b(notified),
-                        opt(give_up)
+                        opt(give_up.map(ns))
                     )
                 }
-                RoleState::Current => "current".into(),
-                RoleState::Old { signalled } => format!("old {}", b(signalled)),
+                Role::Current => "current".into(),
+                Role::Old { signalled } => format!("old {}", b(signalled)),
             };
-            let exec = match w.exec {
-                ExecState::Pending(fd) => format!("pending {fd}"),
-                ExecState::Done => "done -".into(),
-                ExecState::Failed => "failed -".into(),
+            let report = self.reports.iter().find(|(p, _)| *p == w.pid);
+            let exec = match (w.exec, report) {
+                (Exec::Pending, Some((_, fd))) => format!("pending {fd}"),
+                (Exec::Pending | Exec::Done, _) => "done -".into(),
+                (Exec::Failed, _) => "failed -".into(),
             };
             out += &format!(
                 "worker {} {} {} {exec} {role}\n",
-                w.pid, w.generation, w.spawned
+                w.pid,
+                w.generation,
+                ns(w.spawned)
             );
         }
         for (pid, fd, pending) in &self.relays {
@@ -252,7 +297,7 @@ impl State {
         let starting = self
             .workers
             .iter()
-            .filter(|w| matches!(w.role, RoleState::Starting { .. }))
+            .filter(|w| matches!(w.role, Role::Starting { .. }))
             .count();
         if starting > 1 {
             return Err(format!("{starting} workers starting at once"));
@@ -271,10 +316,7 @@ impl State {
 
     /// Every descriptor the state names, with what it is for.
     pub fn descriptors(&self) -> Vec<(&'static str, RawFd)> {
-        let exec = self.workers.iter().filter_map(|w| match w.exec {
-            ExecState::Pending(fd) => Some(("exec report", fd)),
-            _ => None,
-        });
+        let exec = self.reports.iter().map(|&(_, fd)| ("exec report", fd));
         self.listeners
             .iter()
             .map(|l| ("listener", l.fd))
@@ -285,8 +327,9 @@ impl State {
             .collect()
     }
 
-    /// Parses a state, or says what is wrong with it.
-    pub fn decode(text: &str) -> Result<State, String> {
+    /// Parses a state, or says what is wrong with it; times are read
+    /// against `clock`.
+    pub fn decode(text: &str, clock: &Clock) -> Result<State, String> {
         let mut lines = text.lines();
         let first = lines.next().unwrap_or_default();
         let version = first
@@ -298,7 +341,8 @@ impl State {
                 "state version {version}, this program reads version {VERSION}"
             ));
         }
-        let mut s = State::default();
+        let mut s = State::empty(clock);
+        let at = |ns: i128| clock.instant_of(ns);
         let mut ended = false;
         for (n, line) in lines.enumerate() {
             let bad = || format!("line {}: {line:?}", n + 2);
@@ -337,14 +381,16 @@ impl State {
                     (s.pending_restart, s.ever_started, s.status_written) =
                         (flag(1)?, flag(2)?, flag(3)?)
                 }
-                "last_restart" => s.last_restart = num(1)?,
-                "retry" => s.retry = maybe(1)?.map(|t| flag(2).map(|r| (t, r))).transpose()?,
-                "kill_old_at" => s.kill_old_at = maybe(1)?,
+                "last_restart" => s.last_restart = at(num(1)?),
+                "retry" => s.retry = maybe(1)?.map(|t| flag(2).map(|r| (at(t), r))).transpose()?,
+                "kill_old_at" => s.kill_old_at = maybe(1)?.map(at),
                 "stopping" => {
-                    s.stopping = if f.get(1) == Some(&"1") {
-                        Some(maybe(2)?)
+                    s.shutdown = if f.get(1) == Some(&"1") {
+                        Shutdown::Stopping {
+                            kill_at: maybe(2)?.map(at),
+                        }
                     } else {
-                        None
+                        Shutdown::Running
                     }
                 }
                 "forwarded" => {
@@ -364,29 +410,35 @@ impl State {
                     s.notify = Some((int32(1)?, text(2)?, parse_id(f.get(3)).ok_or_else(bad)?))
                 }
                 "worker" => {
+                    let pid = int32(1)?;
                     let exec = match f.get(4) {
-                        Some(&"pending") => ExecState::Pending(int32(5)?),
-                        Some(&"done") => ExecState::Done,
-                        Some(&"failed") => ExecState::Failed,
+                        Some(&"pending") => {
+                            s.reports.push((pid, int32(5)?));
+                            Exec::Pending
+                        }
+                        Some(&"done") => Exec::Done,
+                        Some(&"failed") => Exec::Failed,
                         _ => return Err(bad()),
                     };
                     let role = match f.get(6) {
-                        Some(&"starting") => RoleState::Starting {
+                        Some(&"starting") => Role::Starting {
                             restart: flag(7)?,
-                            ready_at: maybe(8)?,
-                            notified: flag(9)?,
-                            give_up: maybe(10)?,
+                            ready: match maybe(8)? {
+                                Some(t) => Ready::After(at(t)),
+                                None => Ready::Notified(flag(9)?),
+                            },
+                            give_up: maybe(10)?.map(at),
                         },
-                        Some(&"current") => RoleState::Current,
-                        Some(&"old") => RoleState::Old {
+                        Some(&"current") => Role::Current,
+                        Some(&"old") => Role::Old {
                             signalled: flag(7)?,
                         },
                         _ => return Err(bad()),
                     };
-                    s.workers.push(WorkerState {
-                        pid: int32(1)?,
+                    s.workers.push(Worker {
+                        pid,
                         generation: uint64(2)?,
-                        spawned: num(3)?,
+                        spawned: at(num(3)?),
                         role,
                         exec,
                     });
@@ -412,8 +464,19 @@ impl State {
 mod tests {
     use super::*;
 
+    /// A fixed reading of the clocks: encoding and decoding with it are
+    /// exact inverses.
+    fn clock() -> Clock {
+        Clock {
+            now: Instant::now(),
+            ns: 1_000_000_000_000,
+        }
+    }
+
     #[test]
     fn round_trip() {
+        let c = clock();
+        let t = |secs: u64| c.now + Duration::from_secs(secs);
         let s = State {
             program: Some("0.1.0".into()),
             generation: 7,
@@ -421,10 +484,12 @@ mod tests {
             pending_restart: true,
             ever_started: true,
             status_written: true,
-            last_restart: 123_456_789,
-            retry: Some((5, true)),
+            last_restart: c.now - Duration::from_secs(3),
+            retry: Some((t(5), true)),
             kill_old_at: None,
-            stopping: Some(None),
+            shutdown: Shutdown::Stopping {
+                kill_at: Some(t(9)),
+            },
             forwarded: Some(15),
             listeners: vec![ListenerState {
                 fd: 3,
@@ -436,70 +501,85 @@ mod tests {
             pid_file_fd: Some(9),
             notify: Some((10, "/run/start_server.1.0/notify".into(), Some((5, 6)))),
             workers: vec![
-                WorkerState {
+                Worker {
                     pid: 100,
                     generation: 6,
-                    spawned: 1,
-                    role: RoleState::Starting {
+                    spawned: t(1),
+                    role: Role::Starting {
                         restart: true,
-                        ready_at: None,
-                        notified: false,
-                        give_up: Some(99),
+                        ready: Ready::Notified(false),
+                        give_up: Some(t(99)),
                     },
-                    exec: ExecState::Pending(11),
+                    exec: Exec::Pending,
                 },
-                WorkerState {
+                Worker {
+                    pid: 101,
+                    generation: 7,
+                    spawned: t(2),
+                    role: Role::Current,
+                    exec: Exec::Done,
+                },
+                Worker {
                     pid: 99,
                     generation: 5,
-                    spawned: 0,
-                    role: RoleState::Old { signalled: true },
-                    exec: ExecState::Done,
+                    spawned: c.now,
+                    role: Role::Old { signalled: true },
+                    exec: Exec::Done,
                 },
             ],
+            reports: vec![(100, 11)],
             relays: vec![(100, 12, b"partial".to_vec())],
             logger: Some(42),
         };
         assert_eq!(s.validate(), Ok(()));
-        assert_eq!(State::decode(&s.encode()), Ok(s.clone()));
+        let text = s.encode(&c);
+        assert_eq!(State::decode(&text, &c), Ok(s.clone()));
         // A state from a version that did not record the socket file's
         // identity still reads.
-        let older = s.encode().replace(" 2049:1234567\n", "\n");
-        assert_eq!(State::decode(&older).unwrap().listeners[0].unix_id, None);
+        let older = text.replace(" 2049:1234567\n", "\n");
+        assert_eq!(
+            State::decode(&older, &c).unwrap().listeners[0].unix_id,
+            None
+        );
+        // A worker starting on --interval keeps its instant.
+        let mut s2 = s.clone();
+        s2.workers[0].role = Role::Starting {
+            restart: false,
+            ready: Ready::After(t(4)),
+            give_up: None,
+        };
+        assert_eq!(State::decode(&s2.encode(&c), &c), Ok(s2));
     }
 
     #[test]
     fn refuses_states_that_would_harm() {
-        let worker = |pid: i32, exec: ExecState| {
+        let worker = |pid: i32, report: Option<RawFd>| {
             format!(
                 "worker {pid} 1 0 {} current\n",
-                match exec {
-                    ExecState::Pending(fd) => format!("pending {fd}"),
-                    _ => "done -".into(),
+                match report {
+                    Some(fd) => format!("pending {fd}"),
+                    None => "done -".into(),
                 }
             )
         };
         let state = |body: &str| format!("start_server-state 1\ngeneration 1\n{body}end\n");
         for (body, why) in [
-            (worker(-1, ExecState::Done), "worker pid -1"),
-            (worker(0, ExecState::Done), "worker pid 0"),
-            (worker(1, ExecState::Done), "worker pid 1"),
+            (worker(-1, None), "worker pid -1"),
+            (worker(0, None), "worker pid 0"),
+            (worker(1, None), "worker pid 1"),
             (
-                format!(
-                    "{}{}",
-                    worker(50, ExecState::Done),
-                    worker(50, ExecState::Done)
-                ),
+                format!("{}{}", worker(50, None), worker(50, None)),
                 "named twice",
             ),
             (
-                format!("listener 5 2d 2d -\n{}", worker(50, ExecState::Pending(5))),
+                format!("listener 5 2d 2d -\n{}", worker(50, Some(5))),
                 "descriptor 5 is named twice",
             ),
             ("listener 2 2d 2d -\n".into(), "stdio"),
             ("relay 1 9 -\n".into(), "relay pid 1"),
             ("logger -5\n".into(), "log command pid -5"),
         ] {
-            let decoded = State::decode(&state(&body)).unwrap();
+            let decoded = State::decode(&state(&body), &clock()).unwrap();
             let err = decoded.validate().unwrap_err();
             assert!(err.contains(why), "{body:?}: {err}");
         }
@@ -509,10 +589,10 @@ mod tests {
             "listener 4294967299 2d 2d -\n",
             "generation -1\n",
         ] {
-            assert!(State::decode(&state(body)).is_err(), "{body}");
+            assert!(State::decode(&state(body), &clock()).is_err(), "{body}");
         }
         assert_eq!(
-            State::decode(&state(&worker(50, ExecState::Pending(7))))
+            State::decode(&state(&worker(50, Some(7))), &clock())
                 .unwrap()
                 .validate(),
             Ok(())
@@ -521,22 +601,26 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_read() {
-        assert!(State::decode("hello").unwrap_err().contains("foreign"));
         assert!(
-            State::decode("start_server-state 99\nend\n")
+            State::decode("hello", &clock())
+                .unwrap_err()
+                .contains("foreign")
+        );
+        assert!(
+            State::decode("start_server-state 99\nend\n", &clock())
                 .unwrap_err()
                 .contains("version 99")
         );
         assert!(
-            State::decode("start_server-state 1\ngeneration x\nend\n")
+            State::decode("start_server-state 1\ngeneration x\nend\n", &clock())
                 .unwrap_err()
                 .contains("line 2")
         );
         assert!(
-            State::decode("start_server-state 1\ngeneration 1\n")
+            State::decode("start_server-state 1\ngeneration 1\n", &clock())
                 .unwrap_err()
                 .contains("truncated")
         );
-        assert!(State::decode("start_server-state 1\nbogus 1\nend\n").is_err());
+        assert!(State::decode("start_server-state 1\nbogus 1\nend\n", &clock()).is_err());
     }
 }
