@@ -79,6 +79,50 @@ const NOTIFY_BATCH: usize = 256;
 const IGNORED_SHOWN: usize = 3;
 const IGNORED_WINDOW: Duration = Duration::from_secs(1);
 
+/// What a descriptor in the poll set stands for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Source {
+    Signals,
+    /// A starting worker's exec report.
+    Report(Pid),
+    /// The socket workers send READY=1 to.
+    Notify,
+    /// A worker's output, relayed (an index into the relays).
+    Relay(usize),
+    /// The log, waited on to take more relayed output.
+    LogDrained,
+    /// The new program's answer, during a live upgrade.
+    UpgradeCheck,
+}
+
+/// The descriptors one turn of the loop waits on, each with what it is.
+#[derive(Default)]
+struct PollSet {
+    fds: Vec<libc::pollfd>,
+    sources: Vec<Source>,
+}
+
+impl PollSet {
+    fn add(&mut self, fd: std::os::fd::RawFd, events: libc::c_short, source: Source) {
+        self.fds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        self.sources.push(source);
+    }
+
+    /// The sources with something to report, in the order they were added.
+    fn ready(&self) -> Vec<Source> {
+        self.sources
+            .iter()
+            .zip(&self.fds)
+            .filter(|(_, fd)| fd.revents != 0)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+}
+
 /// The rate limit on ignored-notification lines.
 struct Ignored {
     window_end: Instant,
@@ -342,84 +386,61 @@ impl Supervisor {
         let timeout = self
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()));
-        let mut fds = vec![libc::pollfd {
-            fd: self.io.s.signals.fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let reporting: Vec<Pid> = self
-            .io
-            .reports
-            .iter()
-            .map(|(pid, fd)| {
-                fds.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                *pid
-            })
-            .collect();
-        let notify_at = fds.len();
+        let mut set = PollSet::default();
+        set.add(
+            self.io.s.signals.fd().as_raw_fd(),
+            libc::POLLIN,
+            Source::Signals,
+        );
+        for (pid, fd) in &self.io.reports {
+            set.add(fd.as_raw_fd(), libc::POLLIN, Source::Report(*pid));
+        }
         if let Some(n) = &self.io.s.notify {
-            fds.push(libc::pollfd {
-                fd: n.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            set.add(n.fd.as_raw_fd(), libc::POLLIN, Source::Notify);
         }
         // Workers' output is read only while the log takes it; otherwise we
         // wait for the log to drain, and the workers wait on their pipes.
-        let relays_at = fds.len();
         let sink_ready = sys::writable_now(log::sink_fd());
         if sink_ready {
-            fds.extend(self.io.relays.iter().map(|r| libc::pollfd {
-                fd: r.fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
+            for (i, r) in self.io.relays.iter().enumerate() {
+                set.add(r.fd().as_raw_fd(), libc::POLLIN, Source::Relay(i));
+            }
         } else if !self.io.relays.is_empty() {
-            fds.push(libc::pollfd {
-                fd: log::sink_fd(),
-                events: libc::POLLOUT,
-                revents: 0,
-            });
+            set.add(log::sink_fd(), libc::POLLOUT, Source::LogDrained);
         }
-        let check_at = fds.len();
         if let Some(fd) = self.upgrade_check.as_ref().and_then(UpgradeCheck::out_fd) {
-            fds.push(libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            set.add(fd.as_raw_fd(), libc::POLLIN, Source::UpgradeCheck);
         }
         let timeout = match self.io.relays.iter().any(Relay::has_pending) && sink_ready {
             true => Some(Duration::ZERO),
             false => timeout,
         };
-        if let Err(e) = sys::poll(&mut fds, timeout) {
+        if let Err(e) = sys::poll(&mut set.fds, timeout) {
             warning!("poll failed: {}", errtext(&e));
         }
-        for (pid, fd) in reporting.iter().zip(&fds[1..]) {
-            if fd.revents != 0 {
-                self.on_report(*pid);
+        let mut readable_relays = Vec::new();
+        for source in set.ready() {
+            match source {
+                Source::Report(pid) => self.on_report(pid),
+                Source::Notify => self.on_notifications(),
+                Source::Relay(i) => readable_relays.push(i),
+                Source::UpgradeCheck => {
+                    if let Some(check) = &mut self.upgrade_check {
+                        check.on_readable();
+                    }
+                }
+                // Signals are drained below in any case; a drained log
+                // only makes the relays readable again next turn.
+                Source::Signals | Source::LogDrained => {}
             }
         }
-        if self.io.s.notify.is_some() && fds[notify_at].revents != 0 {
-            self.on_notifications();
-        }
         if sink_ready {
-            for (r, fd) in self.io.relays.iter_mut().zip(&fds[relays_at..]) {
-                if fd.revents != 0 || r.has_pending() {
+            for (i, r) in self.io.relays.iter_mut().enumerate() {
+                if readable_relays.contains(&i) || r.has_pending() {
                     r.pump();
                 }
             }
             self.io.relays.retain(|r| !r.done());
-        }
-        if let Some(check) = &mut self.upgrade_check
-            && fds.get(check_at).is_some_and(|f| f.revents != 0)
-        {
-            check.on_readable();
         }
         // Drain the signals first, then act: reap before anything else so
         // that decisions see who is still alive.
