@@ -11,7 +11,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::listen::{SocketFile, errtext, socket_file_id};
 use crate::log::warning;
@@ -152,5 +152,96 @@ fn create_in(parent: &Path, ids: Option<&Ids>) -> std::io::Result<(OwnedFd, Path
             let _ = std::fs::remove_dir(&dir);
             Err(e)
         }
+    }
+}
+
+// ------------------------------------------------------ the messages
+
+/// The largest notification read whole; bigger ones are rejected.
+pub const MESSAGE_MAX: usize = 4096;
+/// Notifications handled per turn of the loop, so that a flood cannot
+/// starve signals and reaping.
+pub const BATCH: usize = 256;
+/// Ignored notifications described in full per IGNORED_WINDOW.
+const IGNORED_SHOWN: usize = 3;
+const IGNORED_WINDOW: Duration = Duration::from_secs(1);
+
+/// A message's `KEY=VALUE` lines (several per datagram, as sd_notify
+/// sends them), or why it is not one: not UTF-8, or a line without a key.
+pub fn parse(data: &[u8]) -> Result<Vec<(&str, &str)>, String> {
+    let text = std::str::from_utf8(data).map_err(|_| "not UTF-8".to_string())?;
+    text.split('\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            line.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("malformed line {line:?}"))
+        })
+        .collect()
+}
+
+/// The rate limit on ignored-notification lines: a few a second in
+/// full, the rest counted and summed up once the second is over, so that
+/// a flood costs a few lines, not one each.
+pub struct Ignored {
+    window_end: Instant,
+    shown: usize,
+    suppressed: u64,
+}
+
+impl Ignored {
+    pub fn new(now: Instant) -> Ignored {
+        Ignored {
+            window_end: now,
+            shown: 0,
+            suppressed: 0,
+        }
+    }
+
+    pub fn report(&mut self, why: String, now: Instant) {
+        if now >= self.window_end {
+            self.flush();
+            self.window_end = now + IGNORED_WINDOW;
+            self.shown = 0;
+        }
+        if self.shown < IGNORED_SHOWN {
+            self.shown += 1;
+            warning!("ignoring a notification: {why}");
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    /// When the count of suppressed lines is due, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        (self.suppressed > 0).then_some(self.window_end)
+    }
+
+    /// Says how many were suppressed, once their window is over.
+    pub fn on_timer(&mut self, now: Instant) {
+        if now >= self.window_end {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.suppressed > 0 {
+            warning!("ignored {} more notifications", self.suppressed);
+            self.suppressed = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_are_key_value_lines() {
+        assert_eq!(
+            super::parse(b"READY=1\nSTATUS=up, a=b\n"),
+            Ok(vec![("READY", "1"), ("STATUS", "up, a=b")])
+        );
+        assert!(super::parse(b"READY").unwrap_err().contains("malformed"));
+        assert!(super::parse(b"=1").is_err());
+        assert!(super::parse(b"\xff").unwrap_err().contains("UTF-8"));
     }
 }

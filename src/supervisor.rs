@@ -17,7 +17,7 @@ use crate::core::{Core, ExecReport, Rules, Say, Shell};
 use crate::env::{self, Settings, Vars};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
-use crate::notify::Notify;
+use crate::notify::{self, Ignored, Notify};
 use crate::output::Output;
 use crate::relay::Relay;
 use crate::signals::{self, Signals};
@@ -70,15 +70,6 @@ pub struct Image {
     pub env: Vars,
 }
 
-/// The largest notification read whole; bigger ones are rejected.
-const NOTIFY_MAX: usize = 4096;
-/// Notifications handled per turn of the loop, so that a flood cannot
-/// starve signals and reaping.
-const NOTIFY_BATCH: usize = 256;
-/// Ignored notifications described in full per IGNORED_WINDOW.
-const IGNORED_SHOWN: usize = 3;
-const IGNORED_WINDOW: Duration = Duration::from_secs(1);
-
 /// What a descriptor in the poll set stands for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Source {
@@ -123,12 +114,6 @@ impl PollSet {
     }
 }
 
-/// The rate limit on ignored-notification lines.
-struct Ignored {
-    window_end: Instant,
-    shown: usize,
-    suppressed: u64,
-}
 /// How far up the process tree a sender is looked for among the workers.
 const NOTIFY_ANCESTRY: usize = 32;
 
@@ -282,30 +267,6 @@ impl Io {
             .find(|(p, _)| *p == pid)
             .map(|(_, fd)| fd)
     }
-
-    /// Reports an ignored notification: a few a second in full, the rest
-    /// counted and summed up once the second is over, so that a flood
-    /// costs a few lines, not one each.
-    fn ignore(&mut self, why: String, now: Instant) {
-        if now >= self.ignored.window_end {
-            self.flush_ignored();
-            self.ignored.window_end = now + IGNORED_WINDOW;
-            self.ignored.shown = 0;
-        }
-        if self.ignored.shown < IGNORED_SHOWN {
-            self.ignored.shown += 1;
-            warning!("ignoring a notification: {why}");
-        } else {
-            self.ignored.suppressed += 1;
-        }
-    }
-
-    fn flush_ignored(&mut self) {
-        if self.ignored.suppressed > 0 {
-            warning!("ignored {} more notifications", self.ignored.suppressed);
-            self.ignored.suppressed = 0;
-        }
-    }
 }
 
 impl Supervisor {
@@ -333,11 +294,7 @@ impl Supervisor {
                 envdir_vars: Vars::new(),
                 settings_problems: Vec::new(),
                 status_written: false,
-                ignored: Ignored {
-                    window_end: now,
-                    shown: 0,
-                    suppressed: 0,
-                },
+                ignored: Ignored::new(now),
                 upgrade_requested: false,
             },
             upgrade_check: None,
@@ -372,7 +329,7 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let ignored = (self.io.ignored.suppressed > 0).then_some(self.io.ignored.window_end);
+        let ignored = self.io.ignored.deadline();
         let check = self.upgrade_check.as_ref().map(|c| c.deadline);
         [self.core.next_deadline(), ignored, check]
             .into_iter()
@@ -456,9 +413,7 @@ impl Supervisor {
         }
         self.refresh();
         let now = Instant::now();
-        if now >= self.io.ignored.window_end {
-            self.io.flush_ignored();
-        }
+        self.io.ignored.on_timer(now);
         self.core.on_timers(now, &mut self.io);
         if std::mem::take(&mut self.io.upgrade_requested) {
             self.upgrade();
@@ -493,8 +448,8 @@ impl Supervisor {
     /// Reads the waiting notifications (a batch at most), acts on those from
     /// workers, and reports the others in one line.
     fn on_notifications(&mut self) {
-        let mut buf = [0u8; NOTIFY_MAX];
-        for _ in 0..NOTIFY_BATCH {
+        let mut buf = [0u8; notify::MESSAGE_MAX];
+        for _ in 0..notify::BATCH {
             let Some(n) = &self.io.s.notify else { return };
             let d = match sys::recv_notification(n.fd.as_fd(), &mut buf) {
                 Ok(Some(d)) => d,
@@ -505,7 +460,7 @@ impl Supervisor {
                 }
             };
             if let Err(why) = self.on_notification(&d, &buf[..d.len]) {
-                self.io.ignore(why, Instant::now());
+                self.io.ignored.report(why, Instant::now());
             }
         }
     }
@@ -515,22 +470,14 @@ impl Supervisor {
         let sender = d.pid.ok_or("it carries no credentials")?;
         if let Some(size) = d.truncated {
             return Err(format!(
-                "{size} bytes from pid {sender} (at most {NOTIFY_MAX})"
+                "{size} bytes from pid {sender} (at most {})",
+                notify::MESSAGE_MAX
             ));
         }
         let pid = self
             .worker_for(sender)
             .ok_or_else(|| format!("pid {sender} is not a worker or a worker's descendant"))?;
-        let text =
-            std::str::from_utf8(data).map_err(|_| format!("not UTF-8, from worker {pid}"))?;
-        let mut pairs = Vec::new();
-        for line in text.split('\n').filter(|l| !l.is_empty()) {
-            let pair = line
-                .split_once('=')
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| format!("malformed line {line:?} from worker {pid}"))?;
-            pairs.push(pair);
-        }
+        let pairs = notify::parse(data).map_err(|why| format!("{why} from worker {pid}"))?;
         for (key, value) in pairs {
             match key {
                 "READY" if value == "1" => {
