@@ -12,6 +12,23 @@ fn private_copy(dir: &TempDir, name: &str) -> std::path::PathBuf {
     path
 }
 
+/// start_server from a private copy, with a probe worker and a status
+/// file, once its first worker is up: the copy's path, the status file's.
+fn start_private_copy(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf, Server) {
+    dir.mode("run");
+    let exe = private_copy(dir, "start_server");
+    let probe = example("probe").display().to_string();
+    let st = dir.join("status");
+    let server = Server::spawn(Command::new(&exe).args([
+        "--interval=0",
+        &format!("--status-file={}", st.display()),
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]));
+    wait_status(&st, &[1], &server);
+    (exe, st, server)
+}
+
 /// Installs `contents` at `path` the way package managers do: a new file
 /// renamed over the old one (the running image keeps its own inode).
 fn install(path: &std::path::Path, contents: &[u8], mode: u32) {
@@ -131,17 +148,7 @@ fn a_new_version_installed_at_the_same_path_takes_over() {
 #[test]
 fn a_new_program_that_cannot_run_or_refuses_leaves_the_old_one_in_charge() {
     let dir = TempDir::new("upgrade-refused");
-    dir.mode("run");
-    let exe = private_copy(&dir, "start_server");
-    let probe = example("probe").display().to_string();
-    let st = dir.join("status");
-    let mut server = Server::spawn(Command::new(&exe).args([
-        "--interval=0",
-        &format!("--status-file={}", st.display()),
-        &probe,
-        dir.path().to_str().unwrap(),
-    ]));
-    wait_status(&st, &[1], &server);
+    let (exe, st, mut server) = start_private_copy(&dir);
     install(&exe, b"not a program", 0o644);
     server.signal("USR2");
     server.wait_line("not upgrading: unable to exec");
@@ -333,17 +340,7 @@ fn usr2_with_the_last_worker_exiting_during_shutdown_still_exits() {
 #[test]
 fn a_lingering_new_program_blocks_nothing_and_leaves_nothing() {
     let dir = TempDir::new("upgrade-lingering");
-    dir.mode("run");
-    let exe = private_copy(&dir, "start_server");
-    let probe = example("probe").display().to_string();
-    let st = dir.join("status");
-    let mut server = Server::spawn(Command::new(&exe).args([
-        "--interval=0",
-        &format!("--status-file={}", st.display()),
-        &probe,
-        dir.path().to_str().unwrap(),
-    ]));
-    wait_status(&st, &[1], &server);
+    let (exe, st, mut server) = start_private_copy(&dir);
     let child_file = dir.join("check-child");
     let script = format!(
         "#!/bin/sh\nsleep 300 >/dev/null 2>&1 &\necho $! > {}\nexec >&-\nexec sleep 300\n",
