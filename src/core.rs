@@ -1256,6 +1256,81 @@ mod tests {
         assert_eq!(sh.status.len(), 1);
     }
 
+    /// SIGNALS: USR1 reopens the log (start_server), USR2 upgrades, CHLD
+    /// and the quiet ones say nothing, every other catchable signal is
+    /// noted and ignored; none ends anything.
+    #[test]
+    fn signals_usr1_usr2_and_the_ignored_ones() {
+        #[derive(Default)]
+        struct Reopens(Fake, usize);
+        impl Shell for Reopens {
+            fn spawn(&mut self, g: u64) -> Result<Pid, String> {
+                self.0.spawn(g)
+            }
+            fn signal(&mut self, pid: Pid, sig: i32) {
+                self.0.signal(pid, sig)
+            }
+            fn announce(&mut self, w: &[(u64, Pid)]) {
+                self.0.announce(w)
+            }
+            fn say(&mut self, kind: Say, line: String) {
+                self.0.say(kind, line)
+            }
+            fn first_generation_up(&mut self) {}
+            fn tell_parent(&mut self, _: i32) {}
+            fn upgrade(&mut self) {
+                self.0.upgrade()
+            }
+            fn reopen_log(&mut self) {
+                self.1 += 1;
+            }
+        }
+        let (mut core, _, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        let mut sh = Reopens::default();
+        for sig in [
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGCHLD,
+            libc::SIGPIPE,
+            libc::SIGWINCH,
+            libc::SIGURG,
+            libc::SIGCONT,
+            libc::SIGALRM,
+            libc::SIGTSTP,
+        ] {
+            core.on_signal(sig, t, &mut sh);
+        }
+        assert_eq!((sh.1, sh.0.upgrades), (1, 1));
+        assert_eq!(sh.0.said("received ALRM, ignored"), 1);
+        assert_eq!(sh.0.said("received TSTP, ignored"), 1);
+        assert_eq!(sh.0.lines.len(), 2, "{:?}", sh.0.lines);
+        assert!(sh.0.signals.is_empty());
+        assert_eq!((core.exit_code, core.stopping()), (None, false));
+    }
+
+    /// SOCKETMASTER: after -start, the others get TERM; a new worker that
+    /// dies first leaves the old ones serving, and says so.
+    #[test]
+    fn socketmaster_a_new_worker_that_dies_first_keeps_the_old_ones() {
+        let (mut core, mut sh, t) = running(rules(Personality::Socketmaster, None), settings(&[]));
+        core.rules.interval = Duration::from_secs(3);
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        core.on_exec(102, ExecReport::Executed, &mut sh);
+        core.on_exit(102, exited(1), t + SEC, &mut sh);
+        assert_eq!(
+            sh.said("new worker 102 exited before it was up (exit status 1): keeping the old workers: 101"),
+            1
+        );
+        assert!(sh.signals.is_empty());
+        assert_eq!(core.exit_code, None, "a worker is left");
+        assert_eq!(sh.spawned.len(), 2, "never respawned");
+        // And when one comes up, after -start, the others get TERM.
+        core.on_signal(libc::SIGHUP, t + SEC, &mut sh);
+        core.on_exec(103, ExecReport::Executed, &mut sh);
+        core.on_timers(t + 4 * SEC, &mut sh);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+    }
+
     /// A small deterministic generator for the storms.
     struct Rng(u64);
     impl Rng {
