@@ -156,6 +156,67 @@ pub enum ExecReport {
     },
 }
 
+/// The timers of a restart, beside the workers' roles (a worker starting
+/// is a role of its own): none, the next attempt after a failure, or the
+/// kill-old delay, during which the new worker may die and its own retry
+/// fall due too.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Restart {
+    Idle,
+    /// The next attempt to start a worker; `restart`: old workers await
+    /// it.
+    RetryAt {
+        at: Instant,
+        restart: bool,
+    },
+    /// The new generation is up; the old workers get --signal-on-hup at
+    /// `at`. `retry`: the new worker died meanwhile, and this is when its
+    /// replacement is due.
+    KillOldAt {
+        at: Instant,
+        retry: Option<(Instant, bool)>,
+    },
+}
+
+impl Restart {
+    /// The next attempt: when, and whether old workers await it.
+    pub fn retry(self) -> Option<(Instant, bool)> {
+        match self {
+            Restart::Idle => None,
+            Restart::RetryAt { at, restart } => Some((at, restart)),
+            Restart::KillOldAt { retry, .. } => retry,
+        }
+    }
+
+    /// When the old workers get their signal.
+    pub fn kill_old_at(self) -> Option<Instant> {
+        match self {
+            Restart::KillOldAt { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+
+    /// The same, with the next attempt set (or dropped).
+    pub fn with_retry(self, retry: Option<(Instant, bool)>) -> Restart {
+        match (self, retry) {
+            (Restart::KillOldAt { at, .. }, retry) => Restart::KillOldAt { at, retry },
+            (_, Some((at, restart))) => Restart::RetryAt { at, restart },
+            (_, None) => Restart::Idle,
+        }
+    }
+
+    /// The same, with the kill-old delay set (or over).
+    pub fn with_kill_old_at(self, kill_at: Option<Instant>) -> Restart {
+        match kill_at {
+            Some(at) => Restart::KillOldAt {
+                at,
+                retry: self.retry(),
+            },
+            None => Restart::Idle.with_retry(self.retry()),
+        }
+    }
+}
+
 /// Where a shutdown stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Shutdown {
@@ -178,10 +239,7 @@ pub struct Core {
     pub settings: Settings,
     pub workers: Vec<Worker>,
     pub generation: u64,
-    /// A spawn waiting for its time: `(when, restart)`.
-    pub retry: Option<(Instant, bool)>,
-    /// When the old workers get `--signal-on-hup`.
-    pub kill_old_at: Option<Instant>,
+    pub restart: Restart,
     /// A HUP arrived while a restart was under way.
     pub pending_restart: bool,
     /// Consecutive failed starts.
@@ -221,8 +279,7 @@ impl Core {
             settings,
             workers: Vec::new(),
             generation: 0,
-            retry: None,
-            kill_old_at: None,
+            restart: Restart::Idle,
             pending_restart: false,
             failures: 0,
             last_restart: now,
@@ -254,8 +311,8 @@ impl Core {
         let give_up = self.workers.iter().filter_map(Worker::give_up);
         ready
             .chain(give_up)
-            .chain(self.retry.map(|(at, _)| at))
-            .chain(self.kill_old_at)
+            .chain(self.restart.retry().map(|(at, _)| at))
+            .chain(self.restart.kill_old_at())
             .chain(match self.shutdown {
                 Shutdown::Stopping { kill_at } => kill_at,
                 _ => None,
@@ -273,7 +330,7 @@ impl Core {
     /// A restart is under way: a worker is starting or old workers await
     /// their signal. Restarts run one after another.
     fn busy(&self) -> bool {
-        self.candidate().is_some() || self.kill_old_at.is_some()
+        self.candidate().is_some() || self.restart.kill_old_at().is_some()
     }
 
     fn has_current(&self) -> bool {
@@ -290,7 +347,7 @@ impl Core {
         if !self.settings.auto_restart
             || self.stopping()
             || self.busy()
-            || self.retry.is_some()
+            || self.restart.retry().is_some()
             || !self.has_current()
         {
             return None;
@@ -356,7 +413,7 @@ impl Core {
                 sh.say(Say::Warning, why);
                 self.failures += 1;
                 let wait = backoff(self.failures.max(FAST_RETRIES + 1));
-                self.retry = Some((now + wait, restart));
+                self.restart = self.restart.with_retry(Some((now + wait, restart)));
             }
         }
     }
@@ -387,7 +444,7 @@ impl Core {
         if at <= now {
             self.spawn(restart, now, sh);
         } else {
-            self.retry = Some((at, restart));
+            self.restart = self.restart.with_retry(Some((at, restart)));
         }
     }
 
@@ -435,7 +492,7 @@ impl Core {
                     self.settings.kill_old_delay_shown
                 ),
             );
-            self.kill_old_at = Some(now + delay);
+            self.restart = self.restart.with_kill_old_at(Some(now + delay));
         }
     }
 
@@ -653,7 +710,8 @@ impl Core {
                 Say::Note,
                 format!("received HUP while {under_way}, will restart once that is done"),
             );
-        } else if let Some((_, restart)) = self.retry.take() {
+        } else if let Some((_, restart)) = self.restart.retry() {
+            self.restart = self.restart.with_retry(None);
             // A failing start: try the (presumably fixed) deployment now.
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
             self.spawn(restart, now, sh);
@@ -683,8 +741,7 @@ impl Core {
             ),
         );
         self.signal_all(term.number, sh);
-        self.retry = None;
-        self.kill_old_at = None;
+        self.restart = Restart::Idle;
         self.pending_restart = false;
         self.shutdown = Shutdown::Stopping {
             kill_at: self.rules.stop_timeout.map(|t| now + t),
@@ -728,14 +785,14 @@ impl Core {
             );
             sh.signal(pid, libc::SIGKILL);
         }
-        if let Some((at, restart)) = self.retry
+        if let Some((at, restart)) = self.restart.retry()
             && now >= at
         {
-            self.retry = None;
+            self.restart = self.restart.with_retry(None);
             self.spawn(restart, now, sh);
         }
-        if self.kill_old_at.is_some_and(|at| now >= at) {
-            self.kill_old_at = None;
+        if self.restart.kill_old_at().is_some_and(|at| now >= at) {
+            self.restart = self.restart.with_kill_old_at(None);
             self.kill_olds(sh);
         }
         if let Shutdown::Stopping { kill_at: Some(at) } = self.shutdown
@@ -762,7 +819,11 @@ impl Core {
                 ),
             );
             self.begin_restart(now, sh);
-        } else if self.pending_restart && !self.busy() && self.retry.is_none() && !self.stopping() {
+        } else if self.pending_restart
+            && !self.busy()
+            && self.restart.retry().is_none()
+            && !self.stopping()
+        {
             self.pending_restart = false;
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
             self.begin_restart(now, sh);
@@ -1175,11 +1236,11 @@ mod tests {
         core.on_exit(101, exited(1), t, &mut sh);
         assert_eq!(core.failures, 6);
         assert_eq!(sh.said("died unexpectedly with status:256, restarting"), 1);
-        let (at, _) = core.retry.expect("a backed-off retry");
+        let (at, _) = core.restart.retry().expect("a backed-off retry");
         assert!(at > t);
         core.on_signal(libc::SIGHUP, t, &mut sh);
         assert_eq!(sh.spawned.len(), 2, "the HUP retried at once");
-        assert_eq!(core.retry, None);
+        assert_eq!(core.restart, Restart::Idle);
         // A worker that served a while and then died resets the count.
         let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
         core.failures = 5;
@@ -1329,6 +1390,56 @@ mod tests {
         core.on_exec(103, ExecReport::Executed, &mut sh);
         core.on_timers(t + 4 * SEC, &mut sh);
         assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+    }
+
+    /// The kill-old delay and a retry run side by side: the new worker
+    /// dying during the delay is replaced, and the old ones still get
+    /// their signal when it ends.
+    #[test]
+    fn a_death_during_the_kill_old_delay_runs_both_timers() {
+        let (mut core, mut sh, t) = running(
+            rules(Personality::StartServer, None),
+            settings(&[("KILL_OLD_DELAY", "5")]),
+        );
+        core.rules.interval = Duration::ZERO;
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        core.on_exec(102, ExecReport::Executed, &mut sh);
+        core.on_timers(t, &mut sh);
+        // Dead half a second after it was spawned: a failure, backed off.
+        core.failures = 5;
+        core.on_exit(102, exited(1), t + SEC / 2, &mut sh);
+        let Restart::KillOldAt {
+            at,
+            retry: Some((retry_at, false)),
+        } = core.restart
+        else {
+            panic!("{:?}", core.restart);
+        };
+        assert_eq!(at, t + 5 * SEC);
+        assert!(retry_at < at);
+        core.on_timers(retry_at, &mut sh);
+        assert_eq!(sh.spawned.len(), 3, "replaced");
+        assert_eq!(core.restart, Restart::KillOldAt { at, retry: None });
+        core.on_timers(at, &mut sh);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+        assert_eq!(core.restart, Restart::Idle);
+    }
+
+    #[test]
+    fn restart_timers_keep_each_other() {
+        let t = Instant::now();
+        let retry = Some((t, true));
+        let both = Restart::Idle.with_retry(retry).with_kill_old_at(Some(t));
+        assert_eq!(both, Restart::KillOldAt { at: t, retry });
+        assert_eq!(
+            both.with_kill_old_at(None),
+            Restart::RetryAt {
+                at: t,
+                restart: true
+            }
+        );
+        assert_eq!(both.with_retry(None).with_kill_old_at(None), Restart::Idle);
+        assert_eq!(Restart::Idle.with_retry(None), Restart::Idle);
     }
 
     /// A small deterministic generator for the storms.

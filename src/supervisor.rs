@@ -585,8 +585,7 @@ impl Supervisor {
             ever_started: core.ever_started,
             status_written: io.status_written,
             last_restart: core.last_restart,
-            retry: core.retry,
-            kill_old_at: core.kill_old_at,
+            restart: core.restart,
             shutdown: core.shutdown,
             forwarded: core.forwarded,
             listeners: io
@@ -639,8 +638,7 @@ impl Supervisor {
         s.ever_started = state.ever_started;
         io.status_written = state.status_written;
         s.last_restart = state.last_restart;
-        s.retry = state.retry;
-        s.kill_old_at = state.kill_old_at;
+        s.restart = state.restart;
         s.shutdown = state.shutdown;
         s.forwarded = state.forwarded;
         s.workers = state.workers;

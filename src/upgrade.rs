@@ -10,7 +10,7 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::core::{Exec, Ready, Role, Shutdown, Worker};
+use crate::core::{Exec, Ready, Restart, Role, Shutdown, Worker};
 use crate::sys::{self, Pid};
 
 /// The variable the state travels in.
@@ -83,8 +83,7 @@ pub struct State {
     pub ever_started: bool,
     pub status_written: bool,
     pub last_restart: Instant,
-    pub retry: Option<(Instant, bool)>,
-    pub kill_old_at: Option<Instant>,
+    pub restart: Restart,
     pub shutdown: Shutdown,
     pub forwarded: Option<i32>,
     pub listeners: Vec<ListenerState>,
@@ -160,8 +159,7 @@ impl State {
             ever_started: false,
             status_written: false,
             last_restart: clock.now,
-            retry: None,
-            kill_old_at: None,
+            restart: Restart::Idle,
             shutdown: Shutdown::Running,
             forwarded: None,
             listeners: Vec::new(),
@@ -192,10 +190,10 @@ impl State {
         out += &format!("last_restart {}\n", ns(self.last_restart));
         out += &format!(
             "retry {} {}\n",
-            opt(self.retry.map(|r| ns(r.0))),
-            b(self.retry.is_some_and(|r| r.1))
+            opt(self.restart.retry().map(|r| ns(r.0))),
+            b(self.restart.retry().is_some_and(|r| r.1))
         );
-        out += &format!("kill_old_at {}\n", opt(self.kill_old_at.map(ns)));
+        out += &format!("kill_old_at {}\n", opt(self.restart.kill_old_at().map(ns)));
         match self.shutdown {
             Shutdown::Running => out += "stopping - -\n",
             Shutdown::Stopping { kill_at } => {
@@ -382,8 +380,11 @@ impl State {
                         (flag(1)?, flag(2)?, flag(3)?)
                 }
                 "last_restart" => s.last_restart = at(num(1)?),
-                "retry" => s.retry = maybe(1)?.map(|t| flag(2).map(|r| (at(t), r))).transpose()?,
-                "kill_old_at" => s.kill_old_at = maybe(1)?.map(at),
+                "retry" => {
+                    let retry = maybe(1)?.map(|t| flag(2).map(|r| (at(t), r))).transpose()?;
+                    s.restart = s.restart.with_retry(retry);
+                }
+                "kill_old_at" => s.restart = s.restart.with_kill_old_at(maybe(1)?.map(at)),
                 "stopping" => {
                     s.shutdown = if f.get(1) == Some(&"1") {
                         Shutdown::Stopping {
@@ -485,8 +486,10 @@ mod tests {
             ever_started: true,
             status_written: true,
             last_restart: c.now - Duration::from_secs(3),
-            retry: Some((t(5), true)),
-            kill_old_at: None,
+            restart: Restart::KillOldAt {
+                at: t(4),
+                retry: Some((t(5), true)),
+            },
             shutdown: Shutdown::Stopping {
                 kill_at: Some(t(9)),
             },
