@@ -6,6 +6,14 @@
 //! The code that runs in a forked child before `execve` lives here too
 //! ([`fork_exec`]): a fixed script of async-signal-safe calls that touches
 //! only memory prepared before the fork.
+//!
+//! The two primitives with contracts the compiler cannot check, forking
+//! (`fork_raw`) and taking ownership of a descriptor number (`own`), are
+//! `unsafe fn`s private to this module. Every public function built on
+//! them establishes the contract itself, so no safe caller can break it:
+//! the child's fixed script, the single-thread check of [`fork`], and the
+//! record of inherited descriptors, each of which [`take_inherited`] hands
+//! out once.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, OsStr};
@@ -224,11 +232,25 @@ pub fn fork() -> io::Result<Option<Pid>> {
         return Err(io::Error::from_raw_os_error(libc::EDEADLK));
     }
     // SAFETY: the process has one thread (this one, which alone could have
-    // started another), so the child is a complete copy of it.
-    match cvt(unsafe { libc::fork() })? {
+    // started another), so the child is a complete copy of it and may run
+    // ordinary code.
+    match unsafe { fork_raw() }? {
         0 => Ok(None),
         pid => Ok(Some(pid)),
     }
+}
+
+/// fork(2): the child's pid, or 0 in the child.
+///
+/// # Safety
+///
+/// In the child, only async-signal-safe calls may be made before it execs
+/// or exits, unless the process had a single thread when it forked: a lock
+/// another thread held (the allocator's, say) stays held forever there.
+unsafe fn fork_raw() -> io::Result<Pid> {
+    // SAFETY: fork has no memory-safety preconditions of its own; what
+    // the child may do is the caller's contract.
+    cvt(unsafe { libc::fork() })
 }
 
 pub fn setsid() -> io::Result<()> {
@@ -310,9 +332,8 @@ pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, OwnedFd)> {
     let (report_r, report_w) = pipe()?;
     // SAFETY: the child branch below runs only async-signal-safe calls
     // (dup, dup2, fcntl, setpgid, chdir, sigprocmask, execve, write, _exit)
-    // on memory
-    // prepared before the fork, and never returns.
-    let pid = cvt(unsafe { libc::fork() })?;
+    // on memory prepared before the fork, and never returns.
+    let pid = unsafe { fork_raw() }?;
     if pid == 0 {
         child_run(script, report_w.as_raw_fd());
     }
@@ -652,7 +673,18 @@ pub fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: the descriptor is open, was open when the process started,
     // and this call alone cleared its bit: no other owner exists.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { own(fd) })
+}
+
+/// Ownership of descriptor `fd`.
+///
+/// # Safety
+///
+/// `fd` must be open, and nothing else in the process may own it or close
+/// it: the returned `OwnedFd` closes it when dropped.
+unsafe fn own(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller's contract is OwnedFd::from_raw_fd's.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// [`take_inherited`] for a descriptor that must be a socket (ENOTSOCK
