@@ -467,12 +467,8 @@ fn resume(
     blocked: &sys::SigSet,
 ) -> Result<(Resources, upgrade::State), String> {
     let state = accept_state(text, sys::getpid())?;
-    for (what, fd) in state.descriptors() {
-        let (want, kind) = match what {
-            "listener" | "notify" => (libc::S_IFSOCK, "socket"),
-            "pid file" => (libc::S_IFREG, "file"),
-            _ => (libc::S_IFIFO, "pipe"),
-        };
+    for (what, fd, kind) in state.descriptors() {
+        let (want, kind) = kind.mode();
         if sys::file_type(fd).ok() != Some(want) {
             return Err(format!("{what} descriptor {fd} is not an open {kind}"));
         }

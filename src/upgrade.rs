@@ -25,6 +25,25 @@ const VERSION: u32 = 1;
 /// A file's device and inode numbers.
 pub type FileId = (u64, u64);
 
+/// What a handed-over descriptor must refer to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FileKind {
+    Socket,
+    File,
+    Pipe,
+}
+
+impl FileKind {
+    /// Its `S_IFMT` bits, and its name.
+    pub fn mode(self) -> (libc::mode_t, &'static str) {
+        match self {
+            FileKind::Socket => (libc::S_IFSOCK, "socket"),
+            FileKind::File => (libc::S_IFREG, "file"),
+            FileKind::Pipe => (libc::S_IFIFO, "pipe"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerState {
     pub fd: RawFd,
@@ -301,27 +320,39 @@ impl State {
             return Err(format!("{starting} workers starting at once"));
         }
         let fds = self.descriptors();
-        for (i, &(what, fd)) in fds.iter().enumerate() {
+        for (i, &(what, fd, _)) in fds.iter().enumerate() {
             if fd < 3 {
                 return Err(format!("{what} descriptor {fd} is stdio's"));
             }
-            if fds[..i].iter().any(|&(_, other)| other == fd) {
+            if fds[..i].iter().any(|&(_, other, _)| other == fd) {
                 return Err(format!("descriptor {fd} is named twice"));
             }
         }
         Ok(())
     }
 
-    /// Every descriptor the state names, with what it is for.
-    pub fn descriptors(&self) -> Vec<(&'static str, RawFd)> {
-        let exec = self.reports.iter().map(|&(_, fd)| ("exec report", fd));
+    /// Every descriptor the state names: what it is for, its number, and
+    /// the kind of file it must be.
+    pub fn descriptors(&self) -> Vec<(&'static str, RawFd, FileKind)> {
+        let exec = self
+            .reports
+            .iter()
+            .map(|&(_, fd)| ("exec report", fd, FileKind::Pipe));
         self.listeners
             .iter()
-            .map(|l| ("listener", l.fd))
-            .chain(self.pid_file_fd.map(|fd| ("pid file", fd)))
-            .chain(self.notify.as_ref().map(|n| ("notify", n.0)))
+            .map(|l| ("listener", l.fd, FileKind::Socket))
+            .chain(self.pid_file_fd.map(|fd| ("pid file", fd, FileKind::File)))
+            .chain(
+                self.notify
+                    .as_ref()
+                    .map(|n| ("notify", n.0, FileKind::Socket)),
+            )
             .chain(exec)
-            .chain(self.relays.iter().map(|r| ("output relay", r.1)))
+            .chain(
+                self.relays
+                    .iter()
+                    .map(|r| ("output relay", r.1, FileKind::Pipe)),
+            )
             .collect()
     }
 

@@ -16,7 +16,7 @@ use crate::sys::{self, Pid, WaitStatus};
 use crate::upgrade;
 
 /// How long a new program may take to say whether it takes our state.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a killed check may take to be gone.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 /// The most of its answer that is kept.
