@@ -11,6 +11,9 @@
 //! - `notify`: send READY=1 and a STATUS= line (after writing `<time>` to
 //!   `DIR/<generation>.ready`); `notify-twice`: send READY=1 twice;
 //!   `notify-child`: have a child process send them.
+//! - `helper`: also start a helper in a session of its own (as daemons
+//!   do), which writes its pid to `DIR/<generation>.helper` and, on TERM,
+//!   `<time>` to `DIR/<generation>.helper-stopped` before it exits.
 //!
 //! Times are nanoseconds since the epoch.
 //!
@@ -31,6 +34,11 @@ fn now() -> u128 {
 
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: probe DIR");
+    if dir == "helper-run" {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        helper(Path::new(&args[0]), &args[1]);
+        return;
+    }
     if dir == "notify-once" {
         let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_default();
         worker::notify(&format!("READY=1\nSTATUS=generation {generation} ready"))
@@ -78,6 +86,15 @@ fn main() {
         .unwrap();
         std::thread::spawn(move || child.wait());
     }
+    if has("helper") {
+        // Never waited for, on purpose: once we exit it is an orphan, for
+        // start_server to reap.
+        #[allow(clippy::zombie_processes)]
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["helper-run", &dir.display().to_string(), &generation])
+            .spawn()
+            .expect("start the helper");
+    }
     match shutdown {
         Some(s) if has("graceful") => {
             if let Ok(Event::Shutdown(sig)) = s.wait(&[]) {
@@ -91,6 +108,23 @@ fn main() {
         _ => loop {
             std::thread::park();
         },
+    }
+}
+
+/// A helper that left our session: only a subreaper (or PID 1) still
+/// knows it.
+fn helper(dir: &Path, generation: &str) {
+    worker::new_session().expect("setsid");
+    let shutdown = Shutdown::new().expect("block signals");
+    let tmp = dir.join(format!(".{generation}.helper.tmp"));
+    fs::write(&tmp, std::process::id().to_string()).unwrap();
+    fs::rename(&tmp, dir.join(format!("{generation}.helper"))).unwrap();
+    if let Ok(Event::Shutdown(_)) = shutdown.wait(&[]) {
+        fs::write(
+            dir.join(format!("{generation}.helper-stopped")),
+            now().to_string(),
+        )
+        .unwrap();
     }
 }
 

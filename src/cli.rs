@@ -53,6 +53,15 @@ pub struct Config {
     pub daemonize: bool,
     pub backlog: Option<i32>,
     pub stop_timeout: Option<Duration>,
+    /// SIGKILL for old workers still draining this long after
+    /// --signal-on-hup.
+    pub drain_timeout: Option<Duration>,
+    /// Give up after this many failed starts in a row.
+    pub start_retries: Option<u32>,
+    /// Keep serving this long after TERM/INT/QUIT.
+    pub shutdown_delay: Option<Duration>,
+    /// Signal each worker's whole process group.
+    pub signal_group: bool,
     /// Which fd-passing conventions the workers' environment speaks.
     pub protocols: Protocols,
     /// Explicit LISTEN_FDNAMES names, in socket order.
@@ -177,6 +186,10 @@ enum Opt {
     KillOldDelay,
     Backlog,
     StopTimeout,
+    DrainTimeout,
+    StartRetries,
+    ShutdownDelay,
+    SignalGroup,
     Protocols,
     FdNames,
     Readiness,
@@ -206,6 +219,10 @@ const OPTIONS: &[(&str, Opt, bool)] = &[
     ("kill-old-delay", Opt::KillOldDelay, true),
     ("backlog", Opt::Backlog, true),
     ("stop-timeout", Opt::StopTimeout, true),
+    ("drain-timeout", Opt::DrainTimeout, true),
+    ("start-retries", Opt::StartRetries, true),
+    ("shutdown-delay", Opt::ShutdownDelay, true),
+    ("signal-group", Opt::SignalGroup, false),
     ("protocols", Opt::Protocols, true),
     ("fd-names", Opt::FdNames, true),
     ("readiness", Opt::Readiness, true),
@@ -352,6 +369,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             Opt::StopTimeout => {
                 cfg.stop_timeout = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
             }
+            Opt::DrainTimeout => {
+                cfg.drain_timeout = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
+            }
+            Opt::StartRetries => {
+                cfg.start_retries = Some(parse_count(&number()?).map_err(|e| bad(&e))?)
+            }
+            Opt::ShutdownDelay => {
+                cfg.shutdown_delay = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
+            }
+            Opt::SignalGroup => cfg.signal_group = true,
             Opt::Protocols => cfg.protocols = parse_protocols(&text()?).map_err(|e| bad(&e))?,
             Opt::FdNames => cfg.fd_names = parse_fd_names(&text()?).map_err(|e| bad(&e))?,
             Opt::Readiness => {
@@ -485,6 +512,16 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
     let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
     Ok(Duration::new(secs, nanos))
+}
+
+/// A count: a non-negative whole number.
+fn parse_count(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a non-negative whole number".into());
+    }
+    t.parse()
+        .map_err(|_| format!("too large (at most {})", u32::MAX))
 }
 
 /// How long a worker may take to say READY=1: more than nothing (at 0
@@ -773,6 +810,13 @@ Options (any unique prefix works; -name works like --name):
   --backlog=N                  listen backlog (SOMAXCONN)
   --stop-timeout=SECONDS       on shutdown, SIGKILL servers still alive
                                after this long (default: wait for them)
+  --drain-timeout=SECONDS      SIGKILL old servers still alive this long
+                               after --signal-on-hup (default: wait)
+  --shutdown-delay=SECONDS     on TERM/INT/QUIT, keep serving this long
+                               before signalling the servers (0)
+  --start-retries=N            give up after N+1 failed starts in a row
+                               (default: retry forever)
+  --signal-group               signal each server's whole process group
   --readiness=interval|notify  a new server is up after --interval, or
                                when it sends READY=1 on NOTIFY_SOCKET
   --ready-timeout=SECONDS      with notify: kill a server not ready by

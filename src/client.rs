@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::listen::errtext;
 use crate::log::original;
-use crate::status::{read_generations, read_pid};
+use crate::status::{read_generations, read_pid, read_restarts_given_up, state_path};
 use crate::sys::{self, Pid};
 
 /// How often `--restart` looks at the status file.
@@ -45,7 +45,8 @@ fn is_unlocked(file: &File) -> bool {
 }
 
 /// Sends SIGHUP and waits until the status file lists exactly one
-/// generation, newer than any listed before.
+/// generation, newer than any listed before; fails when start_server
+/// gives the restart up (--start-retries), as its state file tells.
 pub fn restart(pid_file: &Path, status_file: &Path) -> Result<(), String> {
     let (pid, lock) = running_pid(pid_file)?;
     let gens = |what: &str| {
@@ -64,6 +65,9 @@ pub fn restart(pid_file: &Path, status_file: &Path) -> Result<(), String> {
             status_file.display()
         ));
     };
+    let state = state_path(status_file);
+    let given_up = || read_restarts_given_up(&state).unwrap_or(0);
+    let given_up_before = given_up();
     sys::kill(pid, libc::SIGHUP).map_err(|e| {
         format!(
             "failed to send SIGHUP to the server process {pid}: {}",
@@ -77,6 +81,12 @@ pub fn restart(pid_file: &Path, status_file: &Path) -> Result<(), String> {
             && only > newest
         {
             return Ok(());
+        }
+        if given_up() > given_up_before {
+            return Err(format!(
+                "start_server (pid {pid}) gave up the restart (--start-retries): \
+                 the previous generation goes on serving"
+            ));
         }
         if is_unlocked(&lock) {
             return Err(format!(

@@ -26,6 +26,17 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A worker that exits sooner than max(--interval, this) after it was
 /// spawned counts as a failed start, even if it passed the start check.
 const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// Without --stop-timeout: how long processes the workers left behind
+/// have after SIGTERM before SIGKILL.
+pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SIGKILLed leftovers have to be reaped before we leave anyway.
+const SWEEP_REAP: Duration = Duration::from_secs(1);
+
+/// The exit status when a worker or a process it left behind had to be
+/// killed at shutdown.
+pub const EXIT_KILLED: i32 = 2;
+/// The exit status when --start-retries ran out with no generation serving.
+pub const EXIT_GAVE_UP: i32 = 3;
 
 /// The delay before the next attempt after `failures` consecutive
 /// failures, beyond the original's pace.
@@ -64,6 +75,37 @@ pub trait Shell {
     fn upgrade(&mut self);
     /// USR1 (start_server): reopen the log.
     fn reopen_log(&mut self);
+    /// Sends `sig` to a process that is not a worker (one the workers
+    /// left behind).
+    fn kill(&mut self, pid: Pid, sig: i32) {
+        self.signal(pid, sig);
+    }
+    /// The processes still running under us that are not workers (nor our
+    /// own helpers): what the workers left behind.
+    fn leftovers(&mut self) -> Vec<Pid> {
+        Vec::new()
+    }
+    /// Every worker with its role, and how many restarts were given up:
+    /// the fuller state beside the status file.
+    fn state(&mut self, _workers: &[(u64, Pid, Shown)], _restarts_given_up: u64) {}
+}
+
+/// A worker's role as the state file and `--status` show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shown {
+    Starting,
+    Serving,
+    Draining,
+}
+
+impl Shown {
+    pub fn word(self) -> &'static str {
+        match self {
+            Shown::Starting => "starting",
+            Shown::Serving => "serving",
+            Shown::Draining => "draining",
+        }
+    }
 }
 
 /// The rules' settings, from the command line.
@@ -73,6 +115,14 @@ pub struct Rules {
     pub signal_on_hup: Signal,
     pub signal_on_term: Signal,
     pub stop_timeout: Option<Duration>,
+    /// How long an old worker may drain after --signal-on-hup before it
+    /// gets SIGKILL (none: as long as it takes).
+    pub drain_timeout: Option<Duration>,
+    /// How many failed starts in a row are retried (none: forever).
+    pub start_retries: Option<u32>,
+    /// How long to keep serving after TERM/INT/QUIT before the workers are
+    /// signalled.
+    pub shutdown_delay: Duration,
     /// With readiness by notification: how long a new worker may take to
     /// send READY=1.
     pub ready_timeout: Option<Duration>,
@@ -98,8 +148,11 @@ pub enum Role {
         give_up: Option<Instant>,
     },
     Current,
+    /// A previous generation: `signalled` once its successor is up;
+    /// `kill_at`: when it gets SIGKILL unless it has exited (--drain-timeout).
     Old {
         signalled: bool,
+        kill_at: Option<Instant>,
     },
 }
 
@@ -221,6 +274,12 @@ impl Restart {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Shutdown {
     Running,
+    /// TERM/INT/QUIT `sig` arrived; the workers keep serving until `until`
+    /// (--shutdown-delay).
+    Delaying {
+        sig: i32,
+        until: Instant,
+    },
     /// The workers were sent their signal; SIGKILL at `kill_at`, if
     /// --stop-timeout is set.
     Stopping {
@@ -229,6 +288,14 @@ pub enum Shutdown {
     /// SIGKILL was sent (a second signal, or --stop-timeout): only the
     /// exits are awaited.
     Killed,
+    /// The workers are gone, and what they left behind was sent SIGTERM;
+    /// at `at` it gets SIGKILL (`killed`: that was done, and at `at` we
+    /// leave regardless). `code`: the exit status then.
+    Sweeping {
+        at: Instant,
+        killed: bool,
+        code: i32,
+    },
 }
 
 /// The supervisor's state, and its rules.
@@ -253,6 +320,13 @@ pub struct Core {
     /// the exit status without respawn.
     pub forwarded: Option<i32>,
     pub last_status: Option<WaitStatus>,
+    /// A worker (or a process it left behind) had to be killed at
+    /// shutdown.
+    pub killed_at_shutdown: bool,
+    /// --start-retries ran out with nothing serving.
+    pub gave_up: bool,
+    /// Restarts given up while the previous generation went on serving.
+    pub restarts_given_up: u64,
 }
 
 /// A wait status in words: `exit status 1`, `killed by TERM`.
@@ -288,6 +362,9 @@ impl Core {
             exit_code: None,
             forwarded: None,
             last_status: None,
+            killed_at_shutdown: false,
+            gave_up: false,
+            restarts_given_up: 0,
         }
     }
 
@@ -313,9 +390,15 @@ impl Core {
             .chain(give_up)
             .chain(self.restart.retry().map(|(at, _)| at))
             .chain(self.restart.kill_old_at())
-            .chain(match self.shutdown {
-                Shutdown::Stopping { kill_at } => kill_at,
+            .chain(self.workers.iter().filter_map(|w| match w.role {
+                Role::Old { kill_at, .. } => kill_at,
                 _ => None,
+            }))
+            .chain(match self.shutdown {
+                Shutdown::Running | Shutdown::Killed => None,
+                Shutdown::Delaying { until, .. } => Some(until),
+                Shutdown::Stopping { kill_at } => kill_at,
+                Shutdown::Sweeping { at, .. } => Some(at),
             })
             .chain(self.auto_restart_due())
             .min()
@@ -378,6 +461,29 @@ impl Core {
             .map(|w| (w.generation, w.pid))
             .collect();
         sh.announce(&entries);
+        self.tell_state(sh);
+    }
+
+    /// Every worker with its role, for the state file.
+    fn tell_state(&self, sh: &mut dyn Shell) {
+        let entries: Vec<(u64, Pid, Shown)> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let shown = match w.role {
+                    Role::Starting { .. } => Shown::Starting,
+                    Role::Current
+                    | Role::Old {
+                        signalled: false, ..
+                    } => Shown::Serving,
+                    Role::Old {
+                        signalled: true, ..
+                    } => Shown::Draining,
+                };
+                (w.generation, w.pid, shown)
+            })
+            .collect();
+        sh.state(&entries, self.restarts_given_up);
     }
 
     fn signal_all(&self, sig: i32, sh: &mut dyn Shell) {
@@ -408,14 +514,73 @@ impl Core {
                     },
                     exec: Exec::Pending,
                 });
+                self.tell_state(sh);
             }
             Err(why) => {
                 sh.say(Say::Warning, why);
-                self.failures += 1;
+                if self.count_failure(now, sh) {
+                    return;
+                }
                 let wait = backoff(self.failures.max(FAST_RETRIES + 1));
                 self.restart = self.restart.with_retry(Some((now + wait, restart)));
             }
         }
+    }
+
+    /// Counts a failed start, and gives up once --start-retries is spent:
+    /// the restart, while the previous generation still serves (it goes on
+    /// serving); otherwise everything, to exit with [`EXIT_GAVE_UP`]. True
+    /// when it gave up.
+    fn count_failure(&mut self, now: Instant, sh: &mut dyn Shell) -> bool {
+        self.failures += 1;
+        let Some(retries) = self.rules.start_retries else {
+            return false;
+        };
+        if self.failures <= retries {
+            return false;
+        }
+        let failures = std::mem::take(&mut self.failures);
+        self.restart = self.restart.with_retry(None);
+        let serving = self
+            .workers
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w.role,
+                    Role::Old {
+                        signalled: false,
+                        ..
+                    }
+                )
+            })
+            .map(|w| (w.generation, w.pid))
+            .max();
+        if let Some((generation, pid)) = serving {
+            if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+                w.role = Role::Current;
+            }
+            self.restarts_given_up += 1;
+            sh.say(
+                Say::Warning,
+                format!(
+                    "{failures} failed starts in a row, giving up the restart \
+                     (--start-retries={retries}): generation {generation} (pid {pid}) goes on serving"
+                ),
+            );
+            self.announce(sh);
+        } else {
+            self.gave_up = true;
+            sh.say(
+                Say::Fatal,
+                format!(
+                    "{failures} failed starts in a row and no generation serving, \
+                     giving up (--start-retries={retries})"
+                ),
+            );
+            let term = self.rules.signal_on_term.clone();
+            self.stop_workers(term, "giving up".into(), now, sh);
+        }
+        true
     }
 
     /// Schedules the next attempt after a failure: at the original's pace
@@ -451,7 +616,10 @@ impl Core {
     fn begin_restart(&mut self, now: Instant, sh: &mut dyn Shell) {
         for w in &mut self.workers {
             if w.role == Role::Current {
-                w.role = Role::Old { signalled: false };
+                w.role = Role::Old {
+                    signalled: false,
+                    kill_at: None,
+                };
             }
         }
         self.spawn(true, now, sh);
@@ -468,7 +636,15 @@ impl Core {
         if !restart {
             return;
         }
-        let olds = self.pids(|r| r == Role::Old { signalled: false });
+        let olds = self.pids(|r| {
+            matches!(
+                r,
+                Role::Old {
+                    signalled: false,
+                    ..
+                }
+            )
+        });
         sh.say(
             Say::Original,
             format!(
@@ -483,7 +659,7 @@ impl Core {
         );
         let delay = self.settings.kill_old_delay;
         if delay.is_zero() {
-            self.kill_olds(sh);
+            self.kill_olds(now, sh);
         } else {
             sh.say(
                 Say::Original,
@@ -496,12 +672,45 @@ impl Core {
         }
     }
 
-    fn kill_olds(&mut self, sh: &mut dyn Shell) {
+    fn kill_olds(&mut self, now: Instant, sh: &mut dyn Shell) {
         sh.say(Say::Original, "killing old workers".into());
         for w in &mut self.workers {
-            if w.role == (Role::Old { signalled: false }) {
+            if let Role::Old {
+                signalled: false, ..
+            } = w.role
+            {
                 sh.signal(w.pid, self.rules.signal_on_hup.number);
-                w.role = Role::Old { signalled: true };
+                w.role = Role::Old {
+                    signalled: true,
+                    kill_at: self.rules.drain_timeout.map(|t| now + t),
+                };
+            }
+        }
+        self.tell_state(sh);
+    }
+
+    /// Old workers still draining at their --drain-timeout get SIGKILL.
+    fn end_drains(&mut self, now: Instant, sh: &mut dyn Shell) {
+        for w in &mut self.workers {
+            if let Role::Old {
+                kill_at: Some(at), ..
+            } = w.role
+                && now >= at
+            {
+                w.role = Role::Old {
+                    signalled: true,
+                    kill_at: None,
+                };
+                sh.say(
+                    Say::Warning,
+                    format!(
+                        "old worker {} still running {} s after {}, sending KILL (--drain-timeout)",
+                        w.pid,
+                        fmt_secs(self.rules.drain_timeout.unwrap_or_default()),
+                        self.rules.signal_on_hup.shown
+                    ),
+                );
+                sh.signal(w.pid, libc::SIGKILL);
             }
         }
     }
@@ -572,14 +781,14 @@ impl Core {
         let w = self.workers.remove(i);
         self.last_status = Some(status);
         if !self.rules.policy.respawn {
-            self.on_last_exit(w, status, sh);
+            self.on_last_exit(w, status, now, sh);
             return true;
         }
         if self.stopping() || self.exit_code.is_some() {
             sh.say(Say::Original, format!("worker {pid} died, status:{status}"));
             self.announce(sh);
             if self.workers.is_empty() && self.exit_code.is_none() {
-                self.exit_code = Some(0);
+                self.workers_gone(0, now, sh);
             }
             return true;
         }
@@ -590,20 +799,21 @@ impl Core {
                     Say::Original,
                     format!("new worker {pid} seems to have failed to start, exit status:{status}"),
                 );
-                self.failures += 1;
-                self.schedule_retry(w.spawned, restart, now, sh);
+                if !self.count_failure(now, sh) {
+                    self.schedule_retry(w.spawned, restart, now, sh);
+                }
             }
             Role::Current => {
                 sh.say(
                     Say::Original,
                     format!("worker {pid} died unexpectedly with status:{status}, restarting"),
                 );
-                if lived < self.rules.interval.max(STABLE_AFTER) {
-                    self.failures += 1;
-                } else {
-                    self.failures = 0;
-                }
                 self.announce(sh);
+                if lived >= self.rules.interval.max(STABLE_AFTER) {
+                    self.failures = 0;
+                } else if self.count_failure(now, sh) {
+                    return true;
+                }
                 self.schedule_retry(w.spawned, false, now, sh);
             }
             Role::Old { .. } => {
@@ -620,7 +830,7 @@ impl Core {
     /// Without respawn (socketmaster): nothing is replaced or retried, and
     /// start_server exits, saying how the last worker ended, once no worker
     /// is left.
-    fn on_last_exit(&mut self, w: Worker, status: WaitStatus, sh: &mut dyn Shell) {
+    fn on_last_exit(&mut self, w: Worker, status: WaitStatus, now: Instant, sh: &mut dyn Shell) {
         let pid = w.pid;
         match w.role {
             Role::Starting { .. } if !self.stopping() => {
@@ -644,7 +854,75 @@ impl Core {
             ),
         }
         if self.workers.is_empty() && self.exit_code.is_none() {
-            self.exit_code = Some(self.last_exit_code());
+            self.workers_gone(self.last_exit_code(), now, sh);
+        }
+    }
+
+    /// No worker is left and we are leaving: whatever the workers left
+    /// behind gets SIGTERM, or, when nothing did, we leave with `code`.
+    fn workers_gone(&mut self, code: i32, now: Instant, sh: &mut dyn Shell) {
+        self.sweep(libc::SIGTERM, None, code, now, sh);
+    }
+
+    /// A process that is not a worker was reaped.
+    pub fn on_other_exit(&mut self, sh: &mut dyn Shell) {
+        if let Shutdown::Sweeping { code, .. } = self.shutdown
+            && self.exit_code.is_none()
+            && sh.leftovers().is_empty()
+        {
+            self.exit_code = Some(self.final_code(code));
+        }
+    }
+
+    /// What is left behind gets SIGKILL; `why` says why now.
+    fn kill_leftovers(&mut self, why: &str, code: i32, now: Instant, sh: &mut dyn Shell) {
+        self.sweep(libc::SIGKILL, Some(why), code, now, sh);
+    }
+
+    /// Sends `sig` (TERM, then KILL) to what the workers left behind, or
+    /// leaves with `code` when nothing is left. `why` begins the line.
+    fn sweep(&mut self, sig: i32, why: Option<&str>, code: i32, now: Instant, sh: &mut dyn Shell) {
+        let left = sh.leftovers();
+        if left.is_empty() {
+            self.exit_code = Some(self.final_code(code));
+            return;
+        }
+        let why = why.map_or(String::new(), |w| format!("{w}, "));
+        sh.say(
+            Say::Note,
+            format!(
+                "{why}sending {} to what the workers left behind:{}",
+                signals::name(sig),
+                join_pids(&left)
+            ),
+        );
+        for pid in left {
+            sh.kill(pid, sig);
+        }
+        let killed = sig == libc::SIGKILL;
+        self.killed_at_shutdown |= killed;
+        let wait = match killed {
+            true => SWEEP_REAP,
+            false => self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT),
+        };
+        self.shutdown = Shutdown::Sweeping {
+            at: now + wait,
+            killed,
+            code,
+        };
+    }
+
+    /// The exit status, from the one the workers' ends make: start_server
+    /// says when it gave up, or had to kill.
+    fn final_code(&self, code: i32) -> i32 {
+        if !self.rules.policy.respawn {
+            code
+        } else if self.gave_up {
+            EXIT_GAVE_UP
+        } else if self.killed_at_shutdown && code == 0 {
+            EXIT_KILLED
+        } else {
+            code
         }
     }
 
@@ -670,6 +948,13 @@ impl Core {
             libc::SIGHUP => self.on_hup(now, sh),
             libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => match self.shutdown {
                 Shutdown::Running => self.begin_shutdown(sig, now, sh),
+                Shutdown::Delaying { sig: first, .. } => {
+                    sh.say(
+                        Say::Note,
+                        format!("received {}, ending --shutdown-delay", signals::name(sig)),
+                    );
+                    self.stop_workers_on(first, now, sh);
+                }
                 Shutdown::Stopping { .. } | Shutdown::Killed => {
                     let pids = self.pids(|_| true);
                     sh.say(
@@ -681,7 +966,12 @@ impl Core {
                         ),
                     );
                     self.signal_all(libc::SIGKILL, sh);
+                    self.killed_at_shutdown |= !pids.is_empty();
                     self.shutdown = Shutdown::Killed;
+                }
+                Shutdown::Sweeping { code, .. } => {
+                    let why = format!("received {} again", signals::name(sig));
+                    self.kill_leftovers(&why, code, now, sh);
                 }
             },
             sig if sig == self.rules.policy.upgrade_signal => sh.upgrade(),
@@ -722,6 +1012,28 @@ impl Core {
     }
 
     fn begin_shutdown(&mut self, sig: i32, now: Instant, sh: &mut dyn Shell) {
+        let delay = self.rules.shutdown_delay;
+        if delay.is_zero() || self.workers.is_empty() {
+            return self.stop_workers_on(sig, now, sh);
+        }
+        sh.say(
+            Say::Note,
+            format!(
+                "received {}, serving {} s more before stopping the workers (--shutdown-delay)",
+                signals::name(sig),
+                fmt_secs(delay)
+            ),
+        );
+        self.restart = Restart::Idle;
+        self.pending_restart = false;
+        self.shutdown = Shutdown::Delaying {
+            sig,
+            until: now + delay,
+        };
+    }
+
+    /// Sends the workers the signal that shutdown signal `sig` means.
+    fn stop_workers_on(&mut self, sig: i32, now: Instant, sh: &mut dyn Shell) {
         let term = if self.rules.policy.forward_as_is {
             Signal::of(sig)
         } else if sig == libc::SIGTERM {
@@ -729,13 +1041,17 @@ impl Core {
         } else {
             Signal::of(libc::SIGTERM)
         };
+        self.stop_workers(term, format!("received {}", signals::name(sig)), now, sh);
+    }
+
+    /// Sends every worker `term`; `why` begins the line that says so.
+    fn stop_workers(&mut self, term: Signal, why: String, now: Instant, sh: &mut dyn Shell) {
         self.forwarded = Some(term.number);
         let pids = self.pids(|_| true);
         sh.say(
             Say::Original,
             format!(
-                "received {}, sending {} to all workers:{}",
-                signals::name(sig),
+                "{why}, sending {} to all workers:{}",
                 term.shown,
                 join_pids(&pids)
             ),
@@ -747,7 +1063,7 @@ impl Core {
             kill_at: self.rules.stop_timeout.map(|t| now + t),
         };
         if self.workers.is_empty() {
-            self.exit_code = Some(0);
+            self.workers_gone(0, now, sh);
         }
     }
 
@@ -793,13 +1109,42 @@ impl Core {
         }
         if self.restart.kill_old_at().is_some_and(|at| now >= at) {
             self.restart = self.restart.with_kill_old_at(None);
-            self.kill_olds(sh);
+            self.kill_olds(now, sh);
+        }
+        self.end_drains(now, sh);
+        match self.shutdown {
+            Shutdown::Delaying { sig, until } if now >= until => {
+                self.stop_workers_on(sig, now, sh);
+            }
+            Shutdown::Sweeping {
+                at,
+                killed: false,
+                code,
+            } if now >= at => {
+                let waited = self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT);
+                let why = format!("still running {} s after TERM", fmt_secs(waited));
+                self.kill_leftovers(&why, code, now, sh);
+            }
+            Shutdown::Sweeping {
+                at,
+                killed: true,
+                code,
+            } if now >= at => {
+                let left = sh.leftovers();
+                sh.say(
+                    Say::Warning,
+                    format!("leaving with processes still exiting:{}", join_pids(&left)),
+                );
+                self.exit_code = Some(self.final_code(code));
+            }
+            _ => {}
         }
         if let Shutdown::Stopping { kill_at: Some(at) } = self.shutdown
             && now >= at
         {
             self.shutdown = Shutdown::Killed;
             let pids = self.pids(|_| true);
+            self.killed_at_shutdown |= !pids.is_empty();
             sh.say(
                 Say::Note,
                 format!(
@@ -852,6 +1197,11 @@ mod tests {
         parent: Vec<i32>,
         upgrades: usize,
         fail_spawns: usize,
+        /// What the workers left behind, and the signals it was sent.
+        left: Vec<Pid>,
+        kills: Vec<(Pid, i32)>,
+        /// The last state told: roles, and restarts given up.
+        state: (Vec<(u64, Pid, Shown)>, u64),
     }
 
     impl Shell for Fake {
@@ -884,6 +1234,15 @@ mod tests {
             self.upgrades += 1;
         }
         fn reopen_log(&mut self) {}
+        fn kill(&mut self, pid: Pid, sig: i32) {
+            self.kills.push((pid, sig));
+        }
+        fn leftovers(&mut self) -> Vec<Pid> {
+            self.left.clone()
+        }
+        fn state(&mut self, workers: &[(u64, Pid, Shown)], given_up: u64) {
+            self.state = (workers.to_vec(), given_up);
+        }
     }
 
     impl Fake {
@@ -924,6 +1283,9 @@ mod tests {
             signal_on_hup: Signal::of(libc::SIGTERM),
             signal_on_term: Signal::of(libc::SIGTERM),
             stop_timeout: None,
+            drain_timeout: None,
+            start_retries: None,
+            shutdown_delay: Duration::ZERO,
             ready_timeout,
             policy: personality.policy(),
         }
@@ -1295,6 +1657,210 @@ mod tests {
         let (mut core, mut sh, t) = running(r, settings(&[]));
         core.on_signal(libc::SIGQUIT, t, &mut sh);
         assert_eq!(sh.said("received QUIT, sending TERM to all workers:101"), 1);
+    }
+
+    #[test]
+    fn drain_timeout_kills_an_old_worker_that_outstays_it_once() {
+        let mut r = rules(Personality::StartServer, None);
+        r.drain_timeout = Some(5 * SEC);
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        let t = restart(&mut core, &mut sh, t);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+        assert_eq!(
+            sh.state.0,
+            [(1, 101, Shown::Draining), (2, 102, Shown::Serving)]
+        );
+        assert_eq!(core.next_deadline(), Some(t + 5 * SEC));
+        core.on_timers(t + 4 * SEC, &mut sh);
+        assert_eq!(sh.signals.len(), 1);
+        core.on_timers(t + 5 * SEC, &mut sh);
+        assert_eq!(sh.signals[1..], [(101, libc::SIGKILL)]);
+        assert_eq!(
+            sh.said("old worker 101 still running 5 s after TERM, sending KILL (--drain-timeout)"),
+            1
+        );
+        assert_eq!(core.next_deadline(), None, "killed once");
+        core.on_timers(t + 9 * SEC, &mut sh);
+        assert_eq!(sh.signals.len(), 2);
+        // Without it, old workers are waited for as long as they take.
+        let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        let t = restart(&mut core, &mut sh, t);
+        assert_eq!(core.next_deadline(), None);
+        core.on_timers(t + 1000 * SEC, &mut sh);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+    }
+
+    #[test]
+    fn start_retries_spent_with_nothing_serving_gives_up_with_its_status() {
+        let mut r = rules(Personality::StartServer, None);
+        r.start_retries = Some(2);
+        let t0 = Instant::now();
+        let (mut core, mut sh) = (Core::new(r, settings(&[]), t0), Fake::default());
+        core.start(t0, &mut sh);
+        let mut t = t0;
+        for attempt in 1..=3 {
+            let pid = sh.last_pid();
+            core.on_exec(pid, ExecReport::Executed, &mut sh);
+            core.on_exit(pid, exited(1), t, &mut sh);
+            t += SEC;
+            core.on_timers(t, &mut sh);
+            assert_eq!(core.exit_code.is_some(), attempt == 3);
+        }
+        assert_eq!(sh.spawned.len(), 3, "the first start and two retries");
+        assert_eq!(
+            sh.said(
+                "3 failed starts in a row and no generation serving, giving up (--start-retries=2)"
+            ),
+            1
+        );
+        assert_eq!(core.exit_code, Some(EXIT_GAVE_UP));
+    }
+
+    #[test]
+    fn start_retries_spent_during_a_restart_keeps_the_old_generation() {
+        let mut r = rules(Personality::StartServer, None);
+        r.start_retries = Some(1);
+        let (mut core, mut sh, mut t) = running(r, settings(&[]));
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        for _ in 0..2 {
+            let pid = sh.last_pid();
+            core.on_exec(pid, ExecReport::Executed, &mut sh);
+            core.on_exit(pid, exited(1), t, &mut sh);
+            t += SEC;
+            core.on_timers(t, &mut sh);
+        }
+        assert_eq!(sh.spawned.len(), 3);
+        assert_eq!(
+            sh.said("2 failed starts in a row, giving up the restart (--start-retries=1): generation 1 (pid 101) goes on serving"),
+            1
+        );
+        assert_eq!(core.exit_code, None);
+        assert!(
+            sh.signals.is_empty(),
+            "the old generation is never signalled"
+        );
+        assert_eq!(sh.state, (vec![(1, 101, Shown::Serving)], 1));
+        assert_eq!(core.next_deadline(), None);
+        // The next HUP is a restart like any other, with retries afresh.
+        let t = restart(&mut core, &mut sh, t);
+        assert_eq!(sh.generations(), [1, 4]);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+        core.on_exit(101, exited(0), t, &mut sh);
+        assert_eq!(sh.state, (vec![(4, 104, Shown::Serving)], 1));
+    }
+
+    #[test]
+    fn exit_status_says_whether_workers_had_to_be_killed() {
+        let mut r = rules(Personality::StartServer, None);
+        r.stop_timeout = Some(3 * SEC);
+        // Graceful: 0.
+        let (mut core, mut sh, t) = running(r.clone(), settings(&[]));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_exit(101, killed(libc::SIGTERM), t, &mut sh);
+        assert_eq!(core.exit_code, Some(0));
+        // --stop-timeout: 2.
+        let (mut core, mut sh, t) = running(r.clone(), settings(&[]));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_timers(t + 3 * SEC, &mut sh);
+        core.on_exit(101, killed(libc::SIGKILL), t + 3 * SEC, &mut sh);
+        assert_eq!(core.exit_code, Some(EXIT_KILLED));
+        // A second signal: 2.
+        let (mut core, mut sh, t) = running(r.clone(), settings(&[]));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_signal(libc::SIGINT, t, &mut sh);
+        core.on_exit(101, killed(libc::SIGKILL), t, &mut sh);
+        assert_eq!(core.exit_code, Some(EXIT_KILLED));
+        // socketmaster keeps its own: the last worker's status.
+        let mut r = rules(Personality::Socketmaster, None);
+        r.stop_timeout = Some(3 * SEC);
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_timers(t + 3 * SEC, &mut sh);
+        core.on_exit(101, killed(libc::SIGKILL), t + 3 * SEC, &mut sh);
+        assert_eq!(core.exit_code, Some(128 + libc::SIGKILL));
+    }
+
+    #[test]
+    fn shutdown_delay_keeps_serving_until_it_ends_or_a_second_signal() {
+        let mut r = rules(Personality::StartServer, None);
+        r.shutdown_delay = 4 * SEC;
+        let (mut core, mut sh, t) = running(r.clone(), settings(&[]));
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        assert_eq!(
+            sh.said(
+                "received TERM, serving 4 s more before stopping the workers (--shutdown-delay)"
+            ),
+            1
+        );
+        assert!(sh.signals.is_empty());
+        assert_eq!(core.next_deadline(), Some(t + 4 * SEC));
+        core.on_signal(libc::SIGHUP, t + SEC, &mut sh);
+        assert_eq!(sh.spawned.len(), 1, "no restart while shutting down");
+        core.on_timers(t + 3 * SEC, &mut sh);
+        assert!(sh.signals.is_empty());
+        core.on_timers(t + 4 * SEC, &mut sh);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+        assert_eq!(sh.said("received TERM, sending TERM to all workers:101"), 1);
+        // A second signal ends the wait at once, gracefully.
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        core.on_signal(libc::SIGINT, t, &mut sh);
+        core.on_signal(libc::SIGTERM, t + SEC, &mut sh);
+        assert_eq!(sh.said("received TERM, ending --shutdown-delay"), 1);
+        assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+        core.on_exit(101, exited(0), t + SEC, &mut sh);
+        assert_eq!(core.exit_code, Some(0));
+    }
+
+    #[test]
+    fn what_the_workers_left_behind_gets_term_then_kill() {
+        let mut r = rules(Personality::StartServer, None);
+        r.stop_timeout = Some(2 * SEC);
+        let (mut core, mut sh, t) = running(r.clone(), settings(&[]));
+        sh.left = vec![300, 301];
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_exit(101, exited(0), t, &mut sh);
+        assert_eq!(core.exit_code, None);
+        assert_eq!(sh.kills, [(300, libc::SIGTERM), (301, libc::SIGTERM)]);
+        assert_eq!(
+            sh.said("sending TERM to what the workers left behind:300,301"),
+            1
+        );
+        assert_eq!(core.next_deadline(), Some(t + 2 * SEC));
+        sh.left = vec![301];
+        core.on_other_exit(&mut sh);
+        assert_eq!(core.exit_code, None);
+        core.on_timers(t + 2 * SEC, &mut sh);
+        assert_eq!(sh.kills[2..], [(301, libc::SIGKILL)]);
+        assert_eq!(
+            sh.said(
+                "still running 2 s after TERM, sending KILL to what the workers left behind:301"
+            ),
+            1
+        );
+        sh.left.clear();
+        core.on_other_exit(&mut sh);
+        assert_eq!(core.exit_code, Some(EXIT_KILLED));
+        // All gone after TERM: a clean exit.
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        sh.left = vec![300];
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_exit(101, exited(0), t, &mut sh);
+        sh.left.clear();
+        core.on_other_exit(&mut sh);
+        assert_eq!(core.exit_code, Some(0));
+        // Without --stop-timeout the bound is SWEEP_TIMEOUT; something
+        // that outlives even SIGKILL does not keep us.
+        let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+        sh.left = vec![300];
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_exit(101, exited(0), t, &mut sh);
+        assert_eq!(core.next_deadline(), Some(t + SWEEP_TIMEOUT));
+        core.on_timers(t + SWEEP_TIMEOUT, &mut sh);
+        let t = t + SWEEP_TIMEOUT + SWEEP_REAP;
+        assert_eq!(core.next_deadline(), Some(t));
+        core.on_timers(t, &mut sh);
+        assert_eq!(sh.said("leaving with processes still exiting:300"), 1);
+        assert_eq!(core.exit_code, Some(EXIT_KILLED));
     }
 
     /// READINESS: READY=1 counts only once the program runs; a second one

@@ -17,6 +17,7 @@ mod listen;
 mod log;
 mod notify;
 mod output;
+mod procs;
 mod relay;
 mod signals;
 mod spawn;
@@ -446,6 +447,10 @@ fn make_setup(
             .signal_on_term
             .unwrap_or_else(|| signals::Signal::of(libc::SIGTERM)),
         stop_timeout: cfg.stop_timeout,
+        drain_timeout: cfg.drain_timeout,
+        start_retries: cfg.start_retries,
+        shutdown_delay: cfg.shutdown_delay.unwrap_or_default(),
+        signal_group: cfg.signal_group,
         status_file: cfg.status_file,
         pid_file: r.pid_file,
         output: r.output,

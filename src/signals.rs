@@ -152,8 +152,8 @@ impl Signals {
         &self.fd
     }
 
-    /// The next pending signal, without blocking.
-    pub fn next(&self) -> Option<i32> {
+    /// The next pending signal, without blocking, and its sender's pid.
+    pub fn next(&self) -> Option<(i32, sys::Pid)> {
         sys::signalfd_read(self.fd.as_fd()).ok().flatten()
     }
 }

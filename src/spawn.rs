@@ -121,15 +121,17 @@ pub struct Spawned {
     pub report: OwnedFd,
 }
 
-/// Starts `cmd` with environment `vars` and the descriptor moves `fds`
-/// (`(from, to)`: `from`'s file ends up on `to`).
+/// Starts a worker: `cmd` with environment `vars` and the descriptor
+/// moves `fds` (`(from, to)`: `from`'s file ends up on `to`), leading a
+/// process group of its own, so that signals a terminal generates for our
+/// group reach us alone.
 pub fn spawn(
     cmd: &Command,
     vars: &Vars,
     fds: &[(RawFd, RawFd)],
     ids: Option<&Ids>,
 ) -> io::Result<Spawned> {
-    spawn_with(cmd, vars, fds, None, ids, false)
+    spawn_with(cmd, vars, fds, None, ids, true)
 }
 
 /// A helper of our own (a log command, an upgrade check): nothing of ours

@@ -16,12 +16,52 @@ pub fn write_status(path: &Path, entries: &[(u64, Pid)]) -> io::Result<()> {
     for (generation, pid) in entries {
         text.push_str(&format!("{generation}:{pid}\n"));
     }
+    write_atomic(path, &text)
+}
+
+/// Writes `text` to `FILE.<our pid>`, then renames it over FILE.
+fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
     let tmp = tmp_path(path);
     let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Where the state file goes: beside the status file, named after it.
+pub fn state_path(status_file: &Path) -> PathBuf {
+    let mut path = status_file.as_os_str().to_owned();
+    path.push(".state");
+    PathBuf::from(path)
+}
+
+/// Rewrites the state file: start_server's pid, how many restarts it gave
+/// up, then `GEN PID ROLE` for every worker, starting ones included, in
+/// generation order.
+pub fn write_state(
+    path: &Path,
+    me: Pid,
+    workers: &[(u64, Pid, &str)],
+    restarts_given_up: u64,
+) -> io::Result<()> {
+    let mut workers = workers.to_vec();
+    workers.sort();
+    let mut text = format!("start_server {me}\nrestarts-given-up {restarts_given_up}\n");
+    for (generation, pid, role) in workers {
+        text.push_str(&format!("{generation} {pid} {role}\n"));
+    }
+    write_atomic(path, &text)
+}
+
+/// How many restarts the state file says were given up (0 when it says
+/// nothing).
+pub fn read_restarts_given_up(path: &Path) -> io::Result<u64> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("restarts-given-up ")?.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Checks that the status file can be written where it goes, by creating

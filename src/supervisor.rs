@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Policy, Protocols};
-use crate::core::{Core, ExecReport, Rules, Say, Shell};
+use crate::core::{Core, ExecReport, Rules, Say, Shell, Shown};
 use crate::env::{self, Settings, Vars};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
 use crate::notify::{self, Ignored, Notify};
 use crate::output::Output;
+use crate::procs;
 use crate::relay::Relay;
 use crate::signals::{self, Signals};
 use crate::spawn::{self, Command, Report};
@@ -42,6 +43,11 @@ pub struct Setup {
     pub signal_on_hup: signals::Signal,
     pub signal_on_term: signals::Signal,
     pub stop_timeout: Option<Duration>,
+    pub drain_timeout: Option<Duration>,
+    pub start_retries: Option<u32>,
+    pub shutdown_delay: Duration,
+    /// Signals go to each worker's whole process group.
+    pub signal_group: bool,
     pub status_file: Option<PathBuf>,
     pub pid_file: Option<PidFile>,
     pub output: Output,
@@ -126,6 +132,10 @@ pub struct Supervisor {
     /// A live upgrade asked for, while the new program says whether it
     /// takes our state.
     upgrade_check: Option<UpgradeCheck>,
+    /// Who sent the first shutdown signal: as PID 1, we wait (a little)
+    /// for it to exit before we do, since our exit kills every process in
+    /// the namespace, `start_server --stop` included.
+    stopped_by: Option<Pid>,
 }
 
 /// What the rules act through: the [`Shell`] of [`Core`].
@@ -138,6 +148,7 @@ struct Io {
     envdir_vars: Vars,
     settings_problems: Vec<String>,
     status_written: bool,
+    state_written: bool,
     ignored: Ignored,
     /// The upgrade signal arrived: the loop starts the check.
     upgrade_requested: bool,
@@ -174,7 +185,37 @@ impl Shell for Io {
     }
 
     fn signal(&mut self, pid: Pid, sig: i32) {
+        // Each worker leads a process group of its own: with
+        // --signal-group, what it started gets the signal too.
+        if !(self.s.signal_group && sys::kill_group(pid, sig).is_ok()) {
+            let _ = sys::kill(pid, sig);
+        }
+    }
+
+    fn kill(&mut self, pid: Pid, sig: i32) {
         let _ = sys::kill(pid, sig);
+    }
+
+    fn leftovers(&mut self) -> Vec<Pid> {
+        let helpers: Vec<Pid> = self.s.output.logger().into_iter().collect();
+        procs::descendants(sys::getpid(), &helpers)
+    }
+
+    fn state(&mut self, workers: &[(u64, Pid, Shown)], restarts_given_up: u64) {
+        let Some(path) = &self.s.status_file else {
+            return;
+        };
+        let path = status::state_path(path);
+        let workers: Vec<(u64, Pid, &str)> =
+            workers.iter().map(|&(g, p, r)| (g, p, r.word())).collect();
+        match status::write_state(&path, sys::getpid(), &workers, restarts_given_up) {
+            Ok(()) => self.state_written = true,
+            Err(e) => warning!(
+                "unable to write state file {}: {}",
+                path.display(),
+                errtext(&e)
+            ),
+        }
     }
 
     /// Rewrites the status file.
@@ -281,6 +322,9 @@ impl Supervisor {
             signal_on_hup: setup.signal_on_hup.clone(),
             signal_on_term: setup.signal_on_term.clone(),
             stop_timeout: setup.stop_timeout,
+            drain_timeout: setup.drain_timeout,
+            start_retries: setup.start_retries,
+            shutdown_delay: setup.shutdown_delay,
             ready_timeout: setup.notify.as_ref().map(|n| n.timeout),
             policy: setup.policy,
         };
@@ -294,10 +338,12 @@ impl Supervisor {
                 envdir_vars: Vars::new(),
                 settings_problems: Vec::new(),
                 status_written: false,
+                state_written: false,
                 ignored: Ignored::new(now),
                 upgrade_requested: false,
             },
             upgrade_check: None,
+            stopped_by: None,
         }
     }
 
@@ -314,6 +360,17 @@ impl Supervisor {
         // SIGCHLD pending across a live upgrade's exec is discarded when
         // the new image resets the signal dispositions.
         self.reap();
+        // Orphans of our workers' helpers come back to us, not to init: we
+        // reap them, and stop them at shutdown (kept across a live
+        // upgrade, and set again here all the same).
+        if sys::getpid() != 1
+            && let Err(e) = sys::become_subreaper()
+        {
+            warning!(
+                "unable to become a child subreaper: {}; orphans go to init",
+                errtext(&e)
+            );
+        }
         while self.core.exit_code.is_none() {
             self.wait_and_dispatch();
         }
@@ -402,7 +459,10 @@ impl Supervisor {
         // Drain the signals first, then act: reap before anything else so
         // that decisions see who is still alive.
         let mut sigs = Vec::new();
-        while let Some(sig) = self.io.s.signals.next() {
+        while let Some((sig, sender)) = self.io.s.signals.next() {
+            if matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT) && sender > 0 {
+                self.stopped_by.get_or_insert(sender);
+            }
             sigs.push(sig);
         }
         if sigs.contains(&libc::SIGCHLD) {
@@ -532,6 +592,7 @@ impl Supervisor {
         if !self.core.on_exit(pid, status, Instant::now(), &mut self.io) {
             // Not ours: an orphan that landed on us, or a log command.
             self.io.s.output.reaped(pid);
+            self.core.on_other_exit(&mut self.io);
         }
     }
 
@@ -539,8 +600,15 @@ impl Supervisor {
 
     /// Reaps what is left, removes our files, and returns `code`.
     fn finish(mut self, code: i32) -> i32 {
-        if code == 0 {
-            original!("exiting");
+        match code {
+            0 => original!("exiting"),
+            crate::core::EXIT_KILLED if self.core.rules.policy.respawn => {
+                note!("exiting with status {code}: workers had to be killed")
+            }
+            crate::core::EXIT_GAVE_UP if self.core.gave_up => {
+                note!("exiting with status {code}: gave up starting workers")
+            }
+            _ => {}
         }
         for w in std::mem::take(&mut self.core.workers) {
             // Only a worker whose exec just failed can be left: it is exiting.
@@ -551,6 +619,11 @@ impl Supervisor {
             && let Some(path) = &io.s.status_file
         {
             let _ = std::fs::remove_file(path);
+        }
+        if (io.status_written || io.state_written)
+            && let Some(path) = &io.s.status_file
+        {
+            let _ = std::fs::remove_file(status::state_path(path));
         }
         if let Some(pid_file) = io.s.pid_file.take() {
             pid_file.remove();
@@ -569,7 +642,39 @@ impl Supervisor {
         }
         io.tell_parent(code);
         io.s.output.close(&io.s.signals);
+        if sys::getpid() == 1
+            && let Some(pid) = self.stopped_by
+        {
+            await_exit(pid, STOPPER_GRACE);
+        }
         code
+    }
+}
+
+/// How long PID 1 waits for whoever stopped it to exit first.
+const STOPPER_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits until process `pid` has exited, for `limit` at most. A client
+/// (`start_server --stop`) sees the pid file go and exits: as PID 1 we
+/// leave after it, since our exit kills every process in the namespace.
+fn await_exit(pid: Pid, limit: Duration) {
+    if pid == sys::getpid() {
+        return;
+    }
+    let Ok(fd) = sys::pidfd_open(pid) else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    let mut fds = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    while fds[0].revents == 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sys::poll(&mut fds, Some(left)).is_err() {
+            return;
+        }
     }
 }
 
@@ -588,6 +693,11 @@ impl Supervisor {
             restart: core.restart,
             shutdown: core.shutdown,
             forwarded: core.forwarded,
+            outcome: (
+                core.killed_at_shutdown,
+                core.gave_up,
+                core.restarts_given_up,
+            ),
             listeners: io
                 .s
                 .listeners
@@ -641,6 +751,7 @@ impl Supervisor {
         s.restart = state.restart;
         s.shutdown = state.shutdown;
         s.forwarded = state.forwarded;
+        (s.killed_at_shutdown, s.gave_up, s.restarts_given_up) = state.outcome;
         s.workers = state.workers;
         let adopt = |fd: std::os::fd::RawFd, what: &str| {
             let owned = sys::take_inherited(fd)

@@ -142,15 +142,20 @@ pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reads one pending signal from a non-blocking signalfd, if any.
-pub fn signalfd_read(fd: BorrowedFd) -> io::Result<Option<i32>> {
+/// Reads one pending signal from a non-blocking signalfd, if any: its
+/// number, and the pid of the process that sent it (0 from the kernel).
+pub fn signalfd_read(fd: BorrowedFd) -> io::Result<Option<(i32, Pid)>> {
     let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: the buffer is valid for `size` writable bytes.
     let ret = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), size) };
     match cvt_size(ret) {
         // SAFETY: the kernel filled the whole structure.
-        Ok(n) if n == size => Ok(Some(unsafe { info.assume_init() }.ssi_signo as i32)),
+        Ok(n) if n == size => {
+            // SAFETY: as above.
+            let info = unsafe { info.assume_init() };
+            Ok(Some((info.ssi_signo as i32, info.ssi_pid as Pid)))
+        }
         Ok(_) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
@@ -336,6 +341,13 @@ pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, OwnedFd)> {
     let pid = unsafe { fork_raw() }?;
     if pid == 0 {
         child_run(script, report_w.as_raw_fd());
+    }
+    if script.new_group {
+        // The child does the same: whichever runs first, the group exists
+        // before anyone can signal it. Once the child has executed, this
+        // fails with EACCES, and the child has done it.
+        // SAFETY: setpgid has no memory-safety preconditions.
+        unsafe { libc::setpgid(pid, pid) };
     }
     drop(report_w);
     Ok((pid, report_r))
@@ -1116,6 +1128,23 @@ pub fn execve(path: &CStr, argv: &CStrArray, envp: &CStrArray) -> io::Error {
     // SAFETY: path, argv and envp are NUL-terminated and valid.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     io::Error::last_os_error()
+}
+
+/// Makes orphaned descendants come back to us rather than to init
+/// (PR_SET_CHILD_SUBREAPER), so that they are reaped and stopped by us.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: this prctl takes plain integers.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(drop)
+}
+
+/// A descriptor that becomes readable when process `pid` ends (it need
+/// not be our child).
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = cvt(fd as libc::c_int)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The parent of process `pid`, from /proc.

@@ -105,6 +105,9 @@ pub struct State {
     pub restart: Restart,
     pub shutdown: Shutdown,
     pub forwarded: Option<i32>,
+    /// How the shutdown goes so far: a worker had to be killed; gave up;
+    /// restarts given up.
+    pub outcome: (bool, bool, u64),
     pub listeners: Vec<ListenerState>,
     pub pid_file_fd: Option<RawFd>,
     /// The notification socket: descriptor, address, and its file's
@@ -181,6 +184,7 @@ impl State {
             restart: Restart::Idle,
             shutdown: Shutdown::Running,
             forwarded: None,
+            outcome: (false, false, 0),
             listeners: Vec::new(),
             pid_file_fd: None,
             notify: None,
@@ -219,8 +223,18 @@ impl State {
                 out += &format!("stopping 1 {}\n", opt(kill_at.map(ns)))
             }
             Shutdown::Killed => out += "stopping 1 -\n",
+            // Written after a line an older reader understands: one that
+            // does not know these lines refuses the state.
+            Shutdown::Delaying { sig, until } => {
+                out += &format!("stopping - -\ndelaying {sig} {}\n", ns(until))
+            }
+            Shutdown::Sweeping { at, killed, code } => {
+                out += &format!("stopping 1 -\nsweeping {} {} {code}\n", ns(at), b(killed))
+            }
         }
         out += &format!("forwarded {}\n", opt(self.forwarded));
+        let (killed, gave_up, given_up) = self.outcome;
+        out += &format!("outcome {} {} {given_up}\n", b(killed), b(gave_up));
         for l in &self.listeners {
             out += &format!(
                 "listener {} {} {} {} {}\n",
@@ -259,7 +273,9 @@ impl State {
                     )
                 }
                 Role::Current => "current".into(),
-                Role::Old { signalled } => format!("old {}", b(signalled)),
+                Role::Old { signalled, kill_at } => {
+                    format!("old {} {}", b(signalled), opt(kill_at.map(ns)))
+                }
             };
             let report = self.reports.iter().find(|(p, _)| *p == w.pid);
             let exec = match (w.exec, report) {
@@ -425,6 +441,20 @@ impl State {
                         Shutdown::Running
                     }
                 }
+                "delaying" => {
+                    s.shutdown = Shutdown::Delaying {
+                        sig: int32(1)?,
+                        until: at(num(2)?),
+                    }
+                }
+                "sweeping" => {
+                    s.shutdown = Shutdown::Sweeping {
+                        at: at(num(1)?),
+                        killed: flag(2)?,
+                        code: int32(3)?,
+                    }
+                }
+                "outcome" => s.outcome = (flag(1)?, flag(2)?, uint64(3)?),
                 "forwarded" => {
                     s.forwarded = maybe(1)?
                         .map(|v| i32::try_from(v).map_err(|_| bad()))
@@ -462,8 +492,13 @@ impl State {
                             give_up: maybe(10)?.map(at),
                         },
                         Some(&"current") => Role::Current,
+                        // The drain deadline is absent from older states.
                         Some(&"old") => Role::Old {
                             signalled: flag(7)?,
+                            kill_at: match f.get(8) {
+                                None => None,
+                                Some(_) => maybe(8)?.map(at),
+                            },
                         },
                         _ => return Err(bad()),
                     };
@@ -525,6 +560,7 @@ mod tests {
                 kill_at: Some(t(9)),
             },
             forwarded: Some(15),
+            outcome: (true, false, 3),
             listeners: vec![ListenerState {
                 fd: 3,
                 name: "127.0.0.1:80".into(),
@@ -557,7 +593,10 @@ mod tests {
                     pid: 99,
                     generation: 5,
                     spawned: c.now,
-                    role: Role::Old { signalled: true },
+                    role: Role::Old {
+                        signalled: true,
+                        kill_at: Some(t(4)),
+                    },
                     exec: Exec::Done,
                 },
             ],

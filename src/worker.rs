@@ -189,6 +189,13 @@ pub fn notify_to(socket: &std::ffi::OsStr, state: &str) -> io::Result<()> {
     sys::send_notification(socket, state.as_bytes())
 }
 
+/// Leaves the caller's session and process group for a new session of
+/// its own, as a daemon does (`setsid`). Fails for a process group
+/// leader.
+pub fn new_session() -> io::Result<()> {
+    sys::setsid()
+}
+
 /// Says the server is ready to serve: `notify("READY=1")`.
 pub fn ready() -> io::Result<bool> {
     notify("READY=1")
@@ -286,7 +293,7 @@ impl Shutdown {
         }));
         loop {
             sys::poll(&mut fds, None)?;
-            if let Some(sig) = sys::signalfd_read(std::os::fd::AsFd::as_fd(&self.fd))? {
+            if let Some((sig, _)) = sys::signalfd_read(std::os::fd::AsFd::as_fd(&self.fd))? {
                 return Ok(Event::Shutdown(sig));
             }
             if let Some(i) = fds[1..].iter().position(|f| f.revents != 0) {

@@ -73,6 +73,51 @@ fn invalid_values_are_rejected_before_anything_starts() {
             "invalid --signal-on-term value ''",
         ),
         (&["--backlog=-1", "true"], "invalid --backlog value '-1'"),
+        (
+            &["--drain-timeout=-1", "true"],
+            "invalid --drain-timeout value '-1': expected a non-negative number of seconds",
+        ),
+        (
+            &["--drain-timeout=", "true"],
+            "invalid --drain-timeout value ''",
+        ),
+        (
+            &["--drain-timeout=soon", "true"],
+            "invalid --drain-timeout value 'soon'",
+        ),
+        (
+            &["--shutdown-delay=-2", "true"],
+            "invalid --shutdown-delay value '-2'",
+        ),
+        (
+            &["--shutdown-delay=", "true"],
+            "invalid --shutdown-delay value ''",
+        ),
+        (
+            &["--shutdown-delay=x", "true"],
+            "invalid --shutdown-delay value 'x'",
+        ),
+        (
+            &["--start-retries=-1", "true"],
+            "invalid --start-retries value '-1': expected a non-negative whole number",
+        ),
+        (
+            &["--start-retries=", "true"],
+            "invalid --start-retries value ''",
+        ),
+        (
+            &["--start-retries=1.5", "true"],
+            "invalid --start-retries value '1.5'",
+        ),
+        (
+            &["--start-retries=many", "true"],
+            "invalid --start-retries value 'many'",
+        ),
+        (
+            &["--start-retries=99999999999", "true"],
+            "invalid --start-retries value '99999999999': too large",
+        ),
+        (&["--signal-group=1", "true"], "takes no value"),
         (&["--daemonize", "true"], "--daemonize requires --log-file"),
         (&["--bogus", "true"], "unknown option 'bogus'"),
         (&["--s=1", "true"], "is ambiguous"),

@@ -250,7 +250,11 @@ fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
     server.wait_line(&format!(
         "received TERM again, sending KILL to all workers:{w}"
     ));
-    assert!(server.wait_exit().success());
+    assert_eq!(
+        server.wait_exit().code(),
+        Some(2),
+        "a worker had to be killed"
+    );
     wait_gone(w, &server);
 
     let dir = TempDir::new("stop-timeout");
@@ -267,7 +271,11 @@ fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
         "workers still running after --stop-timeout, sending KILL to all workers:{w}"
     ));
     server.wait_line(&format!("worker {w} died, status:9"));
-    assert!(server.wait_exit().success());
+    assert_eq!(
+        server.wait_exit().code(),
+        Some(2),
+        "a worker had to be killed"
+    );
 }
 
 #[test]
@@ -464,24 +472,9 @@ fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
     cmd.args(["--pid", "--fork", "--kill-child", "--"])
         .arg(bin())
         .args(["--interval=0", "--", "sh", "-c", &script]);
-    let mut server = Server::spawn(&mut cmd);
-    let started = wait_for("start_server or unshare's failure", &server, || {
-        if server.count("starting new worker") > 0 {
-            Some(true)
-        } else if server.count("unshare") > 0 {
-            Some(false)
-        } else {
-            None
-        }
-    });
-    if !started {
-        eprintln!(
-            "skipped: cannot create a pid namespace here:\n{}",
-            server.log()
-        );
+    let Some(mut server) = start_in_pid_namespace(&mut cmd) else {
         return;
-    }
-    server.wait_line("start_server (pid:1) starting now...");
+    };
     dir.report(1, &server);
     let init = children(server.pid)[0];
     assert_eq!(children(init).len(), 2, "the worker and the orphan");

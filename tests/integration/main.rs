@@ -5,6 +5,7 @@ mod activation;
 mod bad_input;
 mod clients;
 mod compat;
+mod containment;
 mod lifecycle;
 mod load;
 mod notify;

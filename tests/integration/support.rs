@@ -531,3 +531,28 @@ impl Load {
         self.ok.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// Starts `cmd` (an `unshare --pid --fork ...` running start_server) and
+/// waits until start_server runs as PID 1 inside; None, after saying why,
+/// where no pid namespace can be made.
+pub fn start_in_pid_namespace(cmd: &mut Command) -> Option<Server> {
+    let server = Server::spawn(cmd);
+    let started = wait_for("start_server or unshare's failure", &server, || {
+        if server.count("starting new worker") > 0 {
+            Some(true)
+        } else if server.count("unshare") > 0 {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    if !started {
+        eprintln!(
+            "skipped: cannot create a pid namespace here:\n{}",
+            server.log()
+        );
+        return None;
+    }
+    server.wait_line("start_server (pid:1) starting now...");
+    Some(server)
+}

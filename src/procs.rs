@@ -1,0 +1,129 @@
+//! The process tree, as /proc shows it: what is still running under us
+//! once the workers are gone.
+
+use std::collections::HashMap;
+
+use crate::sys::Pid;
+
+/// One process: its parent, and whether it has already ended (a zombie
+/// waiting for its parent to reap it).
+struct Entry {
+    parent: Pid,
+    ended: bool,
+}
+
+/// `pid (comm) state ppid ...`: the state and the parent. The command
+/// name may hold spaces and parentheses, so the fields are found after
+/// the last `)`.
+fn parse_stat(stat: &str) -> Option<Entry> {
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some(Entry {
+        parent,
+        ended: matches!(state, "Z" | "X"),
+    })
+}
+
+/// Whether /proc shows our own pid namespace: one mounted for another
+/// (as after `unshare --pid` without a new mount) names other processes
+/// by our numbers.
+fn proc_is_ours() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok())
+        == Some(std::process::id())
+}
+
+/// Every live process in the tree under `root` (not `root` itself),
+/// leaving out the subtrees of `except`. Empty when /proc cannot be read
+/// or belongs to another pid namespace.
+pub fn descendants(root: Pid, except: &[Pid]) -> Vec<Pid> {
+    if !proc_is_ours() {
+        return Vec::new();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut table: HashMap<Pid, Entry> = HashMap::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<Pid>().ok())
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read: skipped.
+        if let Some(e) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .as_deref()
+            .and_then(parse_stat)
+        {
+            table.insert(pid, e);
+        }
+    }
+    under(root, except, &table)
+}
+
+fn under(root: Pid, except: &[Pid], table: &HashMap<Pid, Entry>) -> Vec<Pid> {
+    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for (&pid, e) in table {
+        children.entry(e.parent).or_default().push(pid);
+    }
+    let mut found = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map_or(&[][..], Vec::as_slice) {
+            // A pid is its own parent only in a corrupt table: never loop.
+            if c == root || except.contains(&c) || found.contains(&c) {
+                continue;
+            }
+            if table.get(&c).is_some_and(|e| !e.ended) {
+                found.push(c);
+            }
+            todo.push(c);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_awkward_names() {
+        let e = parse_stat("42 (a) b (c)) S 7 42 42 0").unwrap();
+        assert_eq!((e.parent, e.ended), (7, false));
+        assert!(parse_stat("43 (x) Z 1 0").unwrap().ended);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn the_tree_under_a_root_without_the_excepted_and_the_ended() {
+        let t: HashMap<Pid, Entry> = [
+            (10, 1, false),
+            (11, 10, false), // a worker's helper
+            (12, 11, false), // its child
+            (13, 10, false), // the log command
+            (14, 13, false), // its child
+            (15, 10, true),  // a zombie, not yet reaped
+            (16, 15, false), // not possible, but harmless
+            (20, 1, false),  // not ours
+        ]
+        .into_iter()
+        .map(|(p, parent, ended)| (p, Entry { parent, ended }))
+        .collect();
+        assert_eq!(under(10, &[13], &t), [11, 12, 16]);
+        assert_eq!(under(20, &[], &t), Vec::<Pid>::new());
+    }
+
+    #[test]
+    fn this_process_has_its_children_listed() {
+        let me = std::process::id() as Pid;
+        assert!(!descendants(me, &[]).contains(&me));
+    }
+}
