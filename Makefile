@@ -17,7 +17,7 @@ PORT     ?= 8080
 CARGO    ?= cargo
 RELEASE  := RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no" RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 
-.PHONY: all build prereqs test soak install uninstall demo bench clean
+.PHONY: all build prereqs test soak install uninstall demo bench container clean
 
 all: build
 
@@ -60,6 +60,15 @@ demo: build
 bench: build
 	$(CARGO) build --release --example bench --example hello
 	target/$(TARGET)/release/examples/bench $(BIN)
+
+# The example image (examples/Containerfile): start_server and the
+# example server, FROM scratch.
+PODMAN ?= podman
+container: build
+	$(CARGO) build --release --example hello
+	rm -rf target/container && mkdir -p target/container
+	cp $(BIN) target/$(TARGET)/release/examples/hello examples/Containerfile target/container/
+	$(PODMAN) build -t start_server-example target/container
 
 clean:
 	$(CARGO) clean

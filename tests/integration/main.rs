@@ -5,6 +5,7 @@ mod activation;
 mod bad_input;
 mod clients;
 mod compat;
+mod container;
 mod containment;
 mod lifecycle;
 mod load;

@@ -229,6 +229,7 @@ struct Output {
 /// A running start_server.
 pub struct Server {
     child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
     pub pid: u32,
     lines: Arc<(Mutex<Output>, Condvar)>,
     status: Option<ExitStatus>,
@@ -241,8 +242,17 @@ impl Server {
 
     /// Starts `cmd`, collecting its stderr (and stdout) lines.
     pub fn spawn(cmd: &mut Command) -> Server {
+        Self::spawn_io(cmd, Stdio::null())
+    }
+
+    /// The same, with a pipe to its standard input ([`Server::stdin`]).
+    pub fn spawn_interactive(cmd: &mut Command) -> Server {
+        Self::spawn_io(cmd, Stdio::piped())
+    }
+
+    fn spawn_io(cmd: &mut Command, stdin: Stdio) -> Server {
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -266,10 +276,15 @@ impl Server {
         }
         Server {
             pid: child.id(),
+            stdin: child.stdin.take(),
             child: Some(child),
             lines,
             status: None,
         }
+    }
+
+    pub fn stdin(&mut self) -> Option<&mut std::process::ChildStdin> {
+        self.stdin.as_mut()
     }
 
     pub fn log(&self) -> String {

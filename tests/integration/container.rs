@@ -1,0 +1,464 @@
+//! start_server as PID 1 of a real container: the example Containerfile
+//! (FROM scratch) built and run with podman and runc, the runtime that
+//! Kubernetes and Docker use. Skipped, with the reason, where no container
+//! can be started (not root, no podman); `.ci/run` installs podman.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::support::*;
+
+/// podman with its own storage under target/tmp, and the settings that
+/// work on a plain host as root: vfs storage, cgroupfs, runc.
+struct Podman {
+    root: PathBuf,
+}
+
+/// The test image: the example image plus the tests' probe.
+const IMAGE: &str = "localhost/start_server-test";
+
+impl Podman {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(self.root.join("root"))
+            // podman refuses a run root longer than 50 characters.
+            .arg("--runroot")
+            .arg(std::env::temp_dir().join("start_server-podman-run"))
+            .args([
+                "--storage-driver=vfs",
+                "--events-backend=file",
+                "--cgroup-manager=cgroupfs",
+                "--runtime=runc",
+            ]);
+        c
+    }
+
+    /// Runs a podman command to its end: its exit code and output.
+    fn run(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    }
+
+    fn build(&self, context: &Path, tag: &str) -> Result<(), String> {
+        let (code, out) = self.run(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
+        match code {
+            Some(0) => Ok(()),
+            _ => Err(format!("podman build {tag} failed: {out}")),
+        }
+    }
+}
+
+/// A hard limit of ours, from /proc/self/limits ("Max open files").
+fn hard_limit(name: &str) -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// podman and the test image, built once per test run; None (after
+/// saying why) where no container can run here.
+fn podman() -> Option<&'static Podman> {
+    static PODMAN: OnceLock<Result<Podman, String>> = OnceLock::new();
+    let p = PODMAN.get_or_init(|| {
+        if Command::new("podman").arg("--version").output().is_err() {
+            return Err("podman is not installed".into());
+        }
+        if !std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:\t0\t"))
+        {
+            return Err("not root".into());
+        }
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("podman");
+        let podman = Podman { root };
+        // The example image, from examples/Containerfile as it ships...
+        let context = podman.root.join("context");
+        let _ = std::fs::remove_dir_all(&context);
+        std::fs::create_dir_all(&context).unwrap();
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (from, to) in [
+            (bin(), "start_server"),
+            (example("hello"), "hello"),
+            (here.join("examples/Containerfile"), "Containerfile"),
+        ] {
+            std::fs::copy(from, context.join(to)).unwrap();
+        }
+        podman.build(&context, "localhost/start_server-example")?;
+        // ...and the probe on top, for the tests.
+        std::fs::copy(example("probe"), context.join("probe")).unwrap();
+        std::fs::write(
+            context.join("Containerfile"),
+            "FROM localhost/start_server-example\nCOPY probe /probe\n",
+        )
+        .unwrap();
+        podman.build(&context, IMAGE)?;
+        let _ = podman.run(&["image", "prune", "-f"]);
+        Ok(podman)
+    });
+    match p {
+        Ok(p) => Some(p),
+        Err(why) => {
+            eprintln!("skipped: no container can run here: {why}");
+            None
+        }
+    }
+}
+
+/// A container of the test image, removed when dropped.
+struct Container {
+    name: String,
+    podman: &'static Podman,
+    /// `podman run`, attached: its output is start_server's, its exit
+    /// status the container's.
+    server: Server,
+}
+
+impl Container {
+    /// Runs the test image with start_server's `args`, in the host's
+    /// network (loopback only) with `dir` at /d.
+    fn run(podman: &'static Podman, test: &str, dir: &TempDir, args: &[&str]) -> Container {
+        Self::run_with(podman, test, dir, &[], args, |c| c)
+    }
+
+    fn run_with(
+        podman: &'static Podman,
+        test: &str,
+        dir: &TempDir,
+        run_options: &[&str],
+        args: &[&str],
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Container {
+        let name = format!("start_server-test-{}-{test}", std::process::id());
+        let nofile = hard_limit("Max open files").unwrap_or(1024).min(4096);
+        let nproc = hard_limit("Max processes").unwrap_or(4096).min(4096);
+        let mut cmd = podman.cmd();
+        cmd.args(["run", "--rm", "--name", &name, "--network=host"])
+            .arg(format!("--ulimit=nofile={nofile}:{nofile}"))
+            .arg(format!("--ulimit=nproc={nproc}:{nproc}"))
+            .arg(format!("--volume={}:/d", dir.path().display()))
+            .args(run_options)
+            .arg(IMAGE)
+            .args(args);
+        let interactive = run_options.contains(&"--interactive");
+        let mut cmd = wrap(cmd);
+        let server = match interactive {
+            true => Server::spawn_interactive(&mut cmd),
+            false => Server::spawn(&mut cmd),
+        };
+        Container {
+            name,
+            podman,
+            server,
+        }
+    }
+
+    fn exec(&self, args: &[&str]) -> (Option<i32>, String) {
+        let mut all = vec!["exec", &self.name];
+        all.extend_from_slice(args);
+        self.podman.run(&all)
+    }
+
+    /// `podman kill --signal=SIG`: to start_server, PID 1 inside.
+    fn signal(&self, sig: &str) {
+        let (code, out) = self
+            .podman
+            .run(&["kill", &format!("--signal={sig}"), &self.name]);
+        assert_eq!(code, Some(0), "podman kill: {out}\n{}", self.server.log());
+    }
+
+    /// `podman stop`, in the background (it returns when the container
+    /// has stopped); wait for that with `wait_exit`.
+    fn stop(&self) {
+        self.podman
+            .cmd()
+            .args(["stop", "--time=10", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    }
+
+    /// The container's exit status.
+    fn wait_exit(&mut self) -> Option<i32> {
+        self.server.wait_exit().code()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.podman.run(&["rm", "--force", "--time=0", &self.name]);
+    }
+}
+
+fn port_args() -> (String, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    (format!("--port={addr}"), addr)
+}
+
+#[test]
+fn serves_restarts_under_load_and_stops_gracefully() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-load");
+    let (port, addr) = port_args();
+    let mut c = Container::run(
+        podman,
+        "load",
+        &dir,
+        &[
+            &port,
+            "--interval=0.2",
+            "--status-file=/d/status",
+            "--",
+            "/hello",
+        ],
+    );
+    c.server.wait_line("start_server (pid:1) starting now...");
+    wait_for("the server to answer", &c.server, || get(&addr).ok());
+    let load = Load::start(&addr, 4, "hello from generation");
+    // `podman run` passes signals on to the container: HUP reaches PID 1.
+    load.restart(&c.server, &dir.join("status"), 3, 20);
+    assert!(load.finish() > 60);
+    c.stop();
+    assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+    c.server.wait_line("exiting");
+}
+
+#[test]
+fn client_modes_in_the_container_exit_0() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-clients");
+    dir.mode("graceful");
+    let mut c = Container::run(
+        podman,
+        "clients",
+        &dir,
+        &[
+            "--interval=0.2",
+            "--pid-file=/d/pid",
+            "--status-file=/d/status",
+            "--",
+            "/probe",
+            "/d",
+        ],
+    );
+    wait_status(&dir.join("status"), &[1], &c.server);
+    let (code, out) = c.exec(&[
+        "/start_server",
+        "--restart",
+        "--pid-file=/d/pid",
+        "--status-file=/d/status",
+    ]);
+    assert_eq!(code, Some(0), "--restart: {out}\n{}", c.server.log());
+    assert_eq!(status(&dir.join("status")).len(), 1);
+    let (code, out) = c.exec(&["/start_server", "--stop", "--pid-file=/d/pid"]);
+    assert_eq!(code, Some(0), "--stop: {out}\n{}", c.server.log());
+    assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+    assert_eq!(dir.stopped_by(2), "15");
+}
+
+#[test]
+fn orphans_are_reaped_and_helpers_stopped_before_start_server_exits() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-orphans");
+    dir.mode("graceful helper");
+    let mut c = Container::run(
+        podman,
+        "orphans",
+        &dir,
+        &["--interval=0", "--", "/probe", "/d"],
+    );
+    dir.report(1, &c.server);
+    wait_file_contains(&dir.join("1.helper"), "", &c.server);
+    c.signal("HUP");
+    dir.report(2, &c.server);
+    wait_file_contains(&dir.join("2.helper"), "", &c.server);
+    c.server.wait_line("old worker");
+    c.stop();
+    assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+    c.server
+        .wait_line("sending TERM to what the workers left behind:");
+    for g in [1, 2] {
+        assert!(
+            dir.join(&format!("{g}.helper-stopped")).exists(),
+            "helper {g} got no TERM\n{}",
+            c.server.log()
+        );
+    }
+}
+
+#[test]
+fn a_worker_ignoring_term_is_killed_by_drain_and_stop_timeouts() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-stubborn");
+    dir.mode("stubborn");
+    let mut c = Container::run(
+        podman,
+        "stubborn",
+        &dir,
+        &[
+            "--interval=0",
+            "--drain-timeout=0.3",
+            "--stop-timeout=0.3",
+            "--pid-file=/d/pid",
+            "--status-file=/d/status",
+            "--",
+            "/probe",
+            "/d",
+        ],
+    );
+    wait_status(&dir.join("status"), &[1], &c.server);
+    dir.report(1, &c.server);
+    let (code, out) = c.exec(&[
+        "/start_server",
+        "--restart",
+        "--pid-file=/d/pid",
+        "--status-file=/d/status",
+    ]);
+    assert_eq!(code, Some(0), "--restart: {out}\n{}", c.server.log());
+    c.server
+        .wait_line("still running 0.3 s after TERM, sending KILL (--drain-timeout)");
+    dir.report(2, &c.server);
+    c.stop();
+    assert_eq!(c.wait_exit(), Some(2), "{}", c.server.log());
+    c.server
+        .wait_line("workers still running after --stop-timeout, sending KILL");
+}
+
+#[test]
+fn a_crash_loop_gives_up_with_status_3() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-crash");
+    dir.mode("exit 1");
+    let mut c = Container::run(
+        podman,
+        "crash",
+        &dir,
+        &["--interval=0", "--start-retries=2", "--", "/probe", "/d"],
+    );
+    assert_eq!(c.wait_exit(), Some(3), "{}", c.server.log());
+    c.server.wait_line("giving up (--start-retries=2)");
+}
+
+#[test]
+fn shutdown_delay_keeps_answering_for_its_duration() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-delay");
+    let (port, addr) = port_args();
+    let mut c = Container::run(
+        podman,
+        "delay",
+        &dir,
+        &[&port, "--interval=0", "--shutdown-delay=1", "--", "/hello"],
+    );
+    wait_for("the server to answer", &c.server, || get(&addr).ok());
+    c.stop();
+    c.server
+        .wait_line("serving 1 s more before stopping the workers");
+    assert!(get(&addr).is_ok(), "{}", c.server.log());
+    assert_eq!(c.server.count("sending TERM to all workers"), 0);
+    assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+}
+
+/// `podman run -it` under script(1), which gives it a terminal: a ^C
+/// typed there goes, through the container's terminal, to its foreground
+/// process group: start_server's alone.
+fn on_a_terminal(cmd: Command) -> Command {
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| shell_quote(&a.to_string_lossy()))
+        .collect();
+    let mut script = Command::new("script");
+    script
+        .args(["--quiet", "--flush", "--return", "--command"])
+        .arg(line.join(" "))
+        .arg("/dev/null");
+    script
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Types ^C on the terminal of a container run by [`on_a_terminal`].
+fn type_ctrl_c(c: &mut Container) {
+    use std::io::Write;
+    let stdin = c.server.stdin().expect("script's stdin");
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+}
+
+/// The threads of the first worker of the container's PID 1, as the host
+/// sees them (hello answers each connection on a thread of its own).
+fn worker_threads(podman: &Podman, name: &str) -> Option<usize> {
+    let (_, pid) = podman.run(&["inspect", "--format={{.State.Pid}}", name]);
+    let pid: u32 = pid.trim().parse().ok()?;
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let worker: u32 = children.split_whitespace().next()?.parse().ok()?;
+    std::fs::read_dir(format!("/proc/{worker}/task"))
+        .ok()
+        .map(Iterator::count)
+}
+
+#[test]
+fn ctrl_c_on_podman_run_it_reaches_only_start_server() {
+    let Some(podman) = podman() else { return };
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) is not installed");
+        return;
+    }
+    // The probe tells which signal it got: TERM from start_server, not
+    // the terminal's INT.
+    let dir = TempDir::new("ct-ctrl-c");
+    dir.mode("graceful");
+    let mut c = Container::run_with(
+        podman,
+        "ctrl-c",
+        &dir,
+        &["--interactive", "--tty"],
+        &["--interval=0", "--", "/probe", "/d"],
+        on_a_terminal,
+    );
+    dir.report(1, &c.server);
+    type_ctrl_c(&mut c);
+    c.server
+        .wait_line("received INT, sending TERM to all workers");
+    assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+    assert_eq!(dir.stopped_by(1), "15");
+
+    // A request in flight when ^C is typed is answered.
+    let (port, addr) = port_args();
+    let mut c = Container::run_with(
+        podman,
+        "ctrl-c-hello",
+        &dir,
+        &["--interactive", "--tty"],
+        &[&port, "--interval=0", "--", "/hello"],
+        on_a_terminal,
+    );
+    wait_for("the server to answer", &c.server, || get(&addr).ok());
+    let threads = worker_threads(podman, &c.name).unwrap();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    {
+        use std::io::Write;
+        conn.write_all(b"GET / HTTP/1.0\r\n").unwrap();
+    }
+    wait_for("the worker to take the connection", &c.server, || {
+        (worker_threads(podman, &c.name)? > threads).then_some(())
+    });
+    type_ctrl_c(&mut c);
+    c.server.wait_line("1 request(s) in flight");
+    {
+        use std::io::{Read, Write};
+        conn.write_all(b"\r\n").unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("hello from generation 1"), "{answer:?}");
+    }
+    assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+}
