@@ -174,13 +174,11 @@ impl Container {
     /// `podman stop`, in the background (it returns when the container
     /// has stopped); wait for that with `wait_exit`.
     fn stop(&self) {
-        self.podman
-            .cmd()
-            .args(["stop", "--time=10", &self.name])
+        let mut stop = self.podman.cmd();
+        stop.args(["stop", "--time=10", &self.name])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        std::thread::spawn(move || stop.status());
     }
 
     /// The container's exit status.
