@@ -6,7 +6,7 @@
 //! - size of the binary;
 //! - idle VmRSS of the supervisor with one worker running (median of 5);
 //! - wake-ups (context switches) of an idle supervisor over 10 s, with and
-//!   without auto-restart pending;
+//!   without auto-restart pending, and with every timer option set;
 //! - latency from spawning start_server to its worker's first instruction
 //!   (median of 21), next to spawning the worker directly.
 //!
@@ -112,6 +112,21 @@ fn main() {
             ),
         ));
     }
+    // Our own timers, all set and none due: still nothing to wake for.
+    running.push((
+        "ours, every timer option set".to_string(),
+        Supervised::start(
+            &ours,
+            &me,
+            &[
+                "--drain-timeout=5",
+                "--shutdown-delay=5",
+                "--stop-timeout=5",
+                "--start-retries=3",
+                "--signal-group",
+            ],
+        ),
+    ));
     // Let start-up settle (Perl's first start check included).
     std::thread::sleep(Duration::from_millis(500));
     let before: Vec<u64> = running

@@ -231,10 +231,13 @@ fn client_modes_in_the_container_exit_0() {
     let Some(podman) = podman() else { return };
     let dir = TempDir::new("ct-clients");
     dir.mode("graceful");
-    let mut c = Container::run(
+    // Kept after it stops (until dropped): podman exec reads the exec's
+    // exit status from the container, which --rm removes at once.
+    let mut c = Container::run_with(
         podman,
         "clients",
         &dir,
+        &["--rm=false"],
         &[
             "--interval=0.2",
             "--pid-file=/d/pid",
@@ -243,6 +246,7 @@ fn client_modes_in_the_container_exit_0() {
             "/probe",
             "/d",
         ],
+        |c| c,
     );
     wait_status(&dir.join("status"), &[1], &c.server);
     let (code, out) = c.exec(&[
