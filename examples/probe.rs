@@ -18,6 +18,11 @@
 //! Times are nanoseconds since the epoch.
 //!
 //!     probe DIR
+//!     probe wrap DIR
+//!
+//! `wrap` stands for a wrapper that passes no signal on (as `sh -c` does):
+//! it runs `probe DIR` as its child, waits for it, and dies of the first
+//! signal it gets.
 
 use std::fs;
 use std::path::Path;
@@ -34,6 +39,14 @@ fn now() -> u128 {
 
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: probe DIR");
+    if dir == "wrap" {
+        let dir = std::env::args().nth(2).expect("usage: probe wrap DIR");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg(dir)
+            .status()
+            .expect("run the probe");
+        std::process::exit(status.code().unwrap_or(1));
+    }
     if dir == "helper-run" {
         let args: Vec<String> = std::env::args().skip(2).collect();
         helper(Path::new(&args[0]), &args[1]);

@@ -157,6 +157,19 @@ impl Container {
         }
     }
 
+    /// `start_server --restart` run inside, with the pid and status files
+    /// under /d: it exits `code`, saying `needle`.
+    fn restart_expecting(&self, code: i32, needle: &str) {
+        let (got, out) = self.exec(&[
+            "/start_server",
+            "--restart",
+            "--pid-file=/d/pid",
+            "--status-file=/d/status",
+        ]);
+        assert_eq!(got, Some(code), "--restart: {out}\n{}", self.server.log());
+        assert!(out.contains(needle), "--restart: {out}");
+    }
+
     fn exec(&self, args: &[&str]) -> (Option<i32>, String) {
         let mut all = vec!["exec", &self.name];
         all.extend_from_slice(args);
@@ -257,13 +270,7 @@ fn client_modes_in_the_container_exit_0() {
         |c| c,
     );
     wait_status(&dir.join("status"), &[1], &c.server);
-    let (code, out) = c.exec(&[
-        "/start_server",
-        "--restart",
-        "--pid-file=/d/pid",
-        "--status-file=/d/status",
-    ]);
-    assert_eq!(code, Some(0), "--restart: {out}\n{}", c.server.log());
+    c.restart_expecting(0, "");
     assert_eq!(status(&dir.join("status")).len(), 1);
     let (code, out) = c.exec(&["/start_server", "--stop", "--pid-file=/d/pid"]);
     assert_eq!(code, Some(0), "--stop: {out}\n{}", c.server.log());
@@ -323,13 +330,7 @@ fn a_worker_ignoring_term_is_killed_by_drain_and_stop_timeouts() {
     );
     wait_status(&dir.join("status"), &[1], &c.server);
     dir.report(1, &c.server);
-    let (code, out) = c.exec(&[
-        "/start_server",
-        "--restart",
-        "--pid-file=/d/pid",
-        "--status-file=/d/status",
-    ]);
-    assert_eq!(code, Some(0), "--restart: {out}\n{}", c.server.log());
+    c.restart_expecting(0, "");
     c.server
         .wait_line("still running 0.3 s after TERM, sending KILL (--drain-timeout)");
     dir.report(2, &c.server);
@@ -337,6 +338,68 @@ fn a_worker_ignoring_term_is_killed_by_drain_and_stop_timeouts() {
     assert_eq!(c.wait_exit(), Some(2), "{}", c.server.log());
     c.server
         .wait_line("workers still running after --stop-timeout, sending KILL");
+}
+
+#[test]
+fn a_restart_that_never_comes_up_is_given_up_and_the_old_generation_serves() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-give-up-restart");
+    dir.mode("run");
+    let c = Container::run(
+        podman,
+        "give-up-restart",
+        &dir,
+        &[
+            "--interval=0.3",
+            "--start-retries=1",
+            "--pid-file=/d/pid",
+            "--status-file=/d/status",
+            "--",
+            "/probe",
+            "/d",
+        ],
+    );
+    wait_status(&dir.join("status"), &[1], &c.server);
+    let first = status(&dir.join("status"))[0].1;
+    dir.mode("exit 1");
+    c.restart_expecting(1, "gave up the restart");
+    c.server.wait_line(&format!(
+        "2 failed starts in a row, giving up the restart (--start-retries=1): generation 1 (pid {first}) goes on serving"
+    ));
+    assert_eq!(status(&dir.join("status")), [(1, first)]);
+    dir.mode("run");
+    c.restart_expecting(0, "");
+}
+
+#[test]
+fn signal_group_reaches_what_a_wrapper_started() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("ct-signal-group");
+    dir.mode("graceful");
+    let mut c = Container::run(
+        podman,
+        "signal-group",
+        &dir,
+        &[
+            "--interval=0",
+            "--signal-group",
+            "--status-file=/d/status",
+            "--",
+            "/probe",
+            "wrap",
+            "/d",
+        ],
+    );
+    dir.report(1, &c.server);
+    c.signal("HUP");
+    dir.report(2, &c.server);
+    // The wrapper passes nothing on: the probe under it stopped on the
+    // group's signal, while start_server still runs.
+    wait_file_contains(&dir.join("1.stopped"), "15 ", &c.server);
+    assert_eq!(c.server.exited(), None);
+    c.stop();
+    assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+    assert_eq!(dir.stopped_by(2), "15");
 }
 
 #[test]
