@@ -25,6 +25,10 @@ pub enum Mode {
     Stop {
         pid_file: PathBuf,
     },
+    Status {
+        pid_file: PathBuf,
+        status_file: PathBuf,
+    },
     Help,
     Version,
 }
@@ -197,6 +201,7 @@ enum Opt {
     User,
     Restart,
     Stop,
+    Status,
     Help,
     Version,
 }
@@ -230,6 +235,7 @@ const OPTIONS: &[(&str, Opt, bool)] = &[
     ("user", Opt::User, true),
     ("restart", Opt::Restart, false),
     ("stop", Opt::Stop, false),
+    ("status", Opt::Status, false),
     ("help", Opt::Help, false),
     ("version", Opt::Version, false),
 ];
@@ -252,9 +258,11 @@ fn lookup(name: &str) -> Result<(&'static str, Opt, bool), String> {
     if let Some(&found) = OPTIONS.iter().find(|(n, ..)| *n == name) {
         return Ok(found);
     }
+    // `--status` is known by its whole name alone: its prefixes stay
+    // `--status-file`'s, as in the original.
     let matches: Vec<_> = OPTIONS
         .iter()
-        .filter(|(n, ..)| n.starts_with(&name))
+        .filter(|(n, opt, _)| n.starts_with(&name) && *opt != Opt::Status)
         .collect();
     match matches.as_slice() {
         [one] => Ok(**one),
@@ -276,6 +284,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
     parser.set_short_equals(false);
     let mut cfg = Config::default();
     let (mut restart, mut stop, mut help, mut version) = (false, false, false, false);
+    let mut status = false;
     loop {
         // `--` ends the options here rather than in lexopt, so that a
         // `+word` after it is never read as an option.
@@ -289,7 +298,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             break;
         };
         let (word, attached) = match arg {
-            Long(name) => (name.to_string(), None),
+            Long(name) => {
+                let name = name.to_string();
+                (name, parser.optional_value())
+            }
             Short(c) => single_dash(c, &mut parser),
             // Getopt::Long also takes `+name` for an option.
             Value(v) if plus_option(&v).is_some() => {
@@ -306,7 +318,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 break;
             }
         };
-        let (name, opt, takes_value) = lookup(&word)?;
+        let (mut name, mut opt, mut takes_value) = lookup(&word)?;
+        // In the original, `--status` is a prefix of `--status-file`: with a
+        // value attached it still is; alone, it is the client mode.
+        if opt == Opt::Status && attached.is_some() {
+            (name, opt, takes_value) = ("status-file", Opt::StatusFile, true);
+        }
         let value = match (takes_value, attached) {
             (true, Some(v)) => Some(v),
             (true, None) => Some(
@@ -315,12 +332,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                     .map_err(|_| format!("option '--{name}' needs a value"))?,
             ),
             (false, Some(_)) => return Err(format!("option '--{name}' takes no value")),
-            (false, None) => {
-                if parser.optional_value().is_some() {
-                    return Err(format!("option '--{name}' takes no value"));
-                }
-                None
-            }
+            (false, None) => None,
         };
         let raw = value.unwrap_or_default();
         let text = || {
@@ -399,6 +411,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 cfg.user = Some(user)
             }
             Opt::Restart => restart = true,
+            Opt::Status => status = true,
             Opt::Stop => stop = true,
             Opt::Help => help = true,
             Opt::Version => version = true,
@@ -418,6 +431,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             }),
             _ => Err(
                 "--restart option requires --pid-file and --status-file to be set as well".into(),
+            ),
+        };
+    }
+    if status {
+        return match (cfg.pid_file, cfg.status_file) {
+            (Some(pid_file), Some(status_file)) => Ok(Mode::Status {
+                pid_file,
+                status_file,
+            }),
+            _ => Err(
+                "--status option requires --pid-file and --status-file to be set as well".into(),
             ),
         };
     }
@@ -783,6 +807,7 @@ pub const USAGE: &str = "\
 Usage: start_server [options] -- server-prog server-arg1 server-arg2 ...
        start_server --restart --pid-file=FILE --status-file=FILE
        start_server --stop --pid-file=FILE
+       start_server --status --pid-file=FILE --status-file=FILE
 
 A superdaemon for hot-deploying server programs: binds the sockets, runs
 the server with them inherited, and on SIGHUP starts a new generation and
@@ -827,6 +852,9 @@ Options (any unique prefix works; -name works like --name):
   --user=LOGIN                 run servers as this user (root only)
   --restart                    tell a running start_server to restart
   --stop                       tell a running start_server to stop
+  --status                     print start_server's pid and its workers;
+                               exit 0 if one serves, 1 if start_server is
+                               not running, 2 if it runs but none serves
   --help                       print this help
   --version                    print the version
 
@@ -932,6 +960,20 @@ mod tests {
         assert_eq!(cfg.ports.len(), 2);
         assert_eq!(cfg.paths.len(), 2);
         assert_eq!(cfg.status_file, Some("f".into()));
+        // `--status` alone is the client mode; with a value, or shorter,
+        // it is `--status-file`, as in the original.
+        for form in ["--status=g", "--statu=g"] {
+            assert_eq!(run(&[form, "x"]).unwrap().status_file, Some("g".into()));
+        }
+        assert!(matches!(
+            parse(["--status", "--pid-file=p", "--status-file=s"].map(OsString::from)),
+            Ok(Mode::Status { .. })
+        ));
+        let err = parse(["--status", "--pid-file=p"].map(OsString::from)).unwrap_err();
+        assert!(
+            err.contains("--status option requires --pid-file and --status-file"),
+            "{err}"
+        );
         let err = run(&["--s=1", "x"]).unwrap_err();
         assert!(err.contains("ambiguous"), "{err}");
         assert!(err.contains("status-file"), "{err}");

@@ -1,5 +1,6 @@
-//! `--restart` and `--stop`: talk to a running start_server through its
-//! pid file (whose lock tells whether it still runs) and status file.
+//! `--restart`, `--stop` and `--status`: talk to a running start_server
+//! through its pid file (whose lock tells whether it still runs), status
+//! file and state file.
 
 use std::fs::File;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use crate::listen::errtext;
 use crate::log::original;
-use crate::status::{read_generations, read_pid, read_restarts_given_up, state_path};
+use crate::status::{read_generations, read_pid, read_restarts_given_up, read_state, state_path};
 use crate::sys::{self, Pid};
 
 /// How often `--restart` looks at the status file.
@@ -119,4 +120,32 @@ pub fn stop(pid_file: &Path) -> Result<(), String> {
         )
     })?;
     Ok(())
+}
+
+/// `--status`'s exit status when start_server runs but no generation
+/// serves.
+pub const STATUS_NOT_SERVING: i32 = 2;
+
+/// The text `--status` prints and its exit status: 0 when a generation
+/// serves, [`STATUS_NOT_SERVING`] when none does; an error (exit 1) when
+/// start_server is not running or its files cannot be read.
+pub fn status(pid_file: &Path, status_file: &Path) -> Result<(String, i32), String> {
+    let (pid, _lock) = running_pid(pid_file)?;
+    let state = state_path(status_file);
+    let workers = read_state(&state).map_err(|e| {
+        format!(
+            "unable to read state file {} (beside --status-file): {}",
+            state.display(),
+            errtext(&e)
+        )
+    })?;
+    let mut text = format!("start_server {pid} running\n");
+    for (generation, worker, role) in &workers {
+        text.push_str(&format!("generation {generation} pid {worker} {role}\n"));
+    }
+    let serving = workers.iter().any(|(_, _, role)| role == "serving");
+    if !serving {
+        text.push_str("no generation serving\n");
+    }
+    Ok((text, if serving { 0 } else { STATUS_NOT_SERVING }))
 }

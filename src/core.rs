@@ -66,8 +66,8 @@ pub trait Shell {
     /// Rewrites the status file with these `(generation, pid)` pairs.
     fn announce(&mut self, workers: &[(u64, Pid)]);
     fn say(&mut self, kind: Say, line: String);
-    /// The first generation is up: READY=1 to whoever started us.
-    fn first_generation_up(&mut self);
+    /// Tells whoever started us (systemd's NOTIFY_SOCKET) where we are.
+    fn upstream(&mut self, event: Upstream);
     /// The first worker's program runs (0), or will never (its status):
     /// what a daemonizing parent exits with.
     fn tell_parent(&mut self, code: i32);
@@ -88,6 +88,21 @@ pub trait Shell {
     /// Every worker with its role, and how many restarts were given up:
     /// the fuller state beside the status file.
     fn state(&mut self, _workers: &[(u64, Pid, Shown)], _restarts_given_up: u64) {}
+}
+
+/// What start_server tells the service manager that started it, in
+/// sd_notify's words.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upstream {
+    /// READY=1: a generation is up (the first, or a restart's).
+    Ready,
+    /// RELOADING=1 (with MONOTONIC_USEC, which the shell reads): a restart
+    /// begins.
+    Reloading,
+    /// STOPPING=1: shutting down.
+    Stopping,
+    /// STATUS=: what is happening, in words.
+    Status(String),
 }
 
 /// A worker's role as the state file and `--status` show it.
@@ -484,6 +499,46 @@ impl Core {
             })
             .collect();
         sh.state(&entries, self.restarts_given_up);
+        sh.upstream(Upstream::Status(self.status_text()));
+    }
+
+    /// What is happening, in words, for STATUS=: the generations serving,
+    /// starting and draining.
+    fn status_text(&self) -> String {
+        let mut serving = Vec::new();
+        let mut starting = Vec::new();
+        let mut draining = Vec::new();
+        let mut workers: Vec<&Worker> = self.workers.iter().collect();
+        workers.sort_by_key(|w| std::cmp::Reverse(w.generation));
+        for w in workers {
+            let (g, pid) = (w.generation, w.pid);
+            match w.role {
+                Role::Current
+                | Role::Old {
+                    signalled: false, ..
+                } => serving.push(format!("generation {g} serving (pid {pid})")),
+                Role::Starting { .. } => starting.push(format!(
+                    "starting generation {g}, attempt {}",
+                    self.failures + 1
+                )),
+                Role::Old {
+                    signalled: true, ..
+                } => draining.push(format!("draining generation {g} (pid {pid})")),
+            }
+        }
+        let parts: Vec<String> = serving
+            .into_iter()
+            .chain(starting)
+            .chain(draining)
+            .collect();
+        let text = match parts.is_empty() {
+            true => "no generation serving".to_string(),
+            false => parts.join("; "),
+        };
+        match self.shutdown {
+            Shutdown::Running => text,
+            _ => format!("stopping; {text}"),
+        }
     }
 
     fn signal_all(&self, sig: i32, sh: &mut dyn Shell) {
@@ -567,6 +622,10 @@ impl Core {
                      (--start-retries={retries}): generation {generation} (pid {pid}) goes on serving"
                 ),
             );
+            sh.upstream(Upstream::Status(format!(
+                "restart given up after {failures} failed starts; generation {generation} serving (pid {pid})"
+            )));
+            sh.upstream(Upstream::Ready);
             self.announce(sh);
         } else {
             self.gave_up = true;
@@ -578,6 +637,7 @@ impl Core {
                 ),
             );
             let term = self.rules.signal_on_term.clone();
+            sh.upstream(Upstream::Stopping);
             self.stop_workers(term, "giving up".into(), now, sh);
         }
         true
@@ -614,6 +674,7 @@ impl Core {
     }
 
     fn begin_restart(&mut self, now: Instant, sh: &mut dyn Shell) {
+        sh.upstream(Upstream::Reloading);
         for w in &mut self.workers {
             if w.role == Role::Current {
                 w.role = Role::Old {
@@ -631,8 +692,8 @@ impl Core {
             w.role = Role::Current;
         }
         self.last_restart = now;
+        sh.upstream(Upstream::Ready);
         self.announce(sh);
-        sh.first_generation_up();
         if !restart {
             return;
         }
@@ -1004,6 +1065,7 @@ impl Core {
             self.restart = self.restart.with_retry(None);
             // A failing start: try the (presumably fixed) deployment now.
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
+            sh.upstream(Upstream::Reloading);
             self.spawn(restart, now, sh);
         } else {
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
@@ -1012,6 +1074,7 @@ impl Core {
     }
 
     fn begin_shutdown(&mut self, sig: i32, now: Instant, sh: &mut dyn Shell) {
+        sh.upstream(Upstream::Stopping);
         let delay = self.rules.shutdown_delay;
         if delay.is_zero() || self.workers.is_empty() {
             return self.stop_workers_on(sig, now, sh);
@@ -1202,6 +1265,8 @@ mod tests {
         kills: Vec<(Pid, i32)>,
         /// The last state told: roles, and restarts given up.
         state: (Vec<(u64, Pid, Shown)>, u64),
+        /// What the service manager was told.
+        upstream: Vec<Upstream>,
     }
 
     impl Shell for Fake {
@@ -1224,8 +1289,11 @@ mod tests {
         fn say(&mut self, kind: Say, line: String) {
             self.lines.push((kind, line));
         }
-        fn first_generation_up(&mut self) {
-            self.up += 1;
+        fn upstream(&mut self, event: Upstream) {
+            if event == Upstream::Ready {
+                self.up += 1;
+            }
+            self.upstream.push(event);
         }
         fn tell_parent(&mut self, code: i32) {
             self.parent.push(code);
@@ -1903,7 +1971,7 @@ mod tests {
             fn say(&mut self, kind: Say, line: String) {
                 self.0.say(kind, line)
             }
-            fn first_generation_up(&mut self) {}
+            fn upstream(&mut self, _: Upstream) {}
             fn tell_parent(&mut self, _: i32) {}
             fn upgrade(&mut self) {
                 self.0.upgrade()

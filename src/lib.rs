@@ -110,6 +110,19 @@ pub fn main() -> i32 {
             let _ = signals::unblock_all();
             client(client::stop(&pid_file))
         }
+        Mode::Status {
+            pid_file,
+            status_file,
+        } => match client::status(&pid_file, &status_file) {
+            Ok((text, code)) => {
+                let _ = sys::write_all(1, text.as_bytes());
+                code
+            }
+            Err(msg) => {
+                fatal!("{msg}");
+                EXIT_FAILURE
+            }
+        },
         Mode::Run(_) if std::env::var_os(upgrade::CHECK_VAR).is_some() => {
             // Asked by a running start_server whether we take its state.
             let text = std::env::var(upgrade::STATE_VAR).unwrap_or_default();

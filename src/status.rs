@@ -64,6 +64,22 @@ pub fn read_restarts_given_up(path: &Path) -> io::Result<u64> {
         .unwrap_or(0))
 }
 
+/// The workers the state file lists: `(generation, pid, role)`, in
+/// generation order.
+pub fn read_state(path: &Path) -> io::Result<Vec<(u64, Pid, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let generation = f.next()?.parse().ok()?;
+            let pid = f.next()?.parse().ok()?;
+            let role = f.next()?.to_string();
+            Some((generation, pid, role))
+        })
+        .collect())
+}
+
 /// Checks that the status file can be written where it goes, by creating
 /// and removing the temporary file it is written through.
 pub fn check_writable(path: &Path) -> io::Result<()> {

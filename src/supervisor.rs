@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Policy, Protocols};
-use crate::core::{Core, ExecReport, Rules, Say, Shell, Shown};
+use crate::core::{Core, ExecReport, Rules, Say, Shell, Shown, Upstream};
 use crate::env::{self, Settings, Vars};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
@@ -58,7 +58,7 @@ pub struct Setup {
     /// With --readiness=notify: the socket workers send READY=1 to.
     pub notify: Option<Notify>,
     /// The NOTIFY_SOCKET start_server itself was given (by systemd): told
-    /// READY=1 once the first generation is up.
+    /// READY=1, RELOADING=1, STOPPING=1 and STATUS= as things happen.
     pub upstream_notify: Option<std::ffi::OsString>,
     /// Where start_server and socketmaster behave differently.
     pub policy: Policy,
@@ -149,6 +149,9 @@ struct Io {
     settings_problems: Vec<String>,
     status_written: bool,
     state_written: bool,
+    /// The last STATUS= told upstream, and whether telling failed once.
+    upstream_status: String,
+    upstream_warned: bool,
     ignored: Ignored,
     /// The upgrade signal arrived: the loop starts the check.
     upgrade_requested: bool,
@@ -242,13 +245,32 @@ impl Shell for Io {
         }
     }
 
-    fn first_generation_up(&mut self) {
-        if let Some(upstream) = self.s.upstream_notify.take()
-            && let Err(e) = sys::send_notification(&upstream, b"READY=1")
+    fn upstream(&mut self, event: Upstream) {
+        let Some(address) = &self.s.upstream_notify else {
+            return;
+        };
+        let message = match event {
+            Upstream::Ready => "READY=1".to_string(),
+            Upstream::Reloading => {
+                format!("RELOADING=1\nMONOTONIC_USEC={}", sys::monotonic_ns() / 1000)
+            }
+            Upstream::Stopping => "STOPPING=1".to_string(),
+            Upstream::Status(text) => {
+                if text == self.upstream_status {
+                    return;
+                }
+                let message = format!("STATUS={text}");
+                self.upstream_status = text;
+                message
+            }
+        };
+        // Never waits: a full or absent receiver loses the message.
+        if let Err(e) = sys::send_notification(address, message.as_bytes())
+            && !std::mem::replace(&mut self.upstream_warned, true)
         {
             warning!(
-                "unable to notify {}: {}",
-                upstream.to_string_lossy(),
+                "unable to notify {}: {}; carrying on (said once)",
+                address.to_string_lossy(),
                 errtext(&e)
             );
         }
@@ -339,6 +361,8 @@ impl Supervisor {
                 settings_problems: Vec::new(),
                 status_written: false,
                 state_written: false,
+                upstream_status: String::new(),
+                upstream_warned: false,
                 ignored: Ignored::new(now),
                 upgrade_requested: false,
             },

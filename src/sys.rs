@@ -1029,7 +1029,8 @@ pub fn recv_notification(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Da
 }
 
 /// Sends one datagram to the unix socket a NOTIFY_SOCKET value names: a
-/// path, or an abstract name written with a leading `@`.
+/// path, or an abstract name written with a leading `@`. Never waits: a
+/// receiver whose queue is full gives EAGAIN.
 pub fn send_notification(address: &OsStr, message: &[u8]) -> io::Result<()> {
     let bytes = address.as_bytes();
     let (abstract_name, name) = match bytes.first() {
@@ -1057,7 +1058,7 @@ pub fn send_notification(address: &OsStr, message: &[u8]) -> io::Result<()> {
             fd.as_raw_fd(),
             message.as_ptr().cast(),
             message.len(),
-            libc::MSG_NOSIGNAL,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
             (&sun as *const libc::sockaddr_un).cast(),
             len as libc::socklen_t,
         )

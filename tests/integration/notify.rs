@@ -246,9 +246,15 @@ fn start_server_tells_its_own_notify_socket_when_the_first_generation_is_up() {
                 dir.path().to_str().unwrap(),
             ]),
     );
-    let mut buf = [0u8; 64];
-    let n = upstream.recv(&mut buf).expect("READY=1 from start_server");
-    assert_eq!(&buf[..n], b"READY=1");
+    // STATUS= lines come before and after it (see systemd.rs).
+    let mut buf = [0u8; 256];
+    loop {
+        let n = upstream.recv(&mut buf).expect("READY=1 from start_server");
+        if &buf[..n] == b"READY=1" {
+            break;
+        }
+        assert!(buf.starts_with(b"STATUS="), "{:?}", &buf[..n]);
+    }
     // The worker got start_server's own socket, not the upstream one.
     let r = dir.report(1, &server);
     assert_ne!(r["env.NOTIFY_SOCKET"], dir.s("systemd"));
