@@ -1931,6 +1931,68 @@ mod tests {
         assert_eq!(core.exit_code, Some(EXIT_KILLED));
     }
 
+    #[test]
+    fn upstream_hears_reloading_ready_stopping_and_what_happens() {
+        use Upstream::*;
+        let st = |s: &str| Status(s.to_string());
+        let mut r = rules(Personality::StartServer, None);
+        r.start_retries = Some(1);
+        let (mut core, mut sh, t) = running(r, settings(&[]));
+        assert_eq!(
+            sh.upstream,
+            [
+                st("starting generation 1, attempt 1"),
+                Ready,
+                st("generation 1 serving (pid 101)")
+            ]
+        );
+        sh.upstream.clear();
+        let mut t = restart(&mut core, &mut sh, t);
+        assert_eq!(
+            sh.upstream,
+            [
+                Reloading,
+                st("generation 1 serving (pid 101); starting generation 2, attempt 1"),
+                Ready,
+                st("generation 2 serving (pid 102); generation 1 serving (pid 101)"),
+                st("generation 2 serving (pid 102); draining generation 1 (pid 101)"),
+            ]
+        );
+        core.on_exit(101, exited(0), t, &mut sh);
+        assert_eq!(
+            sh.upstream.last(),
+            Some(&st("generation 2 serving (pid 102)"))
+        );
+        // A restart that never comes up: given up, and READY=1 again.
+        sh.upstream.clear();
+        core.on_signal(libc::SIGHUP, t, &mut sh);
+        for _ in 0..2 {
+            let pid = sh.last_pid();
+            core.on_exec(pid, ExecReport::Executed, &mut sh);
+            core.on_exit(pid, exited(1), t, &mut sh);
+            t += SEC;
+            core.on_timers(t, &mut sh);
+        }
+        assert_eq!(
+            sh.upstream,
+            [
+                Reloading,
+                st("generation 2 serving (pid 102); starting generation 3, attempt 1"),
+                st("generation 2 serving (pid 102); starting generation 4, attempt 2"),
+                st("restart given up after 2 failed starts; generation 2 serving (pid 102)"),
+                Ready,
+                st("generation 2 serving (pid 102)"),
+            ]
+        );
+        sh.upstream.clear();
+        core.on_signal(libc::SIGTERM, t, &mut sh);
+        core.on_exit(102, exited(0), t, &mut sh);
+        assert_eq!(
+            sh.upstream,
+            [Stopping, st("stopping; no generation serving")]
+        );
+    }
+
     /// READINESS: READY=1 counts only once the program runs; a second one
     /// is noted and ignored.
     #[test]

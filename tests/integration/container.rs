@@ -350,7 +350,7 @@ fn a_restart_that_never_comes_up_is_given_up_and_the_old_generation_serves() {
         "give-up-restart",
         &dir,
         &[
-            "--interval=0.3",
+            "--interval=1",
             "--start-retries=1",
             "--pid-file=/d/pid",
             "--status-file=/d/status",

@@ -278,7 +278,7 @@ fn start_retries_spent_during_a_restart_keeps_the_old_generation_and_restart_fai
     dir.mode("run");
     // An --interval the failing worker cannot pass: with 0, a worker whose
     // program runs counts as up at once, and the old one is signalled.
-    let (mut server, pid, st) = probe_server(&dir, &["--interval=0.3", "--start-retries=1"]);
+    let (mut server, pid, st) = probe_server(&dir, &["--interval=1", "--start-retries=1"]);
     let first = server.wait_worker(1);
     wait_status(&dir.join("status"), &[1], &server);
     dir.mode("exit 1");

@@ -13,6 +13,7 @@ mod notify;
 mod socketmaster;
 mod sockets;
 mod support;
+mod systemd;
 mod third_party;
 mod upgrade;
 mod worker_env;
