@@ -113,3 +113,112 @@ fn restart_fails_when_the_status_file_is_missing_or_empty() {
     );
     assert!(server.stop().success());
 }
+
+/// `client` with its standard output too.
+fn client_out(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_lists_the_workers_and_says_whether_one_serves() {
+    let dir = TempDir::new("status-client");
+    dir.mode("graceful");
+    let probe = example("probe").display().to_string();
+    let (pid, st) = (dir.s("pid"), dir.s("status"));
+    let args = ["--status", "--pid-file", &pid, "--status-file", &st];
+    // A worker that takes long to be up: start_server runs, nothing serves.
+    let mut server = Server::start(&[
+        "--interval=60",
+        "--pid-file",
+        &pid,
+        "--status-file",
+        &st,
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]);
+    let first = server.wait_worker(1);
+    wait_file_contains(&dir.join("status.state"), " starting\n", &server);
+    let (code, out, err) = client_out(&args);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert_eq!(
+        out,
+        format!(
+            "start_server {} running\ngeneration 1 pid {first} starting\nno generation serving\n",
+            server.pid
+        )
+    );
+    assert!(server.stop().success());
+    // Serving: 0, with every generation and its role.
+    let mut server = Server::start(&[
+        "--interval=0",
+        "--kill-old-delay=60",
+        "--pid-file",
+        &pid,
+        "--status-file",
+        &st,
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]);
+    let first = server.wait_worker(1);
+    wait_status(&dir.join("status"), &[1], &server);
+    server.signal("HUP");
+    let second = server.wait_worker(2);
+    server.wait_line("sleeping 60 secs before killing old workers");
+    let (code, out, err) = client_out(&args);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out,
+        format!(
+            "start_server {} running\ngeneration 1 pid {first} serving\ngeneration 2 pid {second} serving\n",
+            server.pid
+        )
+    );
+    assert!(server.stop().success());
+    // Not running: 1, and one line naming the file.
+    let (code, out, err) = client_out(&args);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert_eq!(
+        err,
+        format!("start_server: fatal: unable to read pid file {pid}: No such file or directory\n")
+    );
+}
+
+#[test]
+fn status_names_the_file_it_cannot_read() {
+    let dir = TempDir::new("status-unreadable");
+    dir.mode("run");
+    let probe = example("probe").display().to_string();
+    let (pid, st) = (dir.s("pid"), dir.s("status"));
+    let mut server = Server::start(&[
+        "--interval=0",
+        "--pid-file",
+        &pid,
+        "--status-file",
+        &st,
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]);
+    wait_status(&dir.join("status"), &[1], &server);
+    // A state file named after another status file: none there.
+    let other = dir.s("other");
+    let (code, _, err) = client_out(&["--status", "--pid-file", &pid, "--status-file", &other]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        format!(
+            "start_server: fatal: unable to read state file {other}.state (beside --status-file): No such file or directory\n"
+        )
+    );
+    // A stale pid file.
+    assert!(server.stop().success());
+    std::fs::write(&pid, "999999\n").unwrap();
+    let (code, _, err) = client_out(&["--status", "--pid-file", &pid, "--status-file", &st]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("start_server is not running"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

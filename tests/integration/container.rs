@@ -272,6 +272,19 @@ fn client_modes_in_the_container_exit_0() {
     wait_status(&dir.join("status"), &[1], &c.server);
     c.restart_expecting(0, "");
     assert_eq!(status(&dir.join("status")).len(), 1);
+    // The exec probe an orchestrator would run: a generation serves.
+    let (code, out) = c.exec(&[
+        "/start_server",
+        "--status",
+        "--pid-file=/d/pid",
+        "--status-file=/d/status",
+    ]);
+    assert_eq!(code, Some(0), "--status: {out}\n{}", c.server.log());
+    assert!(
+        out.starts_with("start_server 1 running\ngeneration 2 pid "),
+        "{out}"
+    );
+    assert!(out.ends_with(" serving\n"), "{out}");
     let (code, out) = c.exec(&["/start_server", "--stop", "--pid-file=/d/pid"]);
     assert_eq!(code, Some(0), "--stop: {out}\n{}", c.server.log());
     assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());

@@ -106,9 +106,10 @@ fn the_whole_cycle_activation_ready_reload_failed_reload_and_stop() {
         &dir.s("notify"),
         port,
         &log,
+        // The man page's ExecStart= (and --interval at its default, 1 s).
         &[
-            "--interval=1",
-            "--start-retries=1",
+            "--stop-timeout=20",
+            "--start-retries=3",
             &format!("--pid-file={pid_file}"),
             &format!("--status-file={st}"),
             "--",
@@ -156,7 +157,9 @@ fn the_whole_cycle_activation_ready_reload_failed_reload_and_stop() {
         "RELOADING=1|MONOTONIC_USEC=*".to_string(),
         format!("STATUS=generation 2 serving (pid {p2}); starting generation 3, attempt 1"),
         format!("STATUS=generation 2 serving (pid {p2}); starting generation 4, attempt 2"),
-        format!("STATUS=restart given up after 2 failed starts; generation 2 serving (pid {p2})"),
+        format!("STATUS=generation 2 serving (pid {p2}); starting generation 5, attempt 3"),
+        format!("STATUS=generation 2 serving (pid {p2}); starting generation 6, attempt 4"),
+        format!("STATUS=restart given up after 4 failed starts; generation 2 serving (pid {p2})"),
         "READY=1".into(),
         format!("STATUS=generation 2 serving (pid {p2})"),
     ]);
