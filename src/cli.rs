@@ -21,9 +21,11 @@ pub enum Mode {
     Restart {
         pid_file: PathBuf,
         status_file: PathBuf,
+        timeout: Option<Duration>,
     },
     Stop {
         pid_file: PathBuf,
+        timeout: Option<Duration>,
     },
     Status {
         pid_file: PathBuf,
@@ -66,6 +68,8 @@ pub struct Config {
     pub shutdown_delay: Option<Duration>,
     /// Signal each worker's whole process group.
     pub signal_group: bool,
+    /// How long the client modes wait at most.
+    pub timeout: Option<Duration>,
     /// Which fd-passing conventions the workers' environment speaks.
     pub protocols: Protocols,
     /// Explicit LISTEN_FDNAMES names, in socket order.
@@ -194,6 +198,7 @@ enum Opt {
     StartRetries,
     ShutdownDelay,
     SignalGroup,
+    Timeout,
     Protocols,
     FdNames,
     Readiness,
@@ -228,6 +233,7 @@ const OPTIONS: &[(&str, Opt, bool)] = &[
     ("start-retries", Opt::StartRetries, true),
     ("shutdown-delay", Opt::ShutdownDelay, true),
     ("signal-group", Opt::SignalGroup, false),
+    ("timeout", Opt::Timeout, true),
     ("protocols", Opt::Protocols, true),
     ("fd-names", Opt::FdNames, true),
     ("readiness", Opt::Readiness, true),
@@ -244,11 +250,22 @@ const OPTIONS: &[(&str, Opt, bool)] = &[
 /// single-dash letters as a cluster: `-port=80` is the option `port` with
 /// the value `80`. lexopt sees the letter `p` and the rest.
 fn single_dash(c: char, parser: &mut lexopt::Parser) -> (String, Option<OsString>) {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let rest = parser.optional_value().unwrap_or_default();
-    let word = format!("{c}{}", rest.to_string_lossy());
-    match word.split_once('=') {
-        Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
-        None => (word, None),
+    let mut word = c.to_string().into_bytes();
+    word.extend_from_slice(rest.as_bytes());
+    // Split as bytes: the value keeps whatever bytes it has (a path need
+    // not be UTF-8); only the name is read as text.
+    match word.iter().position(|&b| b == b'=') {
+        Some(i) => {
+            let value = word.split_off(i + 1);
+            word.truncate(i);
+            (
+                String::from_utf8_lossy(&word).into_owned(),
+                Some(OsString::from_vec(value)),
+            )
+        }
+        None => (String::from_utf8_lossy(&word).into_owned(), None),
     }
 }
 
@@ -391,6 +408,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 cfg.shutdown_delay = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
             }
             Opt::SignalGroup => cfg.signal_group = true,
+            Opt::Timeout => cfg.timeout = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?),
             Opt::Protocols => cfg.protocols = parse_protocols(&text()?).map_err(|e| bad(&e))?,
             Opt::FdNames => cfg.fd_names = parse_fd_names(&text()?).map_err(|e| bad(&e))?,
             Opt::Readiness => {
@@ -428,6 +446,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             (Some(pid_file), Some(status_file)) => Ok(Mode::Restart {
                 pid_file,
                 status_file,
+                timeout: cfg.timeout,
             }),
             _ => Err(
                 "--restart option requires --pid-file and --status-file to be set as well".into(),
@@ -447,7 +466,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
     }
     if stop {
         return match cfg.pid_file {
-            Some(pid_file) => Ok(Mode::Stop { pid_file }),
+            Some(pid_file) => Ok(Mode::Stop {
+                pid_file,
+                timeout: cfg.timeout,
+            }),
             None => Err("--stop option requires --pid-file to be set as well".into()),
         };
     }
@@ -458,6 +480,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
         return Err("server program not specified".into());
     }
     check_placements(&cfg.ports)?;
+    check_paths(&cfg.paths)?;
     let sockets = cfg.ports.len() + cfg.paths.len();
     if cfg.fd_names.len() > sockets && sockets > 0 {
         return Err(format!(
@@ -536,6 +559,21 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
     let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
     Ok(Duration::new(secs, nanos))
+}
+
+/// No unix socket path twice (the second bind would remove the first's
+/// socket file), written the same or not.
+fn check_paths(paths: &[PathBuf]) -> Result<(), String> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let absolute = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let normal: PathBuf = absolute.components().collect();
+        if seen.contains(&normal) {
+            return Err(format!("--path {} is given twice", p.display()));
+        }
+        seen.push(normal);
+    }
+    Ok(())
 }
 
 /// A count: a non-negative whole number.
@@ -852,6 +890,8 @@ Options (any unique prefix works; -name works like --name):
   --user=LOGIN                 run servers as this user (root only)
   --restart                    tell a running start_server to restart
   --stop                       tell a running start_server to stop
+  --timeout=SECONDS            --restart and --stop fail after this long
+                               (default: wait as long as it takes)
   --status                     print start_server's pid and its workers;
                                exit 0 if one serves, 1 if start_server is
                                not running, 2 if it runs but none serves
@@ -974,6 +1014,15 @@ mod tests {
             err.contains("--status option requires --pid-file and --status-file"),
             "{err}"
         );
+        // A value given with one dash keeps its bytes.
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"-pid-file=/tmp/\xe9").to_owned();
+        match parse([raw, "x".into()]) {
+            Ok(Mode::Run(cfg)) => {
+                assert_eq!(cfg.pid_file.unwrap().as_os_str().as_bytes(), b"/tmp/\xe9")
+            }
+            other => panic!("{other:?}"),
+        }
         let err = run(&["--s=1", "x"]).unwrap_err();
         assert!(err.contains("ambiguous"), "{err}");
         assert!(err.contains("status-file"), "{err}");

@@ -23,7 +23,7 @@ fn running_pid(pid_file: &Path) -> Result<(Pid, File), String> {
             errtext(&e)
         )
     };
-    let file = File::open(pid_file).map_err(what)?;
+    let file = crate::status::open_regular(pid_file).map_err(what)?;
     let pid = read_pid(pid_file).map_err(what)?;
     if is_unlocked(&file) {
         return Err(format!(
@@ -48,8 +48,13 @@ fn is_unlocked(file: &File) -> bool {
 /// Sends SIGHUP and waits until the status file lists exactly one
 /// generation, newer than any listed before; fails when start_server
 /// gives the restart up (--start-retries), as its state file tells.
-pub fn restart(pid_file: &Path, status_file: &Path) -> Result<(), String> {
+pub fn restart(
+    pid_file: &Path,
+    status_file: &Path,
+    timeout: Option<Duration>,
+) -> Result<(), String> {
     let (pid, lock) = running_pid(pid_file)?;
+    let deadline = Deadline::new(timeout);
     let gens = |what: &str| {
         read_generations(status_file).map_err(|e| {
             format!(
@@ -94,13 +99,19 @@ pub fn restart(pid_file: &Path, status_file: &Path) -> Result<(), String> {
                 "start_server (pid {pid}) exited before the restart completed"
             ));
         }
+        deadline.check(|secs| {
+            format!(
+                "timed out after {secs} s waiting for a new generation alone in the status file {}",
+                status_file.display()
+            )
+        })?;
         std::thread::sleep(POLL);
     }
 }
 
 /// Sends SIGTERM and waits until start_server has exited (its lock on the
 /// pid file is released).
-pub fn stop(pid_file: &Path) -> Result<(), String> {
+pub fn stop(pid_file: &Path, timeout: Option<Duration>) -> Result<(), String> {
     let (pid, lock) = running_pid(pid_file)?;
     original!(
         "stop_server (pid:{}) stopping now (pid:{pid})...",
@@ -112,14 +123,44 @@ pub fn stop(pid_file: &Path) -> Result<(), String> {
             errtext(&e)
         )
     })?;
-    lock.lock_shared().map_err(|e| {
-        format!(
-            "unable to wait for pid file {}: {}",
-            pid_file.display(),
-            errtext(&e)
-        )
-    })?;
+    let Some(timeout) = timeout else {
+        return lock.lock_shared().map_err(|e| {
+            format!(
+                "unable to wait for pid file {}: {}",
+                pid_file.display(),
+                errtext(&e)
+            )
+        });
+    };
+    let deadline = Deadline::new(Some(timeout));
+    while !is_unlocked(&lock) {
+        deadline.check(|secs| {
+            format!("timed out after {secs} s waiting for start_server (pid {pid}) to exit")
+        })?;
+        std::thread::sleep(POLL);
+    }
     Ok(())
+}
+
+/// --timeout, for a client mode's wait.
+struct Deadline {
+    at: Option<(std::time::Instant, Duration)>,
+}
+
+impl Deadline {
+    fn new(timeout: Option<Duration>) -> Deadline {
+        Deadline {
+            at: timeout.map(|t| (std::time::Instant::now() + t, t)),
+        }
+    }
+
+    /// Fails with the message `what` makes of the timeout, once past it.
+    fn check(&self, what: impl Fn(String) -> String) -> Result<(), String> {
+        match self.at {
+            Some((at, t)) if std::time::Instant::now() >= at => Err(what(crate::env::fmt_secs(t))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `--status`'s exit status when start_server runs but no generation

@@ -108,13 +108,22 @@ pub fn add_protocol_vars(
     }
 }
 
+/// The longest `NAME=value` string the kernel passes to a program
+/// (MAX_ARG_STRLEN, with its NUL): a longer one fails every exec.
+const ARG_STRLEN_MAX: usize = 128 * 1024;
+
 /// Reads a daemontools-style environment directory: every regular file
-/// whose name does not start with `.` gives `NAME=its first line`. Files
-/// that cannot be read, are empty, or have unusable names are skipped, as
-/// in the original. A missing directory gives nothing.
-pub fn read_envdir(dir: &Path) -> Vars {
+/// (or symlink to one) whose name does not start with `.` gives
+/// `NAME=its first line`. Files that cannot be read, are empty, or have
+/// unusable names are skipped, as in the original. Nothing blocks and
+/// nothing is read without bound: a FIFO or a device is skipped, and a
+/// first line too long to pass to a program is left out and reported.
+/// A missing directory gives nothing. Returns the variables and the
+/// problems found.
+pub fn read_envdir(dir: &Path) -> (Vars, Vec<String>) {
+    let mut problems = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vars::new();
+        return (Vars::new(), problems);
     };
     let mut vars: Vars = Vars::new();
     for entry in entries.flatten() {
@@ -123,20 +132,53 @@ pub fn read_envdir(dir: &Path) -> Vars {
         if bytes.starts_with(b".") || bytes.contains(&b'=') || bytes.contains(&0) {
             continue;
         }
-        let Ok(content) = std::fs::read(entry.path()) else {
-            continue;
-        };
-        if content.is_empty() {
-            continue;
+        match first_line(
+            &entry.path(),
+            ARG_STRLEN_MAX.saturating_sub(bytes.len() + 2),
+        ) {
+            Ok(Some(line)) => vars.push((name, OsStr::from_bytes(&line).to_owned())),
+            Ok(None) => {}
+            Err(why) => problems.push(format!("{}: {why}", name.to_string_lossy())),
         }
-        let line = content.split(|&b| b == b'\n').next().unwrap_or_default();
-        if line.contains(&0) {
-            continue;
-        }
-        vars.push((name, OsStr::from_bytes(line).to_owned()));
     }
     vars.sort();
-    vars
+    (vars, problems)
+}
+
+/// The first line of the regular file at `path`, if it has one that is at
+/// most `max` bytes (and holds no NUL). Opened without waiting (a FIFO
+/// opens at once, and is then not a regular file).
+fn first_line(path: &Path, max: usize) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return Ok(None);
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let mut content = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    if file.take(limit).read_to_end(&mut content).is_err() || content.is_empty() {
+        return Ok(None);
+    }
+    let line = match content.iter().position(|&b| b == b'\n') {
+        Some(end) => content.get(..end).unwrap_or_default(),
+        None => &content[..],
+    };
+    if line.len() > max {
+        return Err(format!(
+            "its first line is longer than {max} bytes, too long to pass to a program: left out"
+        ));
+    }
+    if line.contains(&0) {
+        return Ok(None);
+    }
+    Ok(Some(line.to_vec()))
 }
 
 /// The settings Server::Starter reads from its environment, which the
@@ -263,9 +305,27 @@ mod tests {
         std::fs::write(dir.join(".hidden"), "x").unwrap();
         std::fs::write(dir.join("EMPTY"), "").unwrap();
         std::fs::write(dir.join("BLANK"), "\n").unwrap();
-        let v = read_envdir(&dir);
+        std::fs::write(dir.join("LONG"), vec![b'x'; 200 * 1024]).unwrap();
+        std::fs::write(dir.join("FITS"), vec![b'y'; ARG_STRLEN_MAX - 6]).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("ZERO")).unwrap();
+        std::os::unix::fs::symlink("A", dir.join("LINKED")).unwrap();
+        let (v, problems) = read_envdir(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(v, vars(&[("A", "one"), ("BLANK", "")]));
-        assert!(read_envdir(Path::new("/nonexistent/dir")).is_empty());
+        let fits = "y".repeat(ARG_STRLEN_MAX - 6);
+        assert_eq!(
+            v,
+            vars(&[
+                ("A", "one"),
+                ("BLANK", ""),
+                ("FITS", &fits),
+                ("LINKED", "one")
+            ])
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("LONG: its first line is longer than"),
+            "{problems:?}"
+        );
+        assert!(read_envdir(Path::new("/nonexistent/dir")).0.is_empty());
     }
 }

@@ -102,13 +102,14 @@ pub fn main() -> i32 {
         Mode::Restart {
             pid_file,
             status_file,
+            timeout,
         } => {
             let _ = signals::unblock_all();
-            client(client::restart(&pid_file, &status_file))
+            client(client::restart(&pid_file, &status_file, timeout))
         }
-        Mode::Stop { pid_file } => {
+        Mode::Stop { pid_file, timeout } => {
             let _ = signals::unblock_all();
-            client(client::stop(&pid_file))
+            client(client::stop(&pid_file, timeout))
         }
         Mode::Status {
             pid_file,

@@ -162,7 +162,28 @@ fn syslog_time(t: std::time::SystemTime) -> String {
 pub fn line(args: fmt::Arguments) {
     let mut s = String::with_capacity(128);
     let _ = s.write_fmt(args);
-    try_emit(s.as_bytes());
+    try_emit(one_line(&s).as_bytes());
+}
+
+/// `text` as one line: control characters (a newline in a value, a
+/// worker's terminal escapes) written as `\n`, `\t` or `\xNN`, so that
+/// every line says one thing and nothing reaches a terminal raw.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// A line of Server::Starter's, verbatim.
@@ -204,6 +225,15 @@ mod tests {
         assert_eq!(
             super::capped(&[b'x'; super::LINE_MAX - 1]).len(),
             super::LINE_MAX
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::one_line("plain"), "plain");
+        assert_eq!(
+            super::one_line("a\nb\tc\x1b[31md\u{7f}"),
+            "a\\nb\\tc\\x1b[31md\\x7f"
         );
     }
 

@@ -9,12 +9,13 @@
 //! abstract address, with a warning. Senders are told apart by their
 //! kernel-checked pid, not by who can reach the socket.
 
+use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::listen::{SocketFile, errtext, socket_file_id};
-use crate::log::warning;
+use crate::log::{note, warning};
 use crate::sys;
 use crate::users::Ids;
 
@@ -180,25 +181,31 @@ pub fn parse(data: &[u8]) -> Result<Vec<(&str, &str)>, String> {
         .collect()
 }
 
-/// The rate limit on ignored-notification lines: a few a second in
-/// full, the rest counted and summed up once the second is over, so that
-/// a flood costs a few lines, not one each.
-pub struct Ignored {
+/// A rate limit on a kind of line (ignored notifications, workers'
+/// STATUS= texts): a few a second in full, the rest counted and summed up
+/// once the second is over, so that a flood costs a few lines, not one
+/// each.
+pub struct Limited {
+    /// What the summary calls the suppressed lines.
+    what: &'static str,
     window_end: Instant,
     shown: usize,
     suppressed: u64,
 }
 
-impl Ignored {
-    pub fn new(now: Instant) -> Ignored {
-        Ignored {
+impl Limited {
+    pub fn new(what: &'static str, now: Instant) -> Limited {
+        Limited {
+            what,
             window_end: now,
             shown: 0,
             suppressed: 0,
         }
     }
 
-    pub fn report(&mut self, why: String, now: Instant) {
+    /// Logs `line` (a warning when `warn`), unless too many came this
+    /// second.
+    pub fn report(&mut self, line: fmt::Arguments, warn: bool, now: Instant) {
         if now >= self.window_end {
             self.flush();
             self.window_end = now + IGNORED_WINDOW;
@@ -206,7 +213,10 @@ impl Ignored {
         }
         if self.shown < IGNORED_SHOWN {
             self.shown += 1;
-            warning!("ignoring a notification: {why}");
+            match warn {
+                true => warning!("{line}"),
+                false => note!("{line}"),
+            }
         } else {
             self.suppressed += 1;
         }
@@ -226,7 +236,7 @@ impl Ignored {
 
     fn flush(&mut self) {
         if self.suppressed > 0 {
-            warning!("ignored {} more notifications", self.suppressed);
+            note!("{} more {} not shown", self.suppressed, self.what);
             self.suppressed = 0;
         }
     }

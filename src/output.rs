@@ -19,6 +19,11 @@ use crate::sys::{self, Pid};
 const LOGGER_GRACE: Duration = Duration::from_secs(2);
 /// The longest start_server waits for a log command's exec report.
 const EXEC_REPORT_WAIT: Duration = Duration::from_secs(1);
+/// A log command that lived at least this long is restarted at once when
+/// it exits; one that dies sooner, after a wait that doubles from 1 s...
+const LOGGER_STABLE: Duration = Duration::from_secs(10);
+/// ...up to this.
+const LOGGER_BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 pub struct Output {
     target: Option<LogTarget>,
@@ -27,6 +32,12 @@ pub struct Output {
     /// The original stdout and stderr, which a log command inherits.
     saved: Option<(OwnedFd, OwnedFd)>,
     logger: Option<Pid>,
+    /// When the log command was last started.
+    logger_started: Option<Instant>,
+    /// After the log command exited: when to start it again, and how
+    /// many times in a row it died young.
+    restart_at: Option<Instant>,
+    quick_deaths: u32,
 }
 
 fn open_append(path: &std::path::Path) -> std::io::Result<File> {
@@ -62,6 +73,9 @@ impl Output {
             file,
             saved: None,
             logger: None,
+            logger_started: None,
+            restart_at: None,
+            quick_deaths: 0,
         })
     }
 
@@ -73,6 +87,9 @@ impl Output {
             file: None,
             saved: None,
             logger,
+            logger_started: None,
+            restart_at: None,
+            quick_deaths: 0,
         }
     }
 
@@ -142,6 +159,8 @@ impl Output {
         }
         point_stdio_at(w.as_fd()).map_err(fail)?;
         self.logger = Some(child.pid);
+        self.logger_started = Some(Instant::now());
+        self.restart_at = None;
         Ok(())
     }
 
@@ -166,11 +185,64 @@ impl Output {
         }
     }
 
-    /// A child that is not a worker was reaped.
-    pub fn reaped(&mut self, pid: Pid) {
-        if self.logger == Some(pid) {
-            self.logger = None;
+    /// A child that is not a worker was reaped. When it is the log
+    /// command, output goes to start_server's own stdout and stderr (a
+    /// worker writing to a pipe nobody reads would die of SIGPIPE), and
+    /// the command is started again: at once if it had run a while, else
+    /// after a wait that doubles. Said once, not at every death.
+    pub fn reaped(&mut self, pid: Pid, now: Instant) {
+        if self.logger != Some(pid) {
+            return;
         }
+        self.logger = None;
+        if let Some((out, err)) = &self.saved {
+            let _ = sys::dup2_stdio(out.as_fd(), 1);
+            let _ = sys::dup2_stdio(err.as_fd(), 2);
+        }
+        let lived = self
+            .logger_started
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let wait = if lived >= LOGGER_STABLE {
+            self.quick_deaths = 0;
+            Duration::ZERO
+        } else {
+            self.next_backoff()
+        };
+        if self.quick_deaths <= 1 {
+            warning!(
+                "log command (pid {pid}) exited; logging to start_server's own output until it is started again, in {} s",
+                crate::env::fmt_secs(wait)
+            );
+        }
+        self.restart_at = Some(now + wait);
+    }
+
+    /// When the log command is due to be started again, if it is.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.restart_at
+    }
+
+    /// Starts the log command again once it is due.
+    pub fn on_timer(&mut self, now: Instant) {
+        if !self.restart_at.is_some_and(|at| now >= at) {
+            return;
+        }
+        self.restart_at = None;
+        let Some(LogTarget::Command(cmd)) = self.target.clone() else {
+            return;
+        };
+        if let Err(e) = self.start_logger(&cmd) {
+            warning!("{e}");
+            self.restart_at = Some(now + self.next_backoff());
+        }
+    }
+
+    /// One more failure of the log command in a row: the wait before the
+    /// next start, 1 s doubled at every further failure, up to the cap.
+    fn next_backoff(&mut self) -> Duration {
+        self.quick_deaths = self.quick_deaths.saturating_add(1);
+        let doublings = self.quick_deaths.saturating_sub(1).min(5);
+        (Duration::from_secs(1) * (1u32 << doublings)).min(LOGGER_BACKOFF_CAP)
     }
 
     /// At exit: closes our end of a log command's pipe and gives the

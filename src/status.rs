@@ -19,14 +19,99 @@ pub fn write_status(path: &Path, entries: &[(u64, Pid)]) -> io::Result<()> {
     write_atomic(path, &text)
 }
 
-/// Writes `text` to `FILE.<our pid>`, then renames it over FILE.
+/// Writes `text` to `FILE.<our pid>`, then renames it over FILE, which
+/// must be a regular file or absent. The temporary file is made anew
+/// (O_EXCL, which follows no symlink), so that nobody can point it at
+/// another file.
 fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    if let Err(why) = regular_or_absent(path) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    }
     let tmp = tmp_path(path);
-    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    let result = create_new(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `path` anew. A leftover of that name (ours: it carries our
+/// pid) is removed first; a symlink there is removed, never followed.
+fn create_new(path: &Path) -> io::Result<File> {
+    let open = || OpenOptions::new().write(true).create_new(true).open(path);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// A pid or status file may only be a regular file, or absent: never a
+/// device, a FIFO, a directory or a symlink, which writing, renaming over
+/// or removing would harm. The reason, when it is something else.
+pub fn regular_or_absent(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = match std::fs::symlink_metadata(path) {
+        Ok(m) => m.file_type(),
+        Err(_) => return Ok(()),
+    };
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(format!("it is {kind}, not a regular file"))
+}
+
+/// Removes `path` if it is a regular file (at exit: whatever else took
+/// its place is not ours).
+pub fn remove_regular(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The most read from a pid, status or state file.
+const READ_MAX: u64 = 1 << 20;
+
+/// Opens a file that must be regular for reading, without waiting (a
+/// FIFO opens at once, and is then refused).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// The text of a regular file (its first MiB).
+fn read_regular(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    open_regular(path)?
+        .take(READ_MAX)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Where the state file goes: beside the status file, named after it.
@@ -57,7 +142,7 @@ pub fn write_state(
 /// How many restarts the state file says were given up (0 when it says
 /// nothing).
 pub fn read_restarts_given_up(path: &Path) -> io::Result<u64> {
-    let text = std::fs::read_to_string(path)?;
+    let text = read_regular(path)?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("restarts-given-up ")?.parse().ok())
@@ -67,7 +152,7 @@ pub fn read_restarts_given_up(path: &Path) -> io::Result<u64> {
 /// The workers the state file lists: `(generation, pid, role)`, in
 /// generation order.
 pub fn read_state(path: &Path) -> io::Result<Vec<(u64, Pid, String)>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = read_regular(path)?;
     Ok(text
         .lines()
         .filter_map(|l| {
@@ -83,8 +168,9 @@ pub fn read_state(path: &Path) -> io::Result<Vec<(u64, Pid, String)>> {
 /// Checks that the status file can be written where it goes, by creating
 /// and removing the temporary file it is written through.
 pub fn check_writable(path: &Path) -> io::Result<()> {
+    regular_or_absent(path).map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
     let tmp = tmp_path(path);
-    File::create(&tmp)?;
+    create_new(&tmp)?;
     std::fs::remove_file(&tmp)
 }
 
@@ -96,7 +182,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 
 /// The generations listed in a status file, in ascending order.
 pub fn read_generations(path: &Path) -> io::Result<Vec<u64>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = read_regular(path)?;
     let mut gens: Vec<u64> = text
         .lines()
         .filter_map(|l| l.split_once(':')?.0.parse().ok())
@@ -125,13 +211,22 @@ impl PidFile {
     /// without truncating it first, so a running owner's content survives
     /// a failed attempt.
     pub fn lock(path: &Path) -> Result<PidFile, LockError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let not_regular =
+            |why: String| LockError::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
+        regular_or_absent(path).map_err(not_regular)?;
+        // No symlink followed, no FIFO waited on; checked again once open.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(LockError::Io)?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(not_regular("it is not a regular file".into()));
+        }
         match file.try_lock() {
             Ok(()) => Ok(PidFile {
                 path: path.to_owned(),
@@ -178,17 +273,27 @@ impl PidFile {
         }
     }
 
-    /// Unlinks the file, then releases the lock by closing it: whoever
-    /// waits for the lock finds the file gone.
+    /// Unlinks the file (if the path still names it), then releases the
+    /// lock by closing it: whoever waits for the lock finds the file gone.
     pub fn remove(self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        let there = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && ours == there {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
 /// Reads the pid a pid file holds.
 pub fn read_pid(path: &Path) -> io::Result<Pid> {
     let mut text = String::new();
-    File::open(path)?.read_to_string(&mut text)?;
+    open_regular(path)?
+        .take(READ_MAX)
+        .read_to_string(&mut text)?;
     text.trim()
         .parse()
         .ok()

@@ -17,7 +17,7 @@ use crate::core::{Core, ExecReport, Rules, Say, Shell, Shown, Upstream};
 use crate::env::{self, Settings, Vars};
 use crate::listen::{self, Listener, errtext};
 use crate::log::{self, fatal, note, original, warning};
-use crate::notify::{self, Ignored, Notify};
+use crate::notify::{self, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
@@ -152,7 +152,10 @@ struct Io {
     /// The last STATUS= told upstream, and whether telling failed once.
     upstream_status: String,
     upstream_warned: bool,
-    ignored: Ignored,
+    /// Rate limits on lines about notifications: those ignored, and the
+    /// workers' STATUS= texts.
+    ignored: Limited,
+    statuses: Limited,
     /// The upgrade signal arrived: the loop starts the check.
     upgrade_requested: bool,
 }
@@ -295,13 +298,19 @@ impl Io {
     /// Re-reads the envdir; the settings it gives.
     fn refresh(&mut self) -> Option<Settings> {
         let dir = self.s.envdir.as_ref()?;
-        self.envdir_vars = env::read_envdir(dir);
+        let (vars, mut problems) = env::read_envdir(dir);
+        self.envdir_vars = vars;
         let mut merged = self.s.base_env.clone();
         env::overlay(&mut merged, &self.envdir_vars);
-        let (settings, problems) = Settings::from_vars(&merged);
+        let (settings, setting_problems) = Settings::from_vars(&merged);
+        problems.extend(
+            setting_problems
+                .into_iter()
+                .map(|p| format!("{p}; using the default")),
+        );
         if problems != self.settings_problems {
             for p in &problems {
-                warning!("envdir {}: {p}; using the default", dir.display());
+                warning!("envdir {}: {p}", dir.display());
             }
             self.settings_problems = problems;
         }
@@ -363,7 +372,8 @@ impl Supervisor {
                 state_written: false,
                 upstream_status: String::new(),
                 upstream_warned: false,
-                ignored: Ignored::new(now),
+                ignored: Limited::new("ignored notifications", now),
+                statuses: Limited::new("worker STATUS= lines", now),
                 upgrade_requested: false,
             },
             upgrade_check: None,
@@ -410,7 +420,14 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let ignored = self.io.ignored.deadline();
+        let ignored = [
+            self.io.ignored.deadline(),
+            self.io.statuses.deadline(),
+            self.io.s.output.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let check = self.upgrade_check.as_ref().map(|c| c.deadline);
         [self.core.next_deadline(), ignored, check]
             .into_iter()
@@ -492,12 +509,23 @@ impl Supervisor {
         if sigs.contains(&libc::SIGCHLD) {
             self.reap();
         }
+        // The envdir is read again when something happened that the
+        // settings it holds may matter to (a signal, an exit, a timer due),
+        // not on every turn; a spawn reads it anyway.
+        let due = self
+            .core
+            .next_deadline()
+            .is_some_and(|d| d <= Instant::now());
+        if !sigs.is_empty() || due {
+            self.refresh();
+        }
         for sig in sigs {
             self.core.on_signal(sig, Instant::now(), &mut self.io);
         }
-        self.refresh();
         let now = Instant::now();
         self.io.ignored.on_timer(now);
+        self.io.statuses.on_timer(now);
+        self.io.s.output.on_timer(now);
         self.core.on_timers(now, &mut self.io);
         if std::mem::take(&mut self.io.upgrade_requested) {
             self.upgrade();
@@ -544,7 +572,8 @@ impl Supervisor {
                 }
             };
             if let Err(why) = self.on_notification(&d, &buf[..d.len]) {
-                self.io.ignored.report(why, Instant::now());
+                let line = format_args!("ignoring a notification: {why}");
+                self.io.ignored.report(line, true, Instant::now());
             }
         }
     }
@@ -569,7 +598,10 @@ impl Supervisor {
                     self.on_report(pid);
                     self.core.on_ready(pid, &mut self.io);
                 }
-                "STATUS" => note!("worker {pid} status: {value}"),
+                "STATUS" => {
+                    let line = format_args!("worker {pid} status: {value}");
+                    self.io.statuses.report(line, false, Instant::now());
+                }
                 // Everything else (MAINPID, RELOADING, WATCHDOG, ...) is
                 // not ours to act on.
                 _ => {}
@@ -615,7 +647,7 @@ impl Supervisor {
         self.io.reports.retain(|(p, _)| *p != pid);
         if !self.core.on_exit(pid, status, Instant::now(), &mut self.io) {
             // Not ours: an orphan that landed on us, or a log command.
-            self.io.s.output.reaped(pid);
+            self.io.s.output.reaped(pid, Instant::now());
             self.core.on_other_exit(&mut self.io);
         }
     }
@@ -639,15 +671,13 @@ impl Supervisor {
             let _ = sys::waitpid(w.pid);
         }
         let io = &mut self.io;
-        if io.status_written
-            && let Some(path) = &io.s.status_file
-        {
-            let _ = std::fs::remove_file(path);
-        }
-        if (io.status_written || io.state_written)
-            && let Some(path) = &io.s.status_file
-        {
-            let _ = std::fs::remove_file(status::state_path(path));
+        if let Some(path) = &io.s.status_file {
+            if io.status_written {
+                status::remove_regular(path);
+            }
+            if io.status_written || io.state_written {
+                status::remove_regular(&status::state_path(path));
+            }
         }
         if let Some(pid_file) = io.s.pid_file.take() {
             pid_file.remove();

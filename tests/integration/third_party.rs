@@ -56,12 +56,9 @@ fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
     let body = get(&addr).unwrap();
     assert!(body.contains("generation 21"), "{body}");
     // gunicorn itself said READY=1: the hand-overs were never on a timer.
-    assert_eq!(
-        server.count("status: Gunicorn arbiter booted"),
-        21,
-        "{}",
-        server.log()
-    );
+    // (Its STATUS= lines are rate-limited in the log; READY=1 is not.)
+    assert_eq!(server.count(" is ready"), 21, "{}", server.log());
+    assert!(server.count("status: Gunicorn arbiter booted") > 0);
     assert!(server.stop().success());
     eprintln!("gunicorn: {requests} requests, none failed, across 20 restarts");
 }
