@@ -224,7 +224,7 @@ impl Output {
 
     /// Starts the log command again once it is due.
     pub fn on_timer(&mut self, now: Instant) {
-        if !self.restart_at.is_some_and(|at| now >= at) {
+        if self.restart_at.is_none_or(|at| now < at) {
             return;
         }
         self.restart_at = None;
