@@ -313,4 +313,22 @@ mod tests {
         assert_eq!(read_generations(&path).unwrap(), [9, 10]);
         std::fs::remove_file(&path).unwrap();
     }
+
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("ss-status-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, victim) = (dir.join("status"), dir.join("victim"));
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, tmp_path(&path)).unwrap();
+        write_status(&path, &[(1, 5)]).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1:5\n");
+        // Nor is a symlink where the status file goes replaced.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(write_status(&path, &[(1, 5)]).is_err());
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

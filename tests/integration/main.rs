@@ -7,6 +7,7 @@ mod clients;
 mod compat;
 mod container;
 mod containment;
+mod faults;
 mod lifecycle;
 mod load;
 mod notify;
