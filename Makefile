@@ -6,8 +6,10 @@
 # panic=abort binary) and with its optimize_for_size code paths, and
 # leaves out unwind tables (nothing unwinds when panics abort; 40 KB, all
 # of it resident once mapped): that needs rust-src and RUSTC_BOOTSTRAP
-# for the -Z build-std flags, on the stable toolchain. Behaviour is
-# identical; a panic still prints its message.
+# for the -Z build-std flags, on the stable toolchain. Panics abort at
+# once, without formatting a message (-C panic=immediate-abort): the
+# supervisor's code is built to have none (see the lints in src/lib.rs),
+# and the formatting machinery a panic message needs is left out.
 
 TARGET   := x86_64-unknown-linux-musl
 BIN      := target/$(TARGET)/release/start_server
@@ -15,7 +17,7 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 PORT     ?= 8080
 CARGO    ?= cargo
-RELEASE  := RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no" RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
+RELEASE  := RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no -C panic=immediate-abort -Zunstable-options" RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 
 .PHONY: all build prereqs test soak install uninstall demo bench container clean
 

@@ -258,7 +258,7 @@ fn single_dash(c: char, parser: &mut lexopt::Parser) -> (String, Option<OsString
     // not be UTF-8); only the name is read as text.
     match word.iter().position(|&b| b == b'=') {
         Some(i) => {
-            let value = word.split_off(i + 1);
+            let value = word.split_off(i.saturating_add(1));
             word.truncate(i);
             (
                 String::from_utf8_lossy(&word).into_owned(),
@@ -481,7 +481,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
     }
     check_placements(&cfg.ports)?;
     check_paths(&cfg.paths)?;
-    let sockets = cfg.ports.len() + cfg.paths.len();
+    let sockets = cfg.ports.len().saturating_add(cfg.paths.len());
     if cfg.fd_names.len() > sockets && sockets > 0 {
         return Err(format!(
             "invalid --fd-names value: {} names for {sockets} socket(s)",
@@ -520,7 +520,7 @@ fn getopt_number(s: &str) -> String {
 fn check_placements(ports: &[PortSpec]) -> Result<(), String> {
     for (i, a) in ports.iter().enumerate() {
         if let Some(fd) = a.fd
-            && let Some(b) = ports[..i].iter().find(|b| b.fd == Some(fd))
+            && let Some(b) = ports.iter().take(i).find(|b| b.fd == Some(fd))
         {
             return Err(format!(
                 "invalid --port value '{}': descriptor {fd} is already taken by '{}'",

@@ -150,7 +150,7 @@ struct Deadline {
 impl Deadline {
     fn new(timeout: Option<Duration>) -> Deadline {
         Deadline {
-            at: timeout.map(|t| (std::time::Instant::now() + t, t)),
+            at: timeout.map(|t| (crate::core::after(std::time::Instant::now(), t), t)),
         }
     }
 

@@ -44,8 +44,18 @@ pub fn backoff(failures: u32) -> Duration {
     if failures <= FAST_RETRIES {
         return Duration::ZERO;
     }
-    let doublings = (failures - FAST_RETRIES - 1).min(16);
-    (BACKOFF_FIRST * (1 << doublings)).min(BACKOFF_CAP)
+    let doublings = failures.saturating_sub(FAST_RETRIES + 1).min(16);
+    BACKOFF_FIRST
+        .saturating_mul(1 << doublings)
+        .min(BACKOFF_CAP)
+}
+
+/// `d` after `t`. Durations are capped where they are read (10^9 s at
+/// most), far below what would overflow the clock; were one to, it falls
+/// due a year on rather than panicking.
+pub fn after(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
 }
 
 /// The kinds of log line (see `log`).
@@ -453,7 +463,7 @@ impl Core {
         let interval = self.settings.auto_restart_interval;
         // With old workers still draining, wait up to twice as long.
         let factor = if self.has_old() { 2 } else { 1 };
-        Some(self.last_restart + interval * factor)
+        Some(after(self.last_restart, interval.saturating_mul(factor)))
     }
 
     fn pids(&self, pick: impl Fn(Role) -> bool) -> Vec<Pid> {
@@ -519,7 +529,7 @@ impl Core {
                 } => serving.push(format!("generation {g} serving (pid {pid})")),
                 Role::Starting { .. } => starting.push(format!(
                     "starting generation {g}, attempt {}",
-                    self.failures + 1
+                    self.failures.saturating_add(1)
                 )),
                 Role::Old {
                     signalled: true, ..
@@ -550,13 +560,13 @@ impl Core {
     // ------------------------------------------------------------ spawning
 
     fn spawn(&mut self, restart: bool, now: Instant, sh: &mut dyn Shell) {
-        self.generation += 1;
+        self.generation = self.generation.saturating_add(1);
         match sh.spawn(self.generation) {
             Ok(pid) => {
                 sh.say(Say::Original, format!("starting new worker {pid}"));
                 let ready = match self.rules.ready_timeout {
                     Some(_) => Ready::Notified(false),
-                    None => Ready::After(now + self.rules.interval),
+                    None => Ready::After(after(now, self.rules.interval)),
                 };
                 self.workers.push(Worker {
                     pid,
@@ -565,7 +575,7 @@ impl Core {
                     role: Role::Starting {
                         restart,
                         ready,
-                        give_up: self.rules.ready_timeout.map(|t| now + t),
+                        give_up: self.rules.ready_timeout.map(|t| after(now, t)),
                     },
                     exec: Exec::Pending,
                 });
@@ -577,7 +587,7 @@ impl Core {
                     return;
                 }
                 let wait = backoff(self.failures.max(FAST_RETRIES + 1));
-                self.restart = self.restart.with_retry(Some((now + wait, restart)));
+                self.restart = self.restart.with_retry(Some((after(now, wait), restart)));
             }
         }
     }
@@ -587,7 +597,7 @@ impl Core {
     /// serving); otherwise everything, to exit with [`EXIT_GAVE_UP`]. True
     /// when it gave up.
     fn count_failure(&mut self, now: Instant, sh: &mut dyn Shell) -> bool {
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
         let Some(retries) = self.rules.start_retries else {
             return false;
         };
@@ -614,7 +624,7 @@ impl Core {
             if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
                 w.role = Role::Current;
             }
-            self.restarts_given_up += 1;
+            self.restarts_given_up = self.restarts_given_up.saturating_add(1);
             sh.say(
                 Say::Warning,
                 format!(
@@ -653,10 +663,10 @@ impl Core {
         now: Instant,
         sh: &mut dyn Shell,
     ) {
-        let mut at = spawned + self.rules.interval;
+        let mut at = after(spawned, self.rules.interval);
         let extra = backoff(self.failures);
         if !extra.is_zero() {
-            at = at.max(now + extra);
+            at = at.max(after(now, extra));
             sh.say(
                 Say::Note,
                 format!(
@@ -729,7 +739,7 @@ impl Core {
                     self.settings.kill_old_delay_shown
                 ),
             );
-            self.restart = self.restart.with_kill_old_at(Some(now + delay));
+            self.restart = self.restart.with_kill_old_at(Some(after(now, delay)));
         }
     }
 
@@ -743,7 +753,7 @@ impl Core {
                 sh.signal(w.pid, self.rules.signal_on_hup.number);
                 w.role = Role::Old {
                     signalled: true,
-                    kill_at: self.rules.drain_timeout.map(|t| now + t),
+                    kill_at: self.rules.drain_timeout.map(|t| after(now, t)),
                 };
             }
         }
@@ -967,7 +977,7 @@ impl Core {
             false => self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT),
         };
         self.shutdown = Shutdown::Sweeping {
-            at: now + wait,
+            at: after(now, wait),
             killed,
             code,
         };
@@ -993,7 +1003,7 @@ impl Core {
         match self.last_status {
             Some(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
             Some(s) if libc::WIFSIGNALED(s) && Some(libc::WTERMSIG(s)) == self.forwarded => 0,
-            Some(s) if libc::WIFSIGNALED(s) => 128 + libc::WTERMSIG(s),
+            Some(s) if libc::WIFSIGNALED(s) => libc::WTERMSIG(s).saturating_add(128),
             _ => 0,
         }
     }
@@ -1091,7 +1101,7 @@ impl Core {
         self.pending_restart = false;
         self.shutdown = Shutdown::Delaying {
             sig,
-            until: now + delay,
+            until: after(now, delay),
         };
     }
 
@@ -1123,7 +1133,7 @@ impl Core {
         self.restart = Restart::Idle;
         self.pending_restart = false;
         self.shutdown = Shutdown::Stopping {
-            kill_at: self.rules.stop_timeout.map(|t| now + t),
+            kill_at: self.rules.stop_timeout.map(|t| after(now, t)),
         };
         if self.workers.is_empty() {
             self.workers_gone(0, now, sh);

@@ -134,7 +134,7 @@ pub fn read_envdir(dir: &Path) -> (Vars, Vec<String>) {
         }
         match first_line(
             &entry.path(),
-            ARG_STRLEN_MAX.saturating_sub(bytes.len() + 2),
+            ARG_STRLEN_MAX.saturating_sub(bytes.len().saturating_add(2)),
         ) {
             Ok(Some(line)) => vars.push((name, OsStr::from_bytes(&line).to_owned())),
             Ok(None) => {}

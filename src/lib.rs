@@ -9,6 +9,26 @@
 //! The binary is the product; this library exposes the server side of the
 //! protocol in [`worker`]: how a Rust server takes the sockets it is given.
 
+// A PID 1 that panics takes its container down: no panic may be reachable
+// in the supervisor. Outside tests, the constructs that can panic are
+// refused: unwrap, expect, explicit panics, indexing and slicing, and
+// arithmetic that can overflow (Instant and Duration arithmetic panics
+// even in release builds). The few places that can be shown safe say why
+// where they allow it.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 mod cli;
 mod client;
 mod core;
@@ -180,12 +200,15 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
     let socketmaster = cfg.personality == cli::Personality::Socketmaster;
     if socketmaster {
         // socketmaster resolves its command once, at start-up.
-        match spawn::resolve(&cfg.command[0]) {
-            Some(path) => cfg.command[0] = path.into_os_string(),
+        let Some(program) = cfg.command.first_mut() else {
+            return fail("server program not specified".into());
+        };
+        match spawn::resolve(program) {
+            Some(path) => *program = path.into_os_string(),
             None => {
                 return fail(format!(
                     "-command '{}' not found in PATH",
-                    cfg.command[0].to_string_lossy()
+                    program.to_string_lossy()
                 ));
             }
         }
@@ -305,7 +328,11 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
     } else {
         original!("start_server (pid:{}) starting now...", sys::getpid());
     }
-    let specs = cfg.ports.len() + cfg.paths.len() + cfg.open_fds.len();
+    let specs = cfg
+        .ports
+        .len()
+        .saturating_add(cfg.paths.len())
+        .saturating_add(cfg.open_fds.len());
     let layout = listen::Layout::plan(&cfg.ports, if specs == 0 { inherited.len() } else { specs });
     let mut output = match Output::open(cfg.log_file.clone(), &layout) {
         Ok(o) => o,
@@ -510,7 +537,7 @@ fn resume(
     let systemd_layout = listeners
         .iter()
         .enumerate()
-        .all(|(i, l)| l.raw() == 3 + i as i32);
+        .all(|(i, l)| l.raw() == listen::nth_fd(i));
     let pid_file = match (&cfg.pid_file, state.pid_file_fd) {
         (Some(path), Some(fd)) => {
             let owned = sys::take_inherited(fd)
@@ -557,7 +584,7 @@ fn accept_state(text: &str, parent: sys::Pid) -> Result<upgrade::State, String> 
         .map(|w| ("worker", w.pid))
         .chain(state.logger.map(|p| ("log command", p)));
     for (what, pid) in children {
-        if sys::parent_of(pid) != Some(parent) {
+        if procs::parent_of(pid) != Some(parent) {
             return Err(format!(
                 "{what} pid {pid} is not a child of start_server (pid {parent})"
             ));

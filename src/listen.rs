@@ -231,6 +231,11 @@ impl Listener {
     }
 }
 
+/// Descriptor 3 + `i`: where socket `i` goes in systemd's layout.
+pub fn nth_fd(i: usize) -> RawFd {
+    RawFd::try_from(i).unwrap_or(RawFd::MAX).saturating_add(3)
+}
+
 /// Where the sockets go. When explicit `=FD` placements allow it, socket i
 /// (ports first, then paths) goes on descriptor 3+i: the layout systemd's
 /// LISTEN_FDS needs, and a worker sees the same numbers we hold. Otherwise
@@ -254,9 +259,9 @@ impl Layout {
         let systemd = placed
             .iter()
             .enumerate()
-            .all(|(i, p)| p.is_none_or(|fd| fd == 3 + i as RawFd));
+            .all(|(i, p)| p.is_none_or(|fd| fd == nth_fd(i)));
         let targets = if systemd {
-            (0..sockets).map(|i| Some(3 + i as RawFd)).collect()
+            (0..sockets).map(|i| Some(nth_fd(i))).collect()
         } else {
             placed
         };
@@ -269,7 +274,7 @@ impl Layout {
         let targets: Vec<RawFd> = self.targets.iter().flatten().copied().collect();
         match targets.iter().max() {
             Some(&max) if targets.contains(&fd.as_raw_fd()) => {
-                sys::dup_above(fd.as_raw_fd(), max + 1)
+                sys::dup_above(fd.as_raw_fd(), max.saturating_add(1))
             }
             _ => Ok(fd),
         }
@@ -324,7 +329,7 @@ pub fn inherited(
     };
     let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
     let mut out = Vec::new();
-    for (i, fd) in (3..3 + count.clamp(0, 1024)).enumerate() {
+    for (i, fd) in (3..count.clamp(0, 1024).saturating_add(3)).enumerate() {
         let (owned, ty) = match sys::take_inherited_socket(fd) {
             Ok(socket) => socket,
             Err(e) => {

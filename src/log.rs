@@ -96,12 +96,14 @@ const LINE_MAX: usize = libc::PIPE_BUF;
 /// `line` and its newline, cut to LINE_MAX with `...` where it is longer.
 fn capped(line: &[u8]) -> Vec<u8> {
     const MORE: &[u8] = b"...";
-    let mut buf = Vec::with_capacity(line.len().min(LINE_MAX) + 1);
-    if line.len() < LINE_MAX {
-        buf.extend_from_slice(line);
-    } else {
-        buf.extend_from_slice(&line[..LINE_MAX - 1 - MORE.len()]);
-        buf.extend_from_slice(MORE);
+    const KEPT: usize = LINE_MAX - 1 - MORE.len();
+    let mut buf = Vec::with_capacity(LINE_MAX);
+    match line.get(..KEPT) {
+        Some(kept) if line.len() >= LINE_MAX => {
+            buf.extend_from_slice(kept);
+            buf.extend_from_slice(MORE);
+        }
+        _ => buf.extend_from_slice(line),
     }
     buf.push(b'\n');
     buf
@@ -132,6 +134,9 @@ pub fn try_emit_lines(batch: &[u8]) -> bool {
 }
 
 /// `Mmm dd hh:mm:ss` (UTC: no time zone database in a static binary).
+// Every value is bounded by the days since 1970 of a u64 of seconds
+// (under 2^48) times small constants: nothing overflows an i64.
+#[allow(clippy::arithmetic_side_effects)]
 fn syslog_time(t: std::time::SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -151,7 +156,7 @@ fn syslog_time(t: std::time::SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     format!(
         "{} {day:>2} {:02}:{:02}:{:02}",
-        MONTHS[(month - 1) as usize],
+        MONTHS.get((month - 1) as usize).unwrap_or(&"???"),
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -172,7 +177,7 @@ fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return text.into();
     }
-    let mut out = String::with_capacity(text.len() + 8);
+    let mut out = String::with_capacity(text.len().saturating_add(8));
     for c in text.chars() {
         match c {
             '\n' => out.push_str("\\n"),

@@ -130,7 +130,7 @@ fn create_in(parent: &Path, ids: Option<&Ids>) -> std::io::Result<(OwnedFd, Path
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => break dir,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < ATTEMPTS => {
-                attempt += 1
+                attempt = attempt.saturating_add(1)
             }
             Err(e) => return Err(e),
         }
@@ -208,17 +208,17 @@ impl Limited {
     pub fn report(&mut self, line: fmt::Arguments, warn: bool, now: Instant) {
         if now >= self.window_end {
             self.flush();
-            self.window_end = now + IGNORED_WINDOW;
+            self.window_end = crate::core::after(now, IGNORED_WINDOW);
             self.shown = 0;
         }
         if self.shown < IGNORED_SHOWN {
-            self.shown += 1;
+            self.shown = self.shown.saturating_add(1);
             match warn {
                 true => warning!("{line}"),
                 false => note!("{line}"),
             }
         } else {
-            self.suppressed += 1;
+            self.suppressed = self.suppressed.saturating_add(1);
         }
     }
 

@@ -214,7 +214,7 @@ impl Output {
                 crate::env::fmt_secs(wait)
             );
         }
-        self.restart_at = Some(now + wait);
+        self.restart_at = Some(crate::core::after(now, wait));
     }
 
     /// When the log command is due to be started again, if it is.
@@ -233,7 +233,7 @@ impl Output {
         };
         if let Err(e) = self.start_logger(&cmd) {
             warning!("{e}");
-            self.restart_at = Some(now + self.next_backoff());
+            self.restart_at = Some(crate::core::after(now, self.next_backoff()));
         }
     }
 
@@ -242,7 +242,9 @@ impl Output {
     fn next_backoff(&mut self) -> Duration {
         self.quick_deaths = self.quick_deaths.saturating_add(1);
         let doublings = self.quick_deaths.saturating_sub(1).min(5);
-        (Duration::from_secs(1) * (1u32 << doublings)).min(LOGGER_BACKOFF_CAP)
+        Duration::from_secs(1)
+            .saturating_mul(1u32 << doublings)
+            .min(LOGGER_BACKOFF_CAP)
     }
 
     /// At exit: closes our end of a log command's pipe and gives the
@@ -253,7 +255,7 @@ impl Output {
         if let Ok(null) = File::options().write(true).open("/dev/null") {
             let _ = point_stdio_at(null.as_fd());
         }
-        let deadline = Instant::now() + LOGGER_GRACE;
+        let deadline = crate::core::after(Instant::now(), LOGGER_GRACE);
         loop {
             while let Ok(Some((pid, _))) = sys::waitpid_any() {
                 if pid == logger {

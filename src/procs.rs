@@ -16,7 +16,7 @@ struct Entry {
 /// name may hold spaces and parentheses, so the fields are found after
 /// the last `)`.
 fn parse_stat(stat: &str) -> Option<Entry> {
-    let after = stat.get(stat.rfind(')')? + 1..)?;
+    let after = stat.get(stat.rfind(')')?.saturating_add(1)..)?;
     let mut fields = after.split_whitespace();
     let state = fields.next()?;
     let parent = fields.next()?.parse().ok()?;
@@ -34,6 +34,12 @@ fn proc_is_ours() -> bool {
         .ok()
         .and_then(|p| p.to_str()?.parse::<u32>().ok())
         == Some(std::process::id())
+}
+
+/// The parent of process `pid`, from /proc.
+pub fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|e| e.parent)
 }
 
 /// Every live process in the tree under `root` (not `root` itself),

@@ -78,7 +78,9 @@ impl Relay {
         let mut buf = [0u8; 4096];
         match sys::read(self.fd.as_raw_fd(), &mut buf) {
             Ok(0) => self.eof = true,
-            Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            Ok(n) => self
+                .pending
+                .extend_from_slice(buf.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => self.eof = true,
         }
@@ -94,13 +96,17 @@ impl Relay {
             let mut batch = Vec::new();
             let mut used = 0;
             while let Some((len, skip)) = self.next_line(used) {
-                if !batch.is_empty() && batch.len() + prefix.len() + len + 1 > PIPE_BUF {
+                // Lines are at most LINE_MAX (< PIPE_BUF) long: no sum
+                // here comes near overflowing.
+                let size = batch.len().saturating_add(prefix.len()).saturating_add(len);
+                if !batch.is_empty() && size >= PIPE_BUF {
                     break;
                 }
+                let line = self.pending.get(used..used.saturating_add(len));
                 batch.extend_from_slice(&prefix);
-                batch.extend_from_slice(&self.pending[used..used + len]);
+                batch.extend_from_slice(line.unwrap_or_default());
                 batch.push(b'\n');
-                used += skip;
+                used = used.saturating_add(skip);
             }
             if batch.is_empty() {
                 return true;
@@ -115,9 +121,9 @@ impl Relay {
     /// The next line to log from `pending[from..]`: its length, and how
     /// much to consume (with its newline).
     fn next_line(&self, from: usize) -> Option<(usize, usize)> {
-        let rest = &self.pending[from..];
+        let rest = self.pending.get(from..)?;
         match rest.iter().position(|&b| b == b'\n') {
-            Some(i) if i <= LINE_MAX => Some((i, i + 1)),
+            Some(i) if i <= LINE_MAX => Some((i, i.saturating_add(1))),
             _ if rest.len() >= LINE_MAX => Some((LINE_MAX, LINE_MAX)),
             _ if self.eof && !rest.is_empty() => Some((rest.len(), rest.len())),
             _ => None,

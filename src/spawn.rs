@@ -51,7 +51,7 @@ impl Command {
     }
 
     pub fn program(&self) -> &OsStr {
-        OsStr::from_bytes(self.argv[0].as_bytes())
+        OsStr::from_bytes(self.argv.first().map_or(b"", |a| a.as_bytes()))
     }
 
     /// The paths to try, in order: the program itself if it has a slash,
@@ -60,9 +60,12 @@ impl Command {
         if let Some(p) = &self.program {
             return vec![p.clone()];
         }
-        let program = self.argv[0].as_bytes();
+        let Some(first) = self.argv.first() else {
+            return Vec::new();
+        };
+        let program = first.as_bytes();
         if program.contains(&b'/') {
-            return vec![self.argv[0].clone()];
+            return vec![first.clone()];
         }
         let path = env::get(vars, "PATH").map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
         path.split(|&b| b == b':')
@@ -165,7 +168,12 @@ fn spawn_with(
             kv
         })
         .collect();
-    let park_fd = fds.iter().map(|&(_, to)| to + 1).max().unwrap_or(3).max(3);
+    let park_fd = fds
+        .iter()
+        .map(|&(_, to)| to.saturating_add(1))
+        .max()
+        .unwrap_or(3)
+        .max(3);
     let mut script = ChildScript {
         fds: fds.to_vec(),
         dir: cmd.dir.clone(),

@@ -571,7 +571,8 @@ impl Supervisor {
                     break;
                 }
             };
-            if let Err(why) = self.on_notification(&d, &buf[..d.len]) {
+            let data = buf.get(..d.len).unwrap_or_default();
+            if let Err(why) = self.on_notification(&d, data) {
                 let line = format_args!("ignoring a notification: {why}");
                 self.io.ignored.report(line, true, Instant::now());
             }
@@ -617,7 +618,7 @@ impl Supervisor {
             if self.core.is_worker(pid) {
                 return Some(pid);
             }
-            pid = sys::parent_of(pid).filter(|&p| p > 1)?;
+            pid = procs::parent_of(pid).filter(|&p| p > 1)?;
         }
         None
     }
@@ -718,7 +719,7 @@ fn await_exit(pid: Pid, limit: Duration) {
     let Ok(fd) = sys::pidfd_open(pid) else {
         return;
     };
-    let deadline = Instant::now() + limit;
+    let deadline = crate::core::after(Instant::now(), limit);
     let mut fds = [libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,

@@ -171,7 +171,7 @@ pub fn kill_group(pgid: Pid, sig: i32) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     // SAFETY: kill has no memory-safety preconditions.
-    cvt(unsafe { libc::kill(-pgid, sig) }).map(drop)
+    cvt(unsafe { libc::kill(pgid.wrapping_neg(), sig) }).map(drop)
 }
 
 pub fn kill(pid: Pid, sig: i32) -> io::Result<()> {
@@ -372,33 +372,34 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
     if script.fds.len() > parked.len() {
         fail(STEP_FDS, libc::EMFILE);
     }
-    for (i, &(from, _)) in script.fds.iter().enumerate() {
+    for (slot, &(from, _)) in parked.iter_mut().zip(&script.fds) {
         // SAFETY: fcntl on a descriptor number; failure is reported.
         let fd = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, script.park_fd) };
         if fd < 0 {
             fail(STEP_FDS, errno());
         }
-        parked[i] = fd;
+        *slot = fd;
     }
-    for (i, &(_, to)) in script.fds.iter().enumerate() {
+    for (&parked, &(_, to)) in parked.iter().zip(&script.fds) {
         // SAFETY: dup2 onto a descriptor number; the copy is not
         // close-on-exec, so it survives execve.
-        if unsafe { libc::dup2(parked[i], to) } < 0 {
+        if unsafe { libc::dup2(parked, to) } < 0 {
             fail(STEP_FDS, errno());
         }
     }
     if let Some((index, offset)) = script.pid_slot
         && let Some(string) = script.envp.strings.get_mut(index)
-        && string.len() > offset + PID_DIGITS
+        && string.len() > offset.saturating_add(PID_DIGITS)
     {
-        // Decimal digits of our own pid, on the stack, then into the slot.
+        // Decimal digits of our own pid, on the stack (least significant
+        // first), then into the slot. A u32 has at most PID_DIGITS digits.
         // SAFETY: getpid is async-signal-safe.
         let mut pid = unsafe { libc::getpid() } as u32;
         let mut digits = [0u8; PID_DIGITS];
-        let mut n = 0;
-        loop {
-            digits[n] = b'0' + (pid % 10) as u8;
-            n += 1;
+        let mut n: usize = 0;
+        for d in digits.iter_mut() {
+            *d = b'0'.saturating_add((pid % 10) as u8);
+            n = n.saturating_add(1);
             pid /= 10;
             if pid == 0 {
                 break;
@@ -408,12 +409,13 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
         // copy of the memory, and envp's pointer to this string (from
         // as_ptr) stays valid alongside as_mut_ptr.
         let dst = string.as_mut_ptr();
-        for i in 0..n {
-            // SAFETY: offset + n < string.len(), checked above.
-            unsafe { *dst.add(offset + i) = digits[n - 1 - i] };
+        for (i, &d) in digits.iter().take(n).rev().enumerate() {
+            // SAFETY: offset + i < offset + PID_DIGITS < string.len(),
+            // checked above.
+            unsafe { *dst.add(offset.saturating_add(i)) = d };
         }
         // SAFETY: as above; the NUL ends the value.
-        unsafe { *dst.add(offset + n) = 0 };
+        unsafe { *dst.add(offset.saturating_add(n)) = 0 };
     }
     if let Some(first) = script.cloexec_from {
         // SAFETY: close_range only changes descriptor flags.
@@ -582,20 +584,21 @@ const WORDS: usize = INHERITED_LIMIT / 64;
 /// One bit per descriptor: open at start, and not taken (or closed) since.
 static INHERITED: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 
+/// The word and bit of descriptor `fd` (3 up to INHERITED_LIMIT).
+fn inherited_bit(fd: RawFd) -> Option<(&'static AtomicU64, u64)> {
+    let fd = usize::try_from(fd).ok().filter(|&fd| fd >= 3)?;
+    Some((INHERITED.get(fd / 64)?, 1u64 << (fd % 64)))
+}
+
 fn mark_inherited(fd: RawFd) {
-    if (3..INHERITED_LIMIT as RawFd).contains(&fd) {
-        let fd = fd as usize;
-        INHERITED[fd / 64].fetch_or(1 << (fd % 64), Ordering::SeqCst);
+    if let Some((word, bit)) = inherited_bit(fd) {
+        word.fetch_or(bit, Ordering::SeqCst);
     }
 }
 
 /// Clears `fd`'s bit; whether it was set (this call alone took it).
 fn claim_inherited(fd: RawFd) -> bool {
-    if !(3..INHERITED_LIMIT as RawFd).contains(&fd) {
-        return false;
-    }
-    let (word, bit) = (fd as usize / 64, 1u64 << (fd as usize % 64));
-    INHERITED[word].fetch_and(!bit, Ordering::SeqCst) & bit != 0
+    inherited_bit(fd).is_some_and(|(word, bit)| word.fetch_and(!bit, Ordering::SeqCst) & bit != 0)
 }
 
 /// The inherited descriptors not taken yet.
@@ -605,11 +608,41 @@ fn unclaimed() -> Vec<RawFd> {
         let bits = word.load(Ordering::SeqCst);
         for b in 0..64 {
             if bits & (1 << b) != 0 {
-                out.push((w * 64 + b) as RawFd);
+                out.push(w.saturating_mul(64).saturating_add(b) as RawFd);
             }
         }
     }
     out
+}
+
+/// Calls `f` with every entry of a getdents64 buffer whose name is a
+/// number (a descriptor, in /proc/self/fd). Allocates nothing.
+fn for_each_dirent_number(buf: &[u8], mut f: impl FnMut(RawFd)) {
+    // linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+    let mut rest = buf;
+    while let (Some(&[lo, hi]), Some(name)) = (rest.get(16..18), rest.get(19..)) {
+        let reclen = usize::from(u16::from_ne_bytes([lo, hi]));
+        if reclen == 0 {
+            break;
+        }
+        let name = name.get(..reclen.saturating_sub(19)).unwrap_or(name);
+        let mut fd: RawFd = 0;
+        let mut digits: u32 = 0;
+        for &c in name.iter().take_while(|&&c| c != 0) {
+            if !c.is_ascii_digit() || digits > 9 {
+                digits = 0;
+                break;
+            }
+            fd = fd
+                .wrapping_mul(10)
+                .wrapping_add(RawFd::from(c.wrapping_sub(b'0')));
+            digits = digits.saturating_add(1);
+        }
+        if digits > 0 {
+            f(fd);
+        }
+        rest = rest.get(reclen..).unwrap_or_default();
+    }
 }
 
 /// Runs before main (from `.init_array`): records the descriptors from 3 up
@@ -635,32 +668,17 @@ extern "C" fn record_inherited() {
     loop {
         // SAFETY: getdents64 writes at most buf.len() bytes into buf.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
-        if n <= 0 {
+        let Some(filled) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) else {
+            break;
+        };
+        if filled.is_empty() {
             break;
         }
-        // linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
-        let mut at = 0;
-        while at + 19 < n as usize {
-            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-            if reclen == 0 {
-                break;
-            }
-            let name = &buf[at + 19..(at + reclen).min(n as usize)];
-            let mut fd: RawFd = 0;
-            let mut digits = 0;
-            for &c in name.iter().take_while(|&&c| c != 0) {
-                if !c.is_ascii_digit() || digits > 9 {
-                    digits = 0;
-                    break;
-                }
-                fd = fd * 10 + RawFd::from(c - b'0');
-                digits += 1;
-            }
-            if digits > 0 && fd != dir {
+        for_each_dirent_number(filled, |fd| {
+            if fd != dir {
                 mark_inherited(fd);
             }
-            at += reclen;
-        }
+        });
     }
     // SAFETY: dir was opened above and is closed once.
     unsafe { libc::close(dir) };
@@ -746,7 +764,7 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
         // SAFETY: buf is valid for buf.len() readable bytes.
         match cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -900,8 +918,10 @@ pub fn local_addr(fd: RawFd) -> io::Result<LocalAddr> {
             let n = (len as usize)
                 .saturating_sub(offset)
                 .min(sun.sun_path.len());
-            let bytes: Vec<u8> = sun.sun_path[..n]
+            let bytes: Vec<u8> = sun
+                .sun_path
                 .iter()
+                .take(n)
                 .map(|&c| c as u8)
                 .take_while(|&b| b != 0)
                 .collect();
@@ -953,8 +973,11 @@ pub fn notify_socket(path: Option<&Path>) -> io::Result<(OwnedFd, String)> {
     })?;
     let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
     // An abstract name: a NUL, then the name (no terminator).
-    let name: String = bound.sun_path[1..n.min(bound.sun_path.len())]
+    let name: String = bound
+        .sun_path
         .iter()
+        .take(n)
+        .skip(1)
         .map(|&c| c as u8 as char)
         .collect();
     Ok((fd, format!("@{name}")))
@@ -1004,7 +1027,8 @@ pub fn recv_notification(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Da
         while !cmsg.is_null() {
             let (level, ty) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
             let data = libc::CMSG_DATA(cmsg);
-            let data_len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+            let header = (data as usize).saturating_sub(cmsg as usize);
+            let data_len = ((*cmsg).cmsg_len as usize).saturating_sub(header);
             if level == libc::SOL_SOCKET
                 && ty == libc::SCM_CREDENTIALS
                 && data_len >= std::mem::size_of::<libc::ucred>()
@@ -1012,7 +1036,10 @@ pub fn recv_notification(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Da
                 let cred = std::ptr::read_unaligned(data.cast::<libc::ucred>());
                 pid = Some(cred.pid);
             } else if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
-                for i in 0..data_len / std::mem::size_of::<RawFd>() {
+                for i in 0..data_len
+                    .checked_div(std::mem::size_of::<RawFd>())
+                    .unwrap_or(0)
+                {
                     let passed = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
                     libc::close(passed);
                 }
@@ -1034,23 +1061,24 @@ pub fn recv_notification(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Da
 pub fn send_notification(address: &OsStr, message: &[u8]) -> io::Result<()> {
     let bytes = address.as_bytes();
     let (abstract_name, name) = match bytes.first() {
-        Some(b'@') => (true, &bytes[1..]),
+        Some(b'@') => (true, bytes.get(1..).unwrap_or_default()),
         Some(b'/') => (false, bytes),
         _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
     };
-    if name.len() + 1 > UNIX_PATH_MAX + 1 {
+    if name.len() > UNIX_PATH_MAX {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let start = usize::from(abstract_name);
-    for (dst, &src) in sun.sun_path[start..].iter_mut().zip(name) {
+    for (dst, &src) in sun.sun_path.iter_mut().skip(start).zip(name) {
         *dst = src as libc::c_char;
     }
     let offset = std::mem::size_of::<libc::sa_family_t>();
-    // Abstract names are exactly as long as given; paths get their NUL.
-    let len = offset + start + name.len() + usize::from(!abstract_name);
+    // Abstract names are exactly as long as given; paths get their NUL
+    // (name is at most UNIX_PATH_MAX bytes: no sum here overflows).
+    let len = offset.saturating_add(name.len()).saturating_add(1);
     let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM)?;
     // SAFETY: message and sun are valid for the lengths given.
     let sent = unsafe {
@@ -1089,7 +1117,7 @@ fn connect_unix(path: &Path, ty: i32) -> io::Result<OwnedFd> {
     for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
         *dst = src as libc::c_char;
     }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    let len = sun_len(bytes.len());
     // SAFETY: sun is a valid sockaddr_un of at least `len` bytes.
     cvt_r(|| unsafe {
         libc::connect(
@@ -1120,7 +1148,9 @@ pub fn monotonic_ns() -> i128 {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    i128::from(ts.tv_sec)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i128::from(ts.tv_nsec))
 }
 
 /// Replaces this process's program image (same pid). Returns only on
@@ -1148,12 +1178,12 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The parent of process `pid`, from /proc.
-pub fn parent_of(pid: Pid) -> Option<Pid> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+/// The length of a sockaddr_un holding a path of `n` bytes (at most
+/// UNIX_PATH_MAX, checked by the callers) and its NUL.
+fn sun_len(n: usize) -> usize {
+    std::mem::size_of::<libc::sa_family_t>()
+        .saturating_add(n)
+        .saturating_add(1)
 }
 
 /// The longest path a unix socket address holds (without the NUL).
@@ -1171,7 +1201,7 @@ pub fn bind_unix(fd: BorrowedFd, path: &Path) -> io::Result<()> {
     for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
         *dst = src as libc::c_char;
     }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    let len = sun_len(bytes.len());
     // SAFETY: sun is a valid sockaddr_un of at least `len` bytes.
     cvt(unsafe {
         libc::bind(

@@ -72,17 +72,21 @@ impl Clock {
     }
 
     pub fn ns_of(&self, t: Instant) -> i128 {
+        // Nanoseconds of a Duration fit an i128 many times over.
+        let ns = |d: Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
         match t.checked_duration_since(self.now) {
-            Some(ahead) => self.ns + ahead.as_nanos() as i128,
-            None => self.ns - self.now.duration_since(t).as_nanos() as i128,
+            Some(ahead) => self.ns.saturating_add(ns(ahead)),
+            None => self.ns.saturating_sub(ns(self.now.duration_since(t))),
         }
     }
 
+    /// The instant of a CLOCK_MONOTONIC reading; one beyond what an
+    /// Instant holds is clamped (the state is validated after).
     pub fn instant_of(&self, ns: i128) -> Instant {
-        let delta =
-            Duration::from_nanos((ns - self.ns).unsigned_abs().min(u64::MAX as u128) as u64);
+        let gap = ns.saturating_sub(self.ns).unsigned_abs();
+        let delta = Duration::from_nanos(u64::try_from(gap).unwrap_or(u64::MAX));
         if ns >= self.ns {
-            self.now + delta
+            crate::core::after(self.now, delta)
         } else {
             self.now.checked_sub(delta).unwrap_or(self.now)
         }
@@ -137,7 +141,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(s.get(i..i.saturating_add(2))?, 16).ok())
         .collect()
 }
 
@@ -317,7 +321,7 @@ impl State {
             }
         }
         for (i, w) in self.workers.iter().enumerate() {
-            if self.workers[..i].iter().any(|v| v.pid == w.pid) {
+            if self.workers.iter().take(i).any(|v| v.pid == w.pid) {
                 return Err(format!("worker pid {} is named twice", w.pid));
             }
             if w.generation == 0 || w.generation > self.generation {
@@ -340,7 +344,7 @@ impl State {
             if fd < 3 {
                 return Err(format!("{what} descriptor {fd} is stdio's"));
             }
-            if fds[..i].iter().any(|&(_, other, _)| other == fd) {
+            if fds.iter().take(i).any(|&(_, other, _)| other == fd) {
                 return Err(format!("descriptor {fd} is named twice"));
             }
         }
@@ -390,7 +394,7 @@ impl State {
         let at = |ns: i128| clock.instant_of(ns);
         let mut ended = false;
         for (n, line) in lines.enumerate() {
-            let bad = || format!("line {}: {line:?}", n + 2);
+            let bad = || format!("line {}: {line:?}", n.saturating_add(2));
             let f: Vec<&str> = line.split(' ').collect();
             let num = |i: usize| {
                 f.get(i)
@@ -418,7 +422,7 @@ impl State {
                     .and_then(|v| String::from_utf8(v).ok())
                     .ok_or_else(bad)
             };
-            match f[0] {
+            match f.first().copied().unwrap_or_default() {
                 "program" => s.program = Some(text(1)?),
                 "generation" => s.generation = uint64(1)?,
                 "failures" => s.failures = uint32(1)?,

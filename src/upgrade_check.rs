@@ -70,7 +70,7 @@ impl UpgradeCheck {
             report: child.report,
             answer: Vec::new(),
             status: None,
-            deadline: now + TIMEOUT,
+            deadline: crate::core::after(now, TIMEOUT),
             killed: false,
         })
     }
@@ -96,7 +96,8 @@ impl UpgradeCheck {
                 }
                 Ok(n) => {
                     let room = ANSWER_MAX.saturating_sub(self.answer.len());
-                    self.answer.extend_from_slice(&buf[..n.min(room)]);
+                    self.answer
+                        .extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -134,7 +135,7 @@ impl UpgradeCheck {
         // reaped), so the number still names this group.
         let _ = sys::kill_group(self.pid, libc::SIGKILL);
         self.killed = true;
-        self.deadline = now + KILL_GRACE;
+        self.deadline = crate::core::after(now, KILL_GRACE);
         None
     }
 

@@ -25,23 +25,29 @@ fn lookup_in(login: &str, passwd: &Path, group: &Path) -> Result<Ids, String> {
     let passwd = read(passwd)?;
     let entry = passwd
         .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && (f[0] == login || f[2] == login))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            match f[..] {
+                [name, _, uid, gid, ..] => Some((name, uid, gid)),
+                _ => None,
+            }
+        })
+        .find(|&(name, uid, _)| name == login || uid == login)
         .ok_or_else(|| format!("unknown user '{login}' (not in /etc/passwd)"))?;
-    let name = entry[0];
-    let uid = entry[2]
+    let (name, uid, gid) = entry;
+    let uid = uid
         .parse()
         .map_err(|_| format!("bad uid for '{name}' in /etc/passwd"))?;
-    let gid: u32 = entry[3]
+    let gid: u32 = gid
         .parse()
         .map_err(|_| format!("bad gid for '{name}' in /etc/passwd"))?;
     let mut groups = vec![gid];
     // /etc/group may be missing in a minimal container: primary group only.
     if let Ok(text) = std::fs::read_to_string(group) {
         for f in text.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
-            if f.len() >= 4
-                && f[3].split(',').any(|m| m == name)
-                && let Ok(g) = f[2].parse::<u32>()
+            if let [_, _, g, members, ..] = f[..]
+                && members.split(',').any(|m| m == name)
+                && let Ok(g) = g.parse::<u32>()
                 && !groups.contains(&g)
             {
                 groups.push(g);

@@ -122,7 +122,7 @@ pub fn listeners_from(env: &dyn Fn(&str) -> Option<String>) -> io::Result<Vec<Li
             .map_err(|_| invalid(format!("LISTEN_FDS={count}")))?;
         let names = env("LISTEN_FDNAMES").unwrap_or_default();
         let mut names = names.split(':');
-        return (3..3 + count.max(0))
+        return (3..count.max(0).saturating_add(3))
             .map(|fd| {
                 adopt(
                     names.next().filter(|n| !n.is_empty()).map(str::to_string),
@@ -296,7 +296,7 @@ impl Shutdown {
             if let Some((sig, _)) = sys::signalfd_read(std::os::fd::AsFd::as_fd(&self.fd))? {
                 return Ok(Event::Shutdown(sig));
             }
-            if let Some(i) = fds[1..].iter().position(|f| f.revents != 0) {
+            if let Some(i) = fds.iter().skip(1).position(|f| f.revents != 0) {
                 return Ok(Event::Readable(i));
             }
         }
