@@ -110,7 +110,7 @@ pub fn add_protocol_vars(
 
 /// The longest `NAME=value` string the kernel passes to a program
 /// (MAX_ARG_STRLEN, with its NUL): a longer one fails every exec.
-const ARG_STRLEN_MAX: usize = 128 * 1024;
+pub const ARG_STRLEN_MAX: usize = 128 * 1024;
 
 /// Reads a daemontools-style environment directory: every regular file
 /// (or symlink to one) whose name does not start with `.` gives

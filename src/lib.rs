@@ -33,6 +33,9 @@ mod cli;
 mod client;
 mod core;
 mod env;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod listen;
 mod log;
 mod notify;

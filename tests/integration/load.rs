@@ -8,15 +8,92 @@ fn no_request_fails_across_20_restarts() {
     hammer("load", 20);
 }
 
-/// `make soak`: SOAK_RESTARTS restarts (default 500).
+/// start_server's descriptors, VmRSS (kB) and children, from /proc.
+fn footprint(pid: u32) -> (usize, u64, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix(" kB")?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .count();
+    (fds, rss, children)
+}
+
+/// `make soak`: SOAK_RESTARTS restarts (default 1000) under load, with a
+/// live upgrade after every fifth (200), printing failed requests and
+/// start_server's footprint every 100 restarts; descriptors and children
+/// must stay flat, and memory nearly so.
 #[test]
 #[ignore = "long: run by `make soak`"]
-fn soak_restarts_under_load() {
-    let n = std::env::var("SOAK_RESTARTS")
+fn soak_restarts_and_upgrades_under_load() {
+    let restarts: u64 = std::env::var("SOAK_RESTARTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    hammer("soak", n);
+        .unwrap_or(1000);
+    let dir = TempDir::new("soak");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let hello = example("hello").display().to_string();
+    let st = dir.join("status");
+    let server = Server::start(&[
+        &format!("--port={addr}"),
+        &format!("--status-file={}", st.display()),
+        "--interval=0.05",
+        "--",
+        &hello,
+    ]);
+    wait_status(&st, &[1], &server);
+    let load = Load::start(&addr, 4, "hello from generation");
+    let first = footprint(server.pid);
+    let mut upgrades = 0;
+    println!("restarts upgrades requests failed fds VmRSS(kB) children");
+    for generation in 2..=restarts + 1 {
+        let before = load.ok();
+        server.signal("HUP");
+        wait_status(&st, &[generation], &server);
+        wait_for("requests after a restart", &server, || {
+            (load.ok() > before + 5).then_some(())
+        });
+        let done = generation - 1;
+        if done % 5 == 0 {
+            server.signal("USR2");
+            upgrades += 1;
+            server.wait_line_n("upgraded in place", upgrades);
+        }
+        if done % 100 == 0 {
+            let (fds, rss, children) = footprint(server.pid);
+            println!(
+                "{done:8} {upgrades:8} {:8} {:6} {fds:3} {rss:9} {children:8}",
+                load.ok(),
+                load.failed()
+            );
+        }
+    }
+    let last = footprint(server.pid);
+    let requests = load.finish();
+    assert_eq!(
+        (last.0, last.2),
+        (first.0, first.2),
+        "descriptors and children flat"
+    );
+    assert!(
+        last.1 <= first.1 + 256,
+        "VmRSS grew from {} kB to {} kB",
+        first.1,
+        last.1
+    );
+    println!("{requests} requests, none failed, {restarts} restarts, {upgrades} live upgrades");
 }
 
 fn hammer(name: &str, restarts: u64) {

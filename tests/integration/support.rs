@@ -511,6 +511,11 @@ impl Load {
         }
     }
 
+    /// Requests failed so far.
+    pub fn failed(&self) -> usize {
+        self.failures.lock().unwrap().len()
+    }
+
     pub fn ok(&self) -> usize {
         self.ok.load(std::sync::atomic::Ordering::Relaxed)
     }
