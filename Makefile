@@ -78,7 +78,8 @@ demo: build
 # Perl's Server::Starter when it is installed.
 bench: build
 	$(CARGO) build --release --example bench --example hello
-	target/$(TARGET)/release/examples/bench $(BIN)
+	CARGO_PROFILE_RELEASE_STRIP=false $(RELEASE) --bin start_server --target-dir target/symbols
+	target/$(TARGET)/release/examples/bench $(BIN) target/symbols/$(TARGET)/release/start_server
 
 # The example image (examples/Containerfile): start_server and the
 # example server, FROM scratch.

@@ -34,6 +34,54 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
+/// Where the code of the same build with its symbols goes (`nm`): our
+/// own, the standard library, musl, the unwinder, lexopt.
+fn split_by_origin(unstripped: &str) {
+    let Ok(out) = Command::new("nm")
+        .args(["--size-sort", "-S", "-C", unstripped])
+        .output()
+    else {
+        println!("                         (nm not installed: no split)");
+        return;
+    };
+    let mut sizes: Vec<(&str, u64)> = Vec::new();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let mut f = line.splitn(4, ' ');
+        let (Some(_), Some(size), Some(_), Some(name)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let Ok(size) = u64::from_str_radix(size, 16) else {
+            continue;
+        };
+        let origin = if name.contains("start_server::") {
+            "ours"
+        } else if name.contains("lexopt") {
+            "lexopt"
+        } else if name.contains("unwind") || name.starts_with("_Unwind") {
+            "unwinder"
+        } else if name.contains("::") || name.starts_with('<') {
+            "std"
+        } else {
+            "musl"
+        };
+        match sizes.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, total)) => *total += size,
+            None => sizes.push((origin, size)),
+        }
+    }
+    sizes.sort_by_key(|&(_, size)| std::cmp::Reverse(size));
+    let split: Vec<String> = sizes
+        .iter()
+        .map(|(o, size)| format!("{o} {} KiB", size / 1024))
+        .collect();
+    println!(
+        "                         symbols by origin: {}",
+        split.join(", ")
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("stamp") {
@@ -77,6 +125,9 @@ fn main() {
         size as f64 / 1024.0,
         is_static(&ours)
     );
+    if let Some(symbols) = args.get(2) {
+        split_by_origin(symbols);
+    }
     if perl.is_some() {
         let perl_size = std::fs::metadata("/usr/bin/perl")
             .map(|m| m.len())
