@@ -420,19 +420,17 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let ignored = [
+        let check = self.upgrade_check.as_ref().map(|c| c.deadline);
+        [
+            self.core.next_deadline(),
             self.io.ignored.deadline(),
             self.io.statuses.deadline(),
             self.io.s.output.deadline(),
+            check,
         ]
         .into_iter()
         .flatten()
-        .min();
-        let check = self.upgrade_check.as_ref().map(|c| c.deadline);
-        [self.core.next_deadline(), ignored, check]
-            .into_iter()
-            .flatten()
-            .min()
+        .min()
     }
 
     /// One turn of the loop: wait for the next event or deadline, then act
