@@ -99,7 +99,7 @@ fn scenario(
 
 #[test]
 fn log_lines_and_status_file_match_server_starter() {
-    if perl_missing() {
+    if !perl_or_skip() {
         return;
     }
     let theirs = scenario(PERL, "compat-perl", &[], &[]).0;
@@ -111,7 +111,7 @@ fn log_lines_and_status_file_match_server_starter() {
 /// start-up lines come in the original's order.
 #[test]
 fn log_lines_keep_what_the_user_wrote() {
-    if perl_missing() {
+    if !perl_or_skip() {
         return;
     }
     let extra = [
@@ -193,7 +193,7 @@ fn sockets_of(bin: &str, args: &[&str], port: u16) -> Result<(Vec<String>, Vec<S
 /// own syntax (`+option`, `+N`, `1_0`) and --backlog as well.
 #[test]
 fn port_specs_and_backlogs_match_server_starter() {
-    if perl_missing() {
+    if !perl_or_skip() {
         return;
     }
     let cases: &[&[&str]] = &[

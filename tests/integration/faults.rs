@@ -112,6 +112,9 @@ fn the_envdir_is_not_read_again_on_every_turn_of_the_loop() {
 
 #[test]
 fn pid_and_status_files_that_are_not_regular_files_are_refused_and_left_alone() {
+    if !root_or_skip("mknod(1) of a device node") {
+        return;
+    }
     let dir = TempDir::new("hostile-files");
     let node = dir.join("null");
     run("mknod", &[node.to_str().unwrap(), "c", "1", "3"]);
@@ -269,12 +272,11 @@ fn workers_status_lines_are_escaped_and_rate_limited() {
 /// start_server with its status file on a tmpfs of its own, in a mount
 /// namespace; None where that is not permitted.
 fn with_small_tmpfs(dir: &TempDir, args: &[&str]) -> Option<Server> {
-    let allowed = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !allowed {
-        eprintln!("skipped: mount namespaces are not permitted here");
+    if !tool_or_skip(
+        "unshare",
+        &["--mount", "--propagation", "private", "true"],
+        "util-linux",
+    ) {
         return None;
     }
     std::fs::create_dir(dir.join("small")).unwrap();
@@ -383,8 +385,8 @@ fn descriptor_exhaustion_during_a_hup_keeps_the_old_generation() {
 
 #[test]
 fn fork_failure_as_an_unprivileged_user_is_retried_until_it_works() {
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv(1) is not installed");
+    if !root_or_skip("running as nobody") || !tool_or_skip("setpriv", &["--version"], "util-linux")
+    {
         return;
     }
     let dir = TempDir::new("eagain");

@@ -455,12 +455,7 @@ fn children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
-    if std::process::Command::new("unshare")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: unshare(1) is not installed");
+    if !tool_or_skip("unshare", &["--version"], "util-linux") {
         return;
     }
     let dir = TempDir::new("pid1");

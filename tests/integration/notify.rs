@@ -324,12 +324,11 @@ fn without_a_writable_directory_the_address_is_abstract() {
          exec {} --readiness=notify -- {probe} notify-once",
         bin().display()
     );
-    let allowed = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !allowed {
-        eprintln!("skipped: mount namespaces are not permitted here");
+    if !tool_or_skip(
+        "unshare",
+        &["--mount", "--propagation", "private", "true"],
+        "util-linux",
+    ) {
         return;
     }
     let mut server = Server::spawn(

@@ -24,16 +24,93 @@ pub fn bin() -> PathBuf {
     }
 }
 
+/// Whether every test must run: under CI (`CI` set and not "false", as
+/// CI runners do) or with `START_SERVER_TESTS_REQUIRE_ALL=1` (.ci/run
+/// exports it).
+pub fn require_all() -> bool {
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    set("CI") || set("START_SERVER_TESTS_REQUIRE_ALL")
+}
+
+/// The one skip rule. A test that cannot run here says why through
+/// `return skip(why)`: on a developer's machine the reason is printed
+/// (past libtest's capture) and recorded in the file
+/// `START_SERVER_SKIPS` names, which `make test` counts; under CI the
+/// test fails with the reason instead.
+pub fn skip(why: impl std::fmt::Display) {
+    let test = thread::current().name().unwrap_or("?").to_string();
+    if require_all() {
+        panic!("{test} cannot run here, and every test must under CI: {why}");
+    }
+    // Straight to the descriptor: libtest hides a passing test's eprintln!.
+    let line = format!("skipped: {test}: {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    if let Some(path) = std::env::var_os("START_SERVER_SKIPS") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Whether this test runs as root; otherwise the skip rule decides.
+pub fn root_or_skip(what: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:\t0\t"));
+    if !root {
+        skip(format!("{what} needs root"));
+    }
+    root
+}
+
+/// Whether `program` can be started (`program ARGS` exits 0); otherwise
+/// the skip rule decides, naming the package that has it.
+pub fn tool_or_skip(program: &str, args: &[&str], package: &str) -> bool {
+    let ok = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(format!(
+            "{program} does not run here (apt-get install {package})"
+        ));
+    }
+    ok
+}
+
 /// Perl's Server::Starter, for side-by-side tests (.ci/run installs it).
 pub const PERL: &str = "/usr/bin/start_server";
 
-/// Whether the original is missing, saying so: its tests then skip.
-pub fn perl_missing() -> bool {
-    let missing = !Path::new(PERL).exists();
-    if missing {
-        eprintln!("skipped: {PERL} is not installed (apt-get install libserver-starter-perl)");
-    }
-    missing
+/// Whether the original is here, and is the Perl script (not our binary
+/// installed over it); otherwise the skip rule decides, and a start_server
+/// at that path that is not Perl's fails the test.
+pub fn perl_or_skip() -> bool {
+    let Ok(text) = std::fs::read(PERL) else {
+        skip(format!(
+            "{PERL} is not installed (apt-get install libserver-starter-perl)"
+        ));
+        return false;
+    };
+    let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    assert!(
+        first.starts_with(b"#!") && first.windows(4).any(|w| w == b"perl"),
+        "{PERL} is not Perl's Server::Starter: its first line is {:?}",
+        String::from_utf8_lossy(&first[..first.len().min(80)])
+    );
+    assert!(
+        String::from_utf8_lossy(&text).contains("Server::Starter"),
+        "{PERL} does not use Server::Starter"
+    );
+    true
 }
 
 /// A process's environment as the kernel holds it, entry by entry.
@@ -567,10 +644,10 @@ pub fn start_in_pid_namespace(cmd: &mut Command) -> Option<Server> {
         }
     });
     if !started {
-        eprintln!(
-            "skipped: cannot create a pid namespace here:\n{}",
+        skip(format!(
+            "cannot create a pid namespace here:\n{}",
             server.log()
-        );
+        ));
         return None;
     }
     server.wait_line("start_server (pid:1) starting now...");

@@ -28,8 +28,7 @@ def app(environ, start_response):
 #[test]
 fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
     if !std::path::Path::new("/usr/bin/gunicorn").exists() || !has_module("gunicorn") {
-        eprintln!("skipped: gunicorn is not installed (apt-get install gunicorn)");
-        return;
+        return skip("gunicorn is not installed (apt-get install gunicorn)");
     }
     let dir = TempDir::new("gunicorn");
     std::fs::write(dir.join("app.py"), WSGI_APP).unwrap();
@@ -95,8 +94,7 @@ except Stop:
 #[test]
 fn a_python3_systemd_worker_takes_listen_fds_and_notifies() {
     if !has_module("systemd.daemon") {
-        eprintln!("skipped: python3-systemd is not installed (apt-get install python3-systemd)");
-        return;
+        return skip("python3-systemd is not installed (apt-get install python3-systemd)");
     }
     let dir = TempDir::new("python3-systemd");
     std::fs::write(dir.join("worker.py"), SYSTEMD_WORKER).unwrap();
@@ -141,8 +139,7 @@ fn puma_hot_restarts_on_ready_through_the_sd_notify_gem() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_puma {
-        eprintln!("skipped: puma is not installed (apt-get install puma ruby-sd-notify)");
-        return;
+        return skip("puma is not installed (apt-get install puma ruby-sd-notify)");
     }
     let dir = TempDir::new("puma");
     std::fs::write(dir.join("config.ru"), RACK_APP).unwrap();

@@ -220,7 +220,7 @@ fn the_envdir_replaces_inherited_variables() {
             Some("/envdir/bin:/usr/bin:/bin".to_string())
         )
     );
-    if !perl_missing() {
+    if perl_or_skip() {
         assert_eq!(ours, run(PERL));
     }
 }
@@ -373,6 +373,9 @@ fn the_worker_library_says_when_a_descriptor_is_not_a_socket() {
 
 #[test]
 fn user_runs_workers_as_that_user() {
+    if !root_or_skip("--user=nobody") {
+        return;
+    }
     let dir = TempDir::new("user");
     let probe = copy_for_all(&dir, &example("probe"), "probe");
     // The worker, as nobody, reaches the notification socket too.
