@@ -299,6 +299,8 @@ pub fn wait_for<T>(what: &str, server: &Server, mut probe: impl FnMut() -> Optio
 #[derive(Default)]
 struct Output {
     lines: Vec<String>,
+    /// When each line arrived.
+    times: Vec<Instant>,
     /// Streams that reached end-of-file.
     closed: usize,
 }
@@ -344,7 +346,10 @@ impl Server {
                 let (store, cv) = &*lines;
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    store.lock().unwrap().lines.push(line);
+                    let mut out = store.lock().unwrap();
+                    out.lines.push(line);
+                    out.times.push(Instant::now());
+                    drop(out);
                     cv.notify_all();
                 }
                 store.lock().unwrap().closed += 1;
@@ -370,6 +375,16 @@ impl Server {
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.0.lock().unwrap().lines.clone()
+    }
+
+    /// The lines with the moment each arrived.
+    pub fn timed_lines(&self) -> Vec<(Instant, String)> {
+        let out = self.lines.0.lock().unwrap();
+        out.times
+            .iter()
+            .copied()
+            .zip(out.lines.iter().cloned())
+            .collect()
     }
 
     /// Waits for the `nth` (1-based) line containing `needle`.
