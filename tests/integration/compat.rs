@@ -192,7 +192,10 @@ fn scenario(
     // An envdir, for the scenarios that name it.
     std::fs::create_dir(dir.join("env")).unwrap();
     std::fs::write(dir.join("env/GREETING"), "first\n").unwrap();
-    let probe = example("probe").display().to_string();
+    // The program: a copy of the probe, for scenarios that change it.
+    let probe = dir.join("server");
+    std::fs::copy(example("probe"), &probe).unwrap();
+    let probe = probe.display().to_string();
     let port = free_port().to_string();
     let args: Vec<String> = args
         .iter()
