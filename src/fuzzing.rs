@@ -1,7 +1,9 @@
 //! Entry points for the fuzz targets in `fuzz/` (built with
 //! `--cfg fuzzing`), and for the unit tests that keep what fuzzing found:
-//! each takes arbitrary bytes, runs one parser, and checks what must hold
-//! of what it accepts. A panic here is a finding.
+//! each takes arbitrary bytes, runs one parser, checks what must hold of
+//! what it accepts, and says whether it accepted them (the tests check
+//! that their seeds are accepted, so the checks run). A panic here is a
+//! finding.
 
 #![allow(
     clippy::panic,
@@ -25,30 +27,32 @@ fn args(data: &[u8]) -> Vec<OsString> {
 }
 
 /// start_server's command line.
-pub fn start_server_args(data: &[u8]) {
-    let _ = cli::parse(args(data));
+pub fn start_server_args(data: &[u8]) -> bool {
+    cli::parse(args(data)).is_ok()
 }
 
 /// socketmaster's command line.
-pub fn socketmaster_args(data: &[u8]) {
-    let _ = cli::parse_socketmaster(args(data));
+pub fn socketmaster_args(data: &[u8]) -> bool {
+    cli::parse_socketmaster(args(data)).is_ok()
 }
 
-/// A `--port` value, and a socketmaster `-listen` URI.
-pub fn listen_specs(data: &[u8]) {
+/// A `--port` value, and a socketmaster `-listen` URI: whether either
+/// parsed. Hosts are names until they are resolved (" [ [ :0" parses,
+/// and fails at binding, as in the original): only that nothing panics
+/// is checked.
+pub fn listen_specs(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return false;
     };
-    // Hosts are names until they are resolved (" [ [ :0" parses, and fails
-    // at binding, as in the original): only that nothing panics is checked.
-    let _ = text.parse::<listen::PortSpec>();
-    let _ = cli::parse_listen_uri(text);
+    let spec = text.parse::<listen::PortSpec>();
+    let uri = cli::parse_listen_uri(text);
+    spec.is_ok() || uri.is_ok()
 }
 
 /// An envdir made of the files the bytes describe (`NAME\0content\0`...):
 /// every value it gives is one line, without NUL, short enough to pass
-/// to a program.
-pub fn envdir(data: &[u8]) {
+/// to a program. Whether it gave any.
+pub fn envdir(data: &[u8]) -> bool {
     let dir = std::env::temp_dir().join(format!("start_server-fuzz-envdir-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("make the envdir");
@@ -67,23 +71,26 @@ pub fn envdir(data: &[u8]) {
         assert!(name.len() + v.len() + 2 <= env::ARG_STRLEN_MAX);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    !vars.is_empty()
 }
 
 /// A datagram on the notification socket.
-pub fn notify_message(data: &[u8]) {
-    if let Ok(pairs) = notify::parse(data) {
-        for (key, _) in pairs {
-            assert!(!key.is_empty() && !key.contains('\n'));
-        }
+pub fn notify_message(data: &[u8]) -> bool {
+    let Ok(pairs) = notify::parse(data) else {
+        return false;
+    };
+    for (key, _) in pairs {
+        assert!(!key.is_empty() && !key.contains('\n'));
     }
+    true
 }
 
 /// A live-upgrade state: decoded, validated and encoded again, it decodes
 /// to the same state, and no accepted state names a pid <= 1 or a
 /// descriptor < 3.
-pub fn upgrade_state(data: &[u8]) {
+pub fn upgrade_state(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return false;
     };
     // A fixed reading of the clocks, far from both ends of their range.
     let clock = upgrade::Clock {
@@ -91,10 +98,10 @@ pub fn upgrade_state(data: &[u8]) {
         ns: 1 << 62,
     };
     let Ok(state) = upgrade::State::decode(text, &clock) else {
-        return;
+        return false;
     };
     if state.validate().is_err() {
-        return;
+        return false;
     }
     for w in &state.workers {
         assert!(w.pid > 1, "worker pid {}", w.pid);
@@ -104,6 +111,7 @@ pub fn upgrade_state(data: &[u8]) {
     }
     let again = upgrade::State::decode(&state.encode(&clock), &clock).expect("re-decodes");
     assert_eq!(again, state);
+    true
 }
 
 #[cfg(test)]
@@ -111,20 +119,48 @@ mod tests {
     //! What fuzzing found, kept; and each entry point run once, so the
     //! harness stays in step with the code.
 
+    use crate::listen::{Host, PortSpec};
+
     #[test]
     fn findings() {
         // A host that is no address parses (binding fails later, as in the
         // original): the harness once expected its shown form to parse.
-        super::listen_specs(b" [ [    :0");
+        assert!(super::listen_specs(b" [ [    :0"));
+        let spec: PortSpec = " [ [    :0".parse().unwrap();
+        assert_eq!((&spec.host, spec.port), (&Host::V4("[    ".into()), 0));
+        // Its shown form, "[    :0", reads as an empty host.
+        assert_eq!(spec.spec.parse::<PortSpec>(), Err("empty host".into()));
+    }
+
+    /// Each entry point accepts its seed, so that every check it makes of
+    /// an accepted input runs: the state seed is the one a released build
+    /// wrote (two listeners, a pid file, an old and a current worker).
+    #[test]
+    fn every_entry_point_accepts_its_seed() {
+        assert!(super::start_server_args(
+            b"--port=80\0--interval=0.5\0--\0true"
+        ));
+        assert!(super::socketmaster_args(
+            b"-listen=tcp://:80\0-command=true"
+        ));
+        assert!(super::listen_specs(b"[::1]:8080=5"));
+        assert!(super::envdir(b"A\0one\ntwo\0B\0\0.hidden\0x"));
+        assert!(super::notify_message(b"READY=1\nSTATUS=up"));
+        let state = include_str!("../tests/fixtures/state-0.1.0-4ef4b72.txt");
+        assert!(super::upgrade_state(state.as_bytes()));
     }
 
     #[test]
-    fn every_entry_point_runs() {
-        super::start_server_args(b"--port=80\0--interval=0.5\0--\0true");
-        super::socketmaster_args(b"-listen=tcp://:80\0-command=true");
-        super::listen_specs(b"[::1]:8080=5");
-        super::envdir(b"A\0one\ntwo\0B\0\0.hidden\0x");
-        super::notify_message(b"READY=1\nSTATUS=up");
-        super::upgrade_state(b"start_server-state 1\ngeneration 1\nend\n");
+    fn what_each_entry_point_refuses() {
+        assert!(!super::start_server_args(b"--interval=x\0true"));
+        assert!(!super::socketmaster_args(
+            b"-listen=ftp://:80\0-command=true"
+        ));
+        assert!(!super::listen_specs(b"x80"));
+        assert!(!super::envdir(b".hidden\0x"));
+        assert!(!super::notify_message(b"READY"));
+        assert!(!super::upgrade_state(
+            b"start_server-state 1\nworker 1 1 0 done - current\nend\n"
+        ));
     }
 }

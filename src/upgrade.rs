@@ -628,6 +628,73 @@ mod tests {
         assert_eq!(State::decode(&s2.encode(&c), &c), Ok(s2));
     }
 
+    /// The state text the released build of commit 4ef4b72 wrote, kept
+    /// as it came out of the live upgrade: start_server on a TCP port and
+    /// a unix socket with a pid file, HUP, then SIGUSR2 during the
+    /// kill-old delay (30 s), into a script that saved START_SERVER_STATE.
+    /// When the format changes, the previous format's fixture stays and
+    /// this test keeps reading it.
+    const RELEASED: &str = include_str!("../tests/fixtures/state-0.1.0-4ef4b72.txt");
+
+    #[test]
+    fn a_state_written_by_the_previous_release_reads() {
+        let c = Clock {
+            now: Instant::now(),
+            ns: 615_108_204_985,
+        };
+        let s = State::decode(RELEASED, &c).unwrap();
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.program.as_deref(), Some("0.1.0"));
+        assert_eq!((s.generation, s.failures), (2, 0));
+        assert!(s.ever_started && s.status_written && !s.pending_restart);
+        // Read at the moment of the last restart: the kill-old delay ends
+        // 30 s later.
+        assert_eq!(s.last_restart, c.now);
+        assert_eq!(
+            s.restart,
+            Restart::KillOldAt {
+                at: c.now + Duration::from_secs(30),
+                retry: None
+            }
+        );
+        assert_eq!(s.shutdown, Shutdown::Running);
+        let listeners: Vec<(RawFd, &str, Option<&str>)> = s
+            .listeners
+            .iter()
+            .map(|l| (l.fd, l.name.as_str(), l.unix_path.as_deref()))
+            .collect();
+        let sock = "/tmp/tmp.lKHyQKwhpu/s.sock";
+        assert_eq!(
+            listeners,
+            [(3, "127.0.0.1:41234", None), (4, sock, Some(sock))]
+        );
+        assert_eq!(s.listeners[0].fd_name, "127.0.0.1_41234");
+        assert_eq!(s.listeners[1].unix_id, Some((65024, 10_011_115)));
+        assert_eq!(s.pid_file_fd, Some(5));
+        let workers: Vec<(Pid, u64, &Role)> = s
+            .workers
+            .iter()
+            .map(|w| (w.pid, w.generation, &w.role))
+            .collect();
+        assert_eq!(
+            workers,
+            [
+                (
+                    9162,
+                    1,
+                    &Role::Old {
+                        signalled: false,
+                        kill_at: None
+                    }
+                ),
+                (9163, 2, &Role::Current)
+            ]
+        );
+        assert!(s.workers.iter().all(|w| w.exec == Exec::Done));
+        // What this build writes of it reads back the same.
+        assert_eq!(State::decode(&s.encode(&c), &c), Ok(s));
+    }
+
     #[test]
     fn refuses_states_that_would_harm() {
         let worker = |pid: i32, report: Option<RawFd>| {

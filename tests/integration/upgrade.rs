@@ -145,6 +145,113 @@ fn a_new_version_installed_at_the_same_path_takes_over() {
     assert!(server.stop().success());
 }
 
+/// The previous release: the last commit whose state format this build
+/// must read. When the format changes, this becomes the last commit that
+/// writes the old one (and its state text joins tests/fixtures/).
+const PREVIOUS: &str = "4ef4b72c1f4cb3ad8bcf76963580fe1a02e4dc96";
+
+/// start_server as the previous release built it, from its sources in
+/// this repository's history, in a target directory of its own (built
+/// once, kept across runs).
+fn previous_release() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("previous");
+            let src = root.join(&PREVIOUS[..12]);
+            let exe = src.join("target/x86_64-unknown-linux-musl/debug/start_server");
+            if exe.exists() {
+                return exe;
+            }
+            let _ = std::fs::remove_dir_all(&src);
+            std::fs::create_dir_all(&src).unwrap();
+            let here = env!("CARGO_MANIFEST_DIR");
+            let archive = Command::new("git")
+                .args(["-C", here, "archive", "--format=tar", PREVIOUS])
+                .output()
+                .expect("git is needed to build the previous release");
+            assert!(
+                archive.status.success(),
+                "git archive {PREVIOUS} (the previous release; a clone without \
+                 history lacks it): {}",
+                String::from_utf8_lossy(&archive.stderr)
+            );
+            let mut tar = Command::new("tar")
+                .args(["-x", "-C"])
+                .arg(&src)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &archive.stdout).unwrap();
+            drop(tar.stdin.take());
+            assert!(tar.wait().unwrap().success());
+            // Its own .cargo/config.toml applies: the same static target.
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let build = Command::new(cargo)
+                .args(["build", "--offline", "--bin", "start_server"])
+                .current_dir(&src)
+                .output()
+                .unwrap();
+            assert!(
+                build.status.success() && exe.exists(),
+                "building the previous release failed:\n{}",
+                String::from_utf8_lossy(&build.stderr)
+            );
+            exe
+        })
+        .clone()
+}
+
+/// A live upgrade from the previous release into this build, with a
+/// kill-old delay running, a unix socket and a pid file: this build
+/// reads the state the previous one writes, adopts its workers, and
+/// finishes the hand-over it started.
+#[test]
+fn an_upgrade_from_the_previous_release_takes_over() {
+    let dir = TempDir::new("upgrade-previous");
+    dir.mode("run");
+    let exe = dir.join("start_server");
+    std::fs::copy(previous_release(), &exe).unwrap();
+    let probe = example("probe").display().to_string();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let st = dir.join("status");
+    let mut server = Server::spawn(Command::new(&exe).args([
+        &format!("--port={addr}"),
+        &format!("--path={}", dir.s("s.sock")),
+        &format!("--status-file={}", st.display()),
+        &format!("--pid-file={}", dir.s("pid")),
+        "--interval=0",
+        // Long enough for the upgrade to happen within it.
+        "--kill-old-delay=3",
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]));
+    let first = wait_status(&st, &[1], &server)[0].1;
+    server.signal("HUP");
+    server.wait_line("sleeping 3 secs before killing old workers");
+    install(&exe, &std::fs::read(bin()).unwrap(), 0o755);
+    server.signal("USR2");
+    server.wait_line("2 worker(s) adopted, generation 2");
+    assert_eq!(exe_of(server.pid), exe.display().to_string());
+    // The hand-over the previous release began ends under this one.
+    server.wait_line("killing old workers");
+    server.wait_line(&format!("old worker {first} died, status:15"));
+    let second = wait_status(&st, &[2], &server)[0].1;
+    assert_eq!(dir.report(2, &server)["pid"], second.to_string());
+    // The sockets came along: a new generation gets both.
+    server.signal("HUP");
+    let env = dir.report(3, &server);
+    let ports = &env["env.SERVER_STARTER_PORT"];
+    assert!(
+        ports.contains(&format!("{addr}=")) && ports.contains("s.sock="),
+        "{ports}"
+    );
+    wait_status(&st, &[3], &server);
+    assert!(server.stop().success(), "{}", server.log());
+    assert!(!dir.join("pid").exists() && !dir.join("s.sock").exists());
+}
+
 #[test]
 fn a_new_program_that_cannot_run_or_refuses_leaves_the_old_one_in_charge() {
     let dir = TempDir::new("upgrade-refused");
