@@ -130,6 +130,17 @@ mod tests {
     #[test]
     fn this_process_has_its_children_listed() {
         let me = std::process::id() as Pid;
-        assert!(!descendants(me, &[]).contains(&me));
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as Pid;
+        let all = descendants(me, &[]);
+        let without = descendants(me, &[pid]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(all.contains(&pid), "{pid} not in {all:?}");
+        assert!(!all.contains(&me));
+        assert!(!without.contains(&pid), "{pid} in {without:?}");
     }
 }

@@ -42,6 +42,7 @@ fn soak_restarts_and_upgrades_under_load() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    assert!(restarts > 0, "SOAK_RESTARTS must be a positive number");
     let dir = TempDir::new("soak");
     let addr = format!("127.0.0.1:{}", free_port());
     let hello = example("hello").display().to_string();

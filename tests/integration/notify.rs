@@ -56,7 +56,10 @@ fn assert_private_path(address: &str) {
 fn the_old_generation_is_signalled_only_after_ready() {
     let dir = TempDir::new("notify-handover");
     dir.mode("notify graceful");
-    let (mut server, st) = start(&dir, &[]);
+    // --interval=0: a start_server that took --interval for readiness
+    // would hand over as soon as the new worker runs, long before the
+    // checks below.
+    let (mut server, st) = start(&dir, &["--interval=0"]);
     let first = wait_status(&st, &[1], &server)[0].1;
     server.wait_line(&format!("new worker {first} is ready"));
     // A generation that does not say READY=1 is not started, however long
@@ -149,7 +152,10 @@ fn bad_notifications_are_reported_and_change_nothing() {
     // From a process that is no worker: ignored, whatever it says.
     send(&address, b"READY=1\nSTATUS=hijacked");
     server.wait_line("ignoring a notification: pid ");
-    // A flood from outside: ignored in batches, one line each.
+    // A flood from outside: ignored in batches, one line each, a few a
+    // second (the bound grows with the flood's length, measured here: a
+    // slow machine only makes it looser).
+    let began = std::time::Instant::now();
     let flood = std::thread::spawn({
         let address = address.clone();
         move || {
@@ -160,9 +166,11 @@ fn bad_notifications_are_reported_and_change_nothing() {
     });
     flood.join().unwrap();
     server.wait_line("ignored ");
+    let lines = server.count("ignor");
+    let seconds = began.elapsed().as_secs() + 1;
     assert!(
-        server.count("ignor") < 20,
-        "a few lines a second, not one per datagram:\n{}",
+        lines as u64 <= 5 + 5 * seconds,
+        "{lines} lines in {seconds} s: a few a second, not one per datagram:\n{}",
         server.log()
     );
     // Still in charge: a restart goes through.
@@ -341,5 +349,8 @@ fn without_a_writable_directory_the_address_is_abstract() {
     server.wait_line("no writable directory for the notification socket");
     server.wait_line("is ready");
     assert_eq!(server.count("warning:"), 1, "{}", server.log());
+    let worker = server.wait_worker(1);
+    let address = env_var(&raw_environ(worker), "NOTIFY_SOCKET").unwrap_or_default();
+    assert!(address.starts_with('@'), "NOTIFY_SOCKET={address:?}");
     assert!(server.stop().success());
 }

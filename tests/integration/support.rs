@@ -246,6 +246,15 @@ impl Drop for TempDir {
     }
 }
 
+/// The system clock in nanoseconds since the epoch, as the probe writes
+/// its stamps: for orderings of events seen on both sides.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -385,6 +394,15 @@ impl Server {
             .copied()
             .zip(out.lines.iter().cloned())
             .collect()
+    }
+
+    /// When the first line containing `needle` arrived, once it has: never
+    /// earlier than what it reports happened.
+    pub fn line_arrival(&self, needle: &str) -> Instant {
+        self.wait_line(needle);
+        let out = self.lines.0.lock().unwrap();
+        let i = out.lines.iter().position(|l| l.contains(needle)).unwrap();
+        out.times[i]
     }
 
     /// Waits for the `nth` (1-based) line containing `needle`.

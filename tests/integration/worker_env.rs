@@ -312,6 +312,9 @@ fn variables_handed_to_start_server_are_not_passed_on_stale() {
             .args(["--interval=0", &probe, dir.path().to_str().unwrap()]),
     );
     let r = dir.report(1, &server);
+    // The report has the worker's environment in it (a change of its keys
+    // would make every check below pass).
+    assert_eq!(r["env.SERVER_STARTER_GENERATION"], "1", "{r:?}");
     for stale in [
         "env.LISTEN_FDS",
         "env.LISTEN_PID",
