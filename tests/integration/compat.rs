@@ -79,6 +79,14 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Fails unless a step saw `entry` in a worker's environment.
+    fn must_see(&self, entry: &str) {
+        assert!(
+            self.seen.iter().any(|e| e == entry),
+            "{entry} not seen: {self:#?}"
+        );
+    }
+
     /// Fails unless a compared log line contains `needle`: the scenario
     /// did what it is about, on both sides.
     fn must_say(&self, needle: &str) {
@@ -420,6 +428,30 @@ fn auto_restart_matches_server_starter() {
     ours.must_say("autorestart triggered (interval=");
 }
 
+/// Numeric options in Getopt::Long's syntax reach the workers'
+/// environment as the number they stand for, not as written.
+#[test]
+fn numbers_reach_the_environment_as_the_original_exports_them() {
+    let Some(ours) = side_by_side(
+        "compat-numbers",
+        &with_files(&[
+            "--interval=0",
+            "--kill-old-delay=0_1",
+            "--auto-restart-interval=+06",
+        ]),
+        &[],
+        &|run| {
+            run.status(&[1]);
+            run.environ(1);
+        },
+    ) else {
+        return;
+    };
+    for expected in ["KILL_OLD_DELAY=1", "AUTO_RESTART_INTERVAL=6"] {
+        ours.must_see(expected);
+    }
+}
+
 /// `--restart` and `--stop` as clients of a running start_server.
 #[test]
 fn restart_and_stop_clients_match_server_starter() {
@@ -466,10 +498,7 @@ fn the_envdir_matches_server_starter() {
         return;
     };
     for expected in ["GREETING=first", "GREETING=second", "KILL_OLD_DELAY=1"] {
-        assert!(
-            ours.seen.iter().any(|e| e == expected),
-            "{expected} in {ours:#?}"
-        );
+        ours.must_see(expected);
     }
 }
 
