@@ -185,18 +185,20 @@ impl Run<'_> {
 
 /// Runs `steps` under `bin` with `args` (`{dir}` stands for the test's
 /// directory, the same name for both binaries since it appears in log
-/// lines; `{port}` for a free port) followed by the probe, and `env`.
+/// lines; `{port}` for a free port) followed by the probe in `mode`, and
+/// `env`.
 /// start_server must exit by the end of the steps or on the TERM sent
 /// after them.
 fn scenario(
     bin: &str,
     name: &str,
+    mode: &str,
     args: &[&str],
     env: &[(&str, &str)],
     steps: &dyn Fn(&mut Run),
 ) -> (Outcome, Vec<(Instant, String)>) {
     let dir = TempDir::new(name);
-    dir.mode("run");
+    dir.mode(mode);
     // An envdir, for the scenarios that name it.
     std::fs::create_dir(dir.join("env")).unwrap();
     std::fs::write(dir.join("env/GREETING"), "first\n").unwrap();
@@ -281,6 +283,7 @@ fn scenario(
 /// showed; ours, for the checks that follow.
 fn side_by_side(
     name: &str,
+    mode: &str,
     args: &[&str],
     env: &[(&str, &str)],
     steps: &dyn Fn(&mut Run),
@@ -288,8 +291,8 @@ fn side_by_side(
     if !perl_or_skip() {
         return None;
     }
-    let (theirs, _) = scenario(PERL, name, args, env, steps);
-    let (ours, _) = scenario(bin().to_str().unwrap(), name, args, env, steps);
+    let (theirs, _) = scenario(PERL, name, mode, args, env, steps);
+    let (ours, _) = scenario(bin().to_str().unwrap(), name, mode, args, env, steps);
     assert_eq!(ours, theirs, "ours (left) and the original (right) differ");
     Some(ours)
 }
@@ -315,6 +318,7 @@ fn hup_and_term(run: &mut Run) {
 fn start_hup_and_term_match_server_starter() {
     let Some(ours) = side_by_side(
         "compat-hup",
+        "run",
         &with_files(&["--port=127.0.0.1:{port}", "--interval=1"]),
         &[],
         &|run| {
@@ -339,6 +343,7 @@ fn start_hup_and_term_match_server_starter() {
 fn log_lines_keep_what_the_user_wrote() {
     let Some(ours) = side_by_side(
         "compat-written",
+        "run",
         &with_files(&[
             "--port=127.0.0.1:{port}",
             "--interval=1",
@@ -370,10 +375,10 @@ fn log_lines_keep_what_the_user_wrote() {
 fn a_failed_start_matches_server_starter() {
     let Some(ours) = side_by_side(
         "compat-failed-start",
+        "exit 3",
         &with_files(&["--interval=1"]),
         &[],
         &|run| {
-            run.dir.mode("exit 3");
             run.line("starting new worker", 3);
             // TERM comes during the third attempt's --interval. The
             // original then leaves its start loop, finds the attempt
@@ -392,6 +397,7 @@ fn a_failed_start_matches_server_starter() {
 fn a_crash_respawn_matches_server_starter() {
     let Some(ours) = side_by_side(
         "compat-crash",
+        "run",
         &with_files(&["--interval=0"]),
         &[],
         &|run| {
@@ -410,6 +416,7 @@ fn a_crash_respawn_matches_server_starter() {
 fn auto_restart_matches_server_starter() {
     let Some(ours) = side_by_side(
         "compat-auto",
+        "run",
         &with_files(&[
             "--interval=0",
             "--enable-auto-restart",
@@ -434,6 +441,7 @@ fn auto_restart_matches_server_starter() {
 fn numbers_reach_the_environment_as_the_original_exports_them() {
     let Some(ours) = side_by_side(
         "compat-numbers",
+        "run",
         &with_files(&[
             "--interval=0",
             "--kill-old-delay=0_1",
@@ -457,6 +465,7 @@ fn numbers_reach_the_environment_as_the_original_exports_them() {
 fn restart_and_stop_clients_match_server_starter() {
     let Some(ours) = side_by_side(
         "compat-clients",
+        "run",
         &with_files(&["--interval=0"]),
         &[],
         &|run| {
@@ -483,7 +492,7 @@ fn restart_and_stop_clients_match_server_starter() {
 #[test]
 fn the_envdir_matches_server_starter() {
     let envdir_args = with_files(&["--interval=0", "--envdir={dir}/env"]);
-    let Some(ours) = side_by_side("compat-envdir", &envdir_args, &[], &|run| {
+    let Some(ours) = side_by_side("compat-envdir", "run", &envdir_args, &[], &|run| {
         // Made before the start: the scenario made the directory.
         run.status(&[1]);
         run.environ(1);
@@ -527,13 +536,17 @@ fn the_respawn_pace_matches_server_starter() {
     if !perl_or_skip() {
         return;
     }
-    let steps = |run: &mut Run| {
-        run.dir.mode("exit 3");
-        run.line("starting new worker", 4);
-    };
+    let steps = |run: &mut Run| run.line("starting new worker", 4);
     let args = ["--interval=1"];
-    let (_, theirs) = scenario(PERL, "compat-pace", &args, &[], &steps);
-    let (_, ours) = scenario(bin().to_str().unwrap(), "compat-pace", &args, &[], &steps);
+    let (_, theirs) = scenario(PERL, "compat-pace", "exit 3", &args, &[], &steps);
+    let (_, ours) = scenario(
+        bin().to_str().unwrap(),
+        "compat-pace",
+        "exit 3",
+        &args,
+        &[],
+        &steps,
+    );
     let (theirs, ours) = (spawn_gaps(&theirs, 4), spawn_gaps(&ours, 4));
     for (o, t) in ours.iter().zip(&theirs) {
         let ratio = o / t;
