@@ -211,6 +211,9 @@ s.sendto(b'\\xff\\xfe=1', a)\"; exec {probe} {}",
     server.wait_line("not UTF-8");
     // None of them made it ready; the probe's own READY=1 did.
     let w = wait_status(&st, &[1], &server)[0].1;
+    // Its line may reach us after the status file: waited for, then
+    // counted.
+    server.wait_line(&format!("new worker {w} is ready"));
     assert_eq!(server.count(&format!("new worker {w} is ready")), 1);
     assert!(server.stop().success());
 }
