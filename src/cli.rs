@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::env::fmt_secs;
+use crate::clock::{fmt_secs, parse_seconds};
+use crate::config::{Config, LogTarget, Personality, Protocols, Readiness};
 use crate::listen::PortSpec;
-use crate::signals;
+use crate::sig;
 
 /// What the invocation asks for.
 #[derive(Debug)]
@@ -33,147 +34,6 @@ pub enum Mode {
     },
     Help,
     Version,
-}
-
-/// Where `--log-file` sends start_server's (and the workers') output.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LogTarget {
-    File(PathBuf),
-    /// `| cmd args`, run by `/bin/sh -c`.
-    Command(OsString),
-}
-
-/// Everything `start_server` needs to run, as given on the command line.
-#[derive(Debug, Default)]
-pub struct Config {
-    pub ports: Vec<PortSpec>,
-    pub paths: Vec<PathBuf>,
-    pub dir: Option<PathBuf>,
-    pub interval: Option<Duration>,
-    pub signal_on_hup: Option<signals::Signal>,
-    pub signal_on_term: Option<signals::Signal>,
-    pub pid_file: Option<PathBuf>,
-    pub status_file: Option<PathBuf>,
-    pub envdir: Option<PathBuf>,
-    pub log_file: Option<LogTarget>,
-    pub daemonize: bool,
-    pub backlog: Option<i32>,
-    pub stop_timeout: Option<Duration>,
-    /// SIGKILL for old workers still draining this long after
-    /// --signal-on-hup.
-    pub drain_timeout: Option<Duration>,
-    /// Give up after this many failed starts in a row.
-    pub start_retries: Option<u32>,
-    /// Keep serving this long after TERM/INT/QUIT.
-    pub shutdown_delay: Option<Duration>,
-    /// Signal each worker's whole process group.
-    pub signal_group: bool,
-    /// How long the client modes wait at most.
-    pub timeout: Option<Duration>,
-    /// Which fd-passing conventions the workers' environment speaks.
-    pub protocols: Protocols,
-    /// Explicit LISTEN_FDNAMES names, in socket order.
-    pub fd_names: Vec<String>,
-    /// What makes a new worker count as started.
-    pub readiness: Readiness,
-    /// With notify readiness: how long a worker may take to be ready.
-    pub ready_timeout: Option<Duration>,
-    /// The user workers run as (`--user`, `-user`).
-    pub user: Option<String>,
-    /// Which program's behaviour this is.
-    pub personality: Personality,
-    /// socketmaster's `fd://N`: sockets already open on these descriptors.
-    pub open_fds: Vec<std::os::fd::RawFd>,
-    /// socketmaster's `-syslog`.
-    pub syslog: bool,
-    /// Settings that Server::Starter also reads from the environment
-    /// (ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY) as
-    /// given by options: they override the environment and, as in the
-    /// original, are exported to the workers.
-    pub settings: Vec<(&'static str, String)>,
-    pub command: Vec<OsString>,
-}
-
-/// The fd-passing conventions a worker's environment can carry.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Protocols {
-    /// SERVER_STARTER_PORT (and SERVER_STARTER_GENERATION).
-    pub server_starter: bool,
-    /// LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES.
-    pub systemd: bool,
-    /// EINHORN_FD_COUNT, EINHORN_FD_<n>, EINHORN_FDS.
-    pub einhorn: bool,
-}
-
-impl Default for Protocols {
-    fn default() -> Protocols {
-        Protocols {
-            server_starter: true,
-            systemd: true,
-            einhorn: true,
-        }
-    }
-}
-
-/// The interface the binary speaks, chosen by the name it is run under.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum Personality {
-    /// Server::Starter's `start_server`.
-    #[default]
-    StartServer,
-    /// zimbatm's `socketmaster`: no respawn, signals forwarded, output
-    /// relayed with a `[PID] ` prefix, exit when no worker is left.
-    Socketmaster,
-}
-
-/// Where the supervisor's rules differ between the personalities: one
-/// value, consulted where each rule applies.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Policy {
-    /// Auto-restart and the kill-old delay are read from the environment
-    /// and the envdir (start_server); otherwise they are off.
-    pub env_settings: bool,
-    /// Workers' output is captured and relayed with a `[PID] ` prefix.
-    pub relay_output: bool,
-    /// A dead worker is replaced; otherwise start_server exits, with the
-    /// last worker's status, once none is left.
-    pub respawn: bool,
-    /// Shutdown signals reach the workers as they are; otherwise TERM
-    /// becomes --signal-on-term and INT and QUIT become TERM.
-    pub forward_as_is: bool,
-    /// The signal that upgrades start_server in place.
-    pub upgrade_signal: i32,
-}
-
-impl Personality {
-    pub fn policy(self) -> Policy {
-        match self {
-            Personality::StartServer => Policy {
-                env_settings: true,
-                relay_output: false,
-                respawn: true,
-                forward_as_is: false,
-                upgrade_signal: libc::SIGUSR2,
-            },
-            Personality::Socketmaster => Policy {
-                env_settings: false,
-                relay_output: true,
-                respawn: false,
-                forward_as_is: true,
-                upgrade_signal: libc::SIGUSR1,
-            },
-        }
-    }
-}
-
-/// What makes a new worker count as started.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum Readiness {
-    /// Alive after --interval (Server::Starter's rule).
-    #[default]
-    Interval,
-    /// It sent READY=1 on NOTIFY_SOCKET.
-    Notify,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -539,28 +399,6 @@ fn nonempty(raw: OsString) -> Result<PathBuf, String> {
     }
 }
 
-/// Seconds as a non-negative decimal number: `1`, `0.25`, `.5`, with up
-/// to nine decimals (integer arithmetic: no float parsing in the binary).
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let bad = || "expected a non-negative number of seconds".to_string();
-    let t = s.trim();
-    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
-    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || frac.len() > 9 {
-        return Err(bad());
-    }
-    let secs: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
-    if secs > 1_000_000_000 {
-        return Err("too large (at most 1000000000 seconds)".into());
-    }
-    let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
-    Ok(Duration::new(secs, nanos))
-}
-
 /// No unix socket path twice (the second bind would remove the first's
 /// socket file), written the same or not.
 fn check_paths(paths: &[PathBuf]) -> Result<(), String> {
@@ -634,8 +472,8 @@ fn parse_fd_names(s: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn parse_signal(s: &str) -> Result<signals::Signal, String> {
-    signals::Signal::parse(s).ok_or_else(|| "no such signal".to_string())
+fn parse_signal(s: &str) -> Result<sig::Signal, String> {
+    sig::Signal::parse(s).ok_or_else(|| "no such signal".to_string())
 }
 
 fn parse_backlog(s: &str) -> Result<i32, String> {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::listen::errtext;
+use crate::log::errtext;
 use crate::log::original;
 use crate::status::{read_generations, read_pid, read_restarts_given_up, read_state, state_path};
 use crate::sys::{self, Pid};
@@ -150,14 +150,16 @@ struct Deadline {
 impl Deadline {
     fn new(timeout: Option<Duration>) -> Deadline {
         Deadline {
-            at: timeout.map(|t| (crate::core::after(std::time::Instant::now(), t), t)),
+            at: timeout.map(|t| (crate::clock::after(std::time::Instant::now(), t), t)),
         }
     }
 
     /// Fails with the message `what` makes of the timeout, once past it.
     fn check(&self, what: impl Fn(String) -> String) -> Result<(), String> {
         match self.at {
-            Some((at, t)) if std::time::Instant::now() >= at => Err(what(crate::env::fmt_secs(t))),
+            Some((at, t)) if std::time::Instant::now() >= at => {
+                Err(what(crate::clock::fmt_secs(t)))
+            }
             _ => Ok(()),
         }
     }

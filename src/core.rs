@@ -12,10 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::Policy;
-use crate::env::{Settings, fmt_secs};
-use crate::signals::{self, Signal};
-use crate::sys::{Pid, WaitStatus};
+use crate::clock::{after, fmt_secs};
+use crate::config::{Policy, Settings};
+use crate::sig::{self, Signal};
+use crate::wait::{Pid, WaitStatus};
 
 /// Retries that keep the original's pace (one `--interval` apart).
 pub const FAST_RETRIES: u32 = 3;
@@ -48,14 +48,6 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_FIRST
         .saturating_mul(1 << doublings)
         .min(BACKOFF_CAP)
-}
-
-/// `d` after `t`. Durations are capped where they are read (10^9 s at
-/// most), far below what would overflow the clock; were one to, it falls
-/// due a year on rather than panicking.
-pub fn after(t: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
-    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
 }
 
 /// The kinds of log line (see `log`).
@@ -352,17 +344,6 @@ pub struct Core {
     pub gave_up: bool,
     /// Restarts given up while the previous generation went on serving.
     pub restarts_given_up: u64,
-}
-
-/// A wait status in words: `exit status 1`, `killed by TERM`.
-pub fn describe_status(status: WaitStatus) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit status {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by {}", signals::name(libc::WTERMSIG(status)))
-    } else {
-        format!("status {status}")
-    }
 }
 
 /// `1,2,3`, as the original lists pids.
@@ -781,7 +762,7 @@ impl Core {
                         self.rules.signal_on_hup.shown
                     ),
                 );
-                sh.signal(w.pid, libc::SIGKILL);
+                sh.signal(w.pid, sig::KILL);
             }
         }
     }
@@ -910,7 +891,7 @@ impl Core {
                     Say::Warning,
                     format!(
                         "new worker {pid} exited before it was up ({}): keeping the old workers: {}",
-                        describe_status(status),
+                        status.describe(),
                         if keep.is_empty() {
                             "none".into()
                         } else {
@@ -921,7 +902,7 @@ impl Core {
             }
             _ => sh.say(
                 Say::Note,
-                format!("worker {pid} exited ({})", describe_status(status)),
+                format!("worker {pid} exited ({})", status.describe()),
             ),
         }
         if self.workers.is_empty() && self.exit_code.is_none() {
@@ -932,7 +913,7 @@ impl Core {
     /// No worker is left and we are leaving: whatever the workers left
     /// behind gets SIGTERM, or, when nothing did, we leave with `code`.
     fn workers_gone(&mut self, code: i32, now: Instant, sh: &mut dyn Shell) {
-        self.sweep(libc::SIGTERM, None, code, now, sh);
+        self.sweep(sig::TERM, None, code, now, sh);
     }
 
     /// A process that is not a worker was reaped.
@@ -947,7 +928,7 @@ impl Core {
 
     /// What is left behind gets SIGKILL; `why` says why now.
     fn kill_leftovers(&mut self, why: &str, code: i32, now: Instant, sh: &mut dyn Shell) {
-        self.sweep(libc::SIGKILL, Some(why), code, now, sh);
+        self.sweep(sig::KILL, Some(why), code, now, sh);
     }
 
     /// Sends `sig` (TERM, then KILL) to what the workers left behind, or
@@ -963,14 +944,14 @@ impl Core {
             Say::Note,
             format!(
                 "{why}sending {} to what the workers left behind:{}",
-                signals::name(sig),
+                sig::name(sig),
                 join_pids(&left)
             ),
         );
         for pid in left {
             sh.kill(pid, sig);
         }
-        let killed = sig == libc::SIGKILL;
+        let killed = sig == sig::KILL;
         self.killed_at_shutdown |= killed;
         let wait = match killed {
             true => SWEEP_REAP,
@@ -1000,10 +981,13 @@ impl Core {
     /// The last worker's exit status; 128+N if signal N killed it, but 0
     /// when N is the one a shutdown forwarded to it.
     fn last_exit_code(&self) -> i32 {
-        match self.last_status {
-            Some(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
-            Some(s) if libc::WIFSIGNALED(s) && Some(libc::WTERMSIG(s)) == self.forwarded => 0,
-            Some(s) if libc::WIFSIGNALED(s) => libc::WTERMSIG(s).saturating_add(128),
+        let Some(status) = self.last_status else {
+            return 0;
+        };
+        match (status.code(), status.signal()) {
+            (Some(code), _) => code,
+            (_, Some(sig)) if Some(sig) == self.forwarded => 0,
+            (_, Some(sig)) => sig.saturating_add(128),
             _ => 0,
         }
     }
@@ -1015,14 +999,14 @@ impl Core {
             return;
         }
         match sig {
-            libc::SIGCHLD | libc::SIGPIPE | libc::SIGWINCH | libc::SIGURG | libc::SIGCONT => {}
-            libc::SIGHUP => self.on_hup(now, sh),
-            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => match self.shutdown {
+            sig::CHLD | sig::PIPE | sig::WINCH | sig::URG | sig::CONT => {}
+            sig::HUP => self.on_hup(now, sh),
+            sig::TERM | sig::INT | sig::QUIT => match self.shutdown {
                 Shutdown::Running => self.begin_shutdown(sig, now, sh),
                 Shutdown::Delaying { sig: first, .. } => {
                     sh.say(
                         Say::Note,
-                        format!("received {}, ending --shutdown-delay", signals::name(sig)),
+                        format!("received {}, ending --shutdown-delay", sig::name(sig)),
                     );
                     self.stop_workers_on(first, now, sh);
                 }
@@ -1032,25 +1016,22 @@ impl Core {
                         Say::Note,
                         format!(
                             "received {} again, sending KILL to all workers:{}",
-                            signals::name(sig),
+                            sig::name(sig),
                             join_pids(&pids)
                         ),
                     );
-                    self.signal_all(libc::SIGKILL, sh);
+                    self.signal_all(sig::KILL, sh);
                     self.killed_at_shutdown |= !pids.is_empty();
                     self.shutdown = Shutdown::Killed;
                 }
                 Shutdown::Sweeping { code, .. } => {
-                    let why = format!("received {} again", signals::name(sig));
+                    let why = format!("received {} again", sig::name(sig));
                     self.kill_leftovers(&why, code, now, sh);
                 }
             },
             sig if sig == self.rules.policy.upgrade_signal => sh.upgrade(),
-            libc::SIGUSR1 => sh.reopen_log(),
-            other => sh.say(
-                Say::Note,
-                format!("received {}, ignored", signals::name(other)),
-            ),
+            sig::USR1 => sh.reopen_log(),
+            other => sh.say(Say::Note, format!("received {}, ignored", sig::name(other))),
         }
     }
 
@@ -1093,7 +1074,7 @@ impl Core {
             Say::Note,
             format!(
                 "received {}, serving {} s more before stopping the workers (--shutdown-delay)",
-                signals::name(sig),
+                sig::name(sig),
                 fmt_secs(delay)
             ),
         );
@@ -1109,12 +1090,12 @@ impl Core {
     fn stop_workers_on(&mut self, sig: i32, now: Instant, sh: &mut dyn Shell) {
         let term = if self.rules.policy.forward_as_is {
             Signal::of(sig)
-        } else if sig == libc::SIGTERM {
+        } else if sig == sig::TERM {
             self.rules.signal_on_term.clone()
         } else {
-            Signal::of(libc::SIGTERM)
+            Signal::of(sig::TERM)
         };
-        self.stop_workers(term, format!("received {}", signals::name(sig)), now, sh);
+        self.stop_workers(term, format!("received {}", sig::name(sig)), now, sh);
     }
 
     /// Sends every worker `term`; `why` begins the line that says so.
@@ -1172,7 +1153,7 @@ impl Core {
                     fmt_secs(secs)
                 ),
             );
-            sh.signal(pid, libc::SIGKILL);
+            sh.signal(pid, sig::KILL);
         }
         if let Some((at, restart)) = self.restart.retry()
             && now >= at
@@ -1225,7 +1206,7 @@ impl Core {
                     join_pids(&pids)
                 ),
             );
-            self.signal_all(libc::SIGKILL, sh);
+            self.signal_all(sig::KILL, sh);
         }
         if self.auto_restart_due().is_some_and(|due| now >= due) {
             let forced = if self.has_old() { "forced, " } else { "" };
@@ -1255,7 +1236,7 @@ mod tests {
     //! records what is asked of it, and instants made by adding to one.
 
     use super::*;
-    use crate::cli::Personality;
+    use crate::config::Personality;
 
     #[derive(Default)]
     struct Fake {
@@ -1343,11 +1324,11 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
 
-    fn exited(code: i32) -> WaitStatus {
-        code << 8
+    fn exited(code: u8) -> WaitStatus {
+        WaitStatus::exited(code)
     }
     fn killed(sig: i32) -> WaitStatus {
-        sig
+        WaitStatus::killed(sig)
     }
 
     fn settings(vars: &[(&str, &str)]) -> Settings {
@@ -2212,7 +2193,7 @@ mod tests {
                     4 if !alive.is_empty() && rng.below(3) == 0 => {
                         let i = rng.below(alive.len() as u64) as usize;
                         let pid = alive.remove(i);
-                        core.on_exit(pid, exited(rng.below(3) as i32), t, &mut sh);
+                        core.on_exit(pid, exited(rng.below(3) as u8), t, &mut sh);
                     }
                     5 if rng.below(10) == 0 => sh.fail_spawns = 1,
                     _ => t += Duration::from_millis(rng.below(2500)),

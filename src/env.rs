@@ -8,7 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Protocols, parse_seconds};
+use crate::clock::{fmt_secs, parse_seconds};
+use crate::config::{DEFAULT_AUTO_RESTART_INTERVAL, Protocols, Settings};
 use crate::listen::Listener;
 
 /// Variables as NAME, VALUE pairs; a later entry wins.
@@ -50,6 +51,16 @@ pub fn dedup(vars: Vars) -> Vars {
     out
 }
 
+/// The variable a live upgrade's state travels in (see `upgrade`).
+pub const STATE_VAR: &str = "START_SERVER_STATE";
+/// Set (to anything) to ask a program whether it would take the state in
+/// STATE_VAR: it prints `upgrade::CHECK_OK` and exits 0 if so.
+pub const CHECK_VAR: &str = "START_SERVER_UPGRADE_CHECK";
+
+/// The value to give LISTEN_PID in a worker's environment: the child
+/// replaces it with its own pid after fork (`spawn`), in as many digits.
+pub const PID_PLACEHOLDER: &str = "0000000000";
+
 /// Variables that describe descriptors or a notification socket handed to
 /// start_server itself: consumed at start-up, never passed on stale.
 pub const CONSUMED: &[&str] = &[
@@ -59,8 +70,8 @@ pub const CONSUMED: &[&str] = &[
     "NOTIFY_SOCKET",
     "EINHORN_FDS",
     "EINHORN_FD_COUNT",
-    crate::upgrade::STATE_VAR,
-    crate::upgrade::CHECK_VAR,
+    STATE_VAR,
+    CHECK_VAR,
 ];
 
 /// Whether `name` is one of the variables start_server consumes.
@@ -94,7 +105,7 @@ pub fn add_protocol_vars(
     }
     if protocols.systemd && systemd_layout {
         set(vars, "LISTEN_FDS", listeners.len().to_string());
-        set(vars, "LISTEN_PID", crate::spawn::PID_PLACEHOLDER);
+        set(vars, "LISTEN_PID", PID_PLACEHOLDER);
         let names: Vec<&str> = listeners.iter().map(|l| l.fd_name.as_str()).collect();
         set(vars, "LISTEN_FDNAMES", names.join(":"));
     }
@@ -181,20 +192,6 @@ fn first_line(path: &Path, max: usize) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(line.to_vec()))
 }
 
-/// The settings Server::Starter reads from its environment, which the
-/// envdir can change while start_server runs. Log lines show the two
-/// durations as written (`KILL_OLD_DELAY=01` sleeps `01 secs`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub auto_restart: bool,
-    pub auto_restart_interval: Duration,
-    pub auto_restart_interval_shown: String,
-    pub kill_old_delay: Duration,
-    pub kill_old_delay_shown: String,
-}
-
-pub const DEFAULT_AUTO_RESTART_INTERVAL: Duration = Duration::from_secs(360);
-
 impl Settings {
     /// Reads the settings from `vars`. A value that does not parse is
     /// reported in the returned list and its default used.
@@ -233,16 +230,6 @@ impl Settings {
             kill_old_delay_shown,
         };
         (settings, problems)
-    }
-}
-
-/// Seconds as Server::Starter prints them: `5`, or `0.25` for fractions.
-pub fn fmt_secs(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        d.as_secs().to_string()
-    } else {
-        let frac = format!("{:09}", d.subsec_nanos());
-        format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
     }
 }
 

@@ -31,6 +31,8 @@
 
 mod cli;
 mod client;
+mod clock;
+mod config;
 mod core;
 mod env;
 #[cfg(any(fuzzing, test))]
@@ -42,6 +44,7 @@ mod notify;
 mod output;
 mod procs;
 mod relay;
+mod sig;
 mod signals;
 mod spawn;
 mod status;
@@ -50,13 +53,15 @@ mod sys;
 mod upgrade;
 mod upgrade_check;
 mod users;
+mod wait;
 pub mod worker;
 
 use std::fs::File;
 use std::os::fd::{IntoRawFd, RawFd};
 
-use cli::{Config, Mode};
-use listen::errtext;
+use cli::Mode;
+use config::Config;
+use log::errtext;
 use log::{fatal, original, warning};
 use notify::Notify;
 use output::Output;
@@ -169,7 +174,7 @@ pub fn main() -> i32 {
 
 /// The path we were started by, which a live upgrade executes again: a
 /// symbolic link re-pointed at a new version then runs that version.
-/// argv[0] as given (made absolute), looked up in PATH when it has no
+/// `argv[0]` as given (made absolute), looked up in PATH when it has no
 /// slash; /proc/self/exe where neither names a program.
 fn own_path(argv0: &std::ffi::OsStr) -> std::path::PathBuf {
     let found = spawn::resolve(argv0).map(|p| match std::env::current_dir() {
@@ -200,7 +205,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
         fatal!("{msg}");
         EXIT_FAILURE
     };
-    let socketmaster = cfg.personality == cli::Personality::Socketmaster;
+    let socketmaster = cfg.personality == config::Personality::Socketmaster;
     if socketmaster {
         // socketmaster resolves its command once, at start-up.
         let Some(program) = cfg.command.first_mut() else {
@@ -261,7 +266,8 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
     for (name, value) in &cfg.settings {
         env::set(&mut base_env, name, value);
     }
-    if !socketmaster && let Some(problem) = env::Settings::from_vars(&base_env).1.into_iter().next()
+    if !socketmaster
+        && let Some(problem) = config::Settings::from_vars(&base_env).1.into_iter().next()
     {
         return fail(problem);
     }
@@ -426,8 +432,8 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
     // Made by the process that will serve (after daemonizing), and last:
     // nothing can fail after it but the supervisor, which removes it.
     let notify = match cfg.readiness {
-        cli::Readiness::Interval => None,
-        cli::Readiness::Notify => {
+        config::Readiness::Interval => None,
+        config::Readiness::Notify => {
             let timeout = cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
             match Notify::create(timeout, ids.as_ref()) {
                 Ok(n) => Some(n),
@@ -486,10 +492,10 @@ fn make_setup(
         interval: cfg.interval.unwrap_or(std::time::Duration::from_secs(1)),
         signal_on_hup: cfg
             .signal_on_hup
-            .unwrap_or_else(|| signals::Signal::of(libc::SIGTERM)),
+            .unwrap_or_else(|| sig::Signal::of(libc::SIGTERM)),
         signal_on_term: cfg
             .signal_on_term
-            .unwrap_or_else(|| signals::Signal::of(libc::SIGTERM)),
+            .unwrap_or_else(|| sig::Signal::of(libc::SIGTERM)),
         stop_timeout: cfg.stop_timeout,
         drain_timeout: cfg.drain_timeout,
         start_retries: cfg.start_retries,
@@ -551,14 +557,14 @@ fn resume(
         _ => return Err("the pid file does not match the command line".into()),
     };
     let notify = match (cfg.readiness, &state.notify) {
-        (cli::Readiness::Notify, Some((fd, address, id))) => Some(Notify {
+        (config::Readiness::Notify, Some((fd, address, id))) => Some(Notify {
             fd: sys::take_inherited(*fd)
                 .map_err(|_| format!("notify descriptor {fd} is not open"))?,
             address: address.clone(),
             timeout: cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
             file: Notify::file_of(address, *id),
         }),
-        (cli::Readiness::Interval, None) => None,
+        (config::Readiness::Interval, None) => None,
         _ => return Err("the readiness socket does not match the command line".into()),
     };
     let signals = signals::Signals::new(blocked)

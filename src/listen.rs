@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::log::{original, warning};
+use crate::log::{errtext, original, warning};
 use crate::sys;
 
 /// The default listen backlog: what Server::Starter asks for, its C
@@ -540,14 +540,6 @@ fn open_into(
             .map_err(|e| format!("unable to share {}: {}", l.name, errtext(&e)))?;
     }
     Ok(())
-}
-
-/// An io::Error's text without Rust's " (os error N)" suffix.
-pub fn errtext(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(errno) => sys::strerror(errno),
-        None => e.to_string(),
-    }
 }
 
 fn bind_port(addr: SocketAddr, udp: bool, v6only: bool, backlog: i32) -> Result<OwnedFd, String> {

@@ -17,6 +17,14 @@ use std::sync::OnceLock;
 
 use crate::sys;
 
+/// An io::Error's text without Rust's " (os error N)" suffix.
+pub fn errtext(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(errno) => sys::strerror(errno),
+        None => e.to_string(),
+    }
+}
+
 /// Where lines go: stderr, or the local syslog socket (`-syslog`).
 enum Sink {
     Stderr,
@@ -51,7 +59,7 @@ pub fn use_syslog() {
         }
         Err(e) => warning!(
             "no syslog at {DEV_LOG} ({}): logging to stderr",
-            crate::listen::errtext(&e)
+            errtext(&e)
         ),
     }
 }

@@ -14,7 +14,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::listen::{SocketFile, errtext, socket_file_id};
+use crate::listen::{SocketFile, socket_file_id};
+use crate::log::errtext;
 use crate::log::{note, warning};
 use crate::sys;
 use crate::users::Ids;
@@ -208,7 +209,7 @@ impl Limited {
     pub fn report(&mut self, line: fmt::Arguments, warn: bool, now: Instant) {
         if now >= self.window_end {
             self.flush();
-            self.window_end = crate::core::after(now, IGNORED_WINDOW);
+            self.window_end = crate::clock::after(now, IGNORED_WINDOW);
             self.shown = 0;
         }
         if self.shown < IGNORED_SHOWN {

@@ -7,9 +7,10 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::cli::LogTarget;
+use crate::config::LogTarget;
 use crate::env::Vars;
-use crate::listen::{Layout, errtext};
+use crate::listen::Layout;
+use crate::log::errtext;
 use crate::log::{note, warning};
 use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
@@ -211,10 +212,10 @@ impl Output {
         if self.quick_deaths <= 1 {
             warning!(
                 "log command (pid {pid}) exited; logging to start_server's own output until it is started again, in {} s",
-                crate::env::fmt_secs(wait)
+                crate::clock::fmt_secs(wait)
             );
         }
-        self.restart_at = Some(crate::core::after(now, wait));
+        self.restart_at = Some(crate::clock::after(now, wait));
     }
 
     /// When the log command is due to be started again, if it is.
@@ -233,7 +234,7 @@ impl Output {
         };
         if let Err(e) = self.start_logger(&cmd) {
             warning!("{e}");
-            self.restart_at = Some(crate::core::after(now, self.next_backoff()));
+            self.restart_at = Some(crate::clock::after(now, self.next_backoff()));
         }
     }
 
@@ -255,7 +256,7 @@ impl Output {
         if let Ok(null) = File::options().write(true).open("/dev/null") {
             let _ = point_stdio_at(null.as_fd());
         }
-        let deadline = crate::core::after(Instant::now(), LOGGER_GRACE);
+        let deadline = crate::clock::after(Instant::now(), LOGGER_GRACE);
         loop {
             while let Ok(Some((pid, _))) = sys::waitpid_any() {
                 if pid == logger {

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::env::{self, Vars};
+use crate::env::{self, PID_PLACEHOLDER, Vars};
 use crate::sys::{self, CStrArray, ChildScript, Pid};
 use crate::users::Ids;
 
@@ -20,7 +20,7 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
 /// directory to start in.
 pub struct Command {
     argv: Vec<CString>,
-    /// The file to execute, when it is not argv[0].
+    /// The file to execute, when it is not `argv[0]`.
     program: Option<CString>,
     dir: Option<CString>,
     pub dir_path: Option<PathBuf>,
@@ -44,7 +44,7 @@ impl Command {
         })
     }
 
-    /// The same command, but executing `path` (its argv[0] unchanged).
+    /// The same command, but executing `path` (its `argv[0]` unchanged).
     pub fn with_program(mut self, path: &std::path::Path) -> io::Result<Command> {
         self.program = Some(sys::cstring(path.as_os_str())?);
         Ok(self)
@@ -83,9 +83,6 @@ impl Command {
     }
 }
 
-/// The value to give LISTEN_PID in a worker's environment: the child
-/// replaces it with its own pid after fork.
-pub const PID_PLACEHOLDER: &str = "0000000000";
 const _: () = assert!(PID_PLACEHOLDER.len() == sys::PID_DIGITS);
 
 /// The executable `program` names: itself if it holds a slash, else the

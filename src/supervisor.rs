@@ -12,16 +12,19 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Policy, Protocols};
+use crate::config::Settings;
+use crate::config::{Policy, Protocols};
 use crate::core::{Core, ExecReport, Rules, Say, Shell, Shown, Upstream};
-use crate::env::{self, Settings, Vars};
-use crate::listen::{self, Listener, errtext};
+use crate::env::{self, Vars};
+use crate::listen::{self, Listener};
+use crate::log::errtext;
 use crate::log::{self, fatal, note, original, warning};
 use crate::notify::{self, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
-use crate::signals::{self, Signals};
+use crate::sig;
+use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
 use crate::sys::{self, Pid, WaitStatus};
@@ -40,8 +43,8 @@ pub struct Setup {
     pub systemd_layout: bool,
     pub protocols: Protocols,
     pub interval: Duration,
-    pub signal_on_hup: signals::Signal,
-    pub signal_on_term: signals::Signal,
+    pub signal_on_hup: sig::Signal,
+    pub signal_on_term: sig::Signal,
     pub stop_timeout: Option<Duration>,
     pub drain_timeout: Option<Duration>,
     pub start_retries: Option<u32>,
@@ -717,7 +720,7 @@ fn await_exit(pid: Pid, limit: Duration) {
     let Ok(fd) = sys::pidfd_open(pid) else {
         return;
     };
-    let deadline = crate::core::after(Instant::now(), limit);
+    let deadline = crate::clock::after(Instant::now(), limit);
     let mut fds = [libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use libc::pid_t as Pid;
+pub use crate::wait::Pid;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -181,8 +181,7 @@ pub fn kill(pid: Pid, sig: i32) -> io::Result<()> {
 
 // -------------------------------------------------------------- processes
 
-/// How a child ended, as `waitpid` reports it.
-pub type WaitStatus = libc::c_int;
+pub use crate::wait::WaitStatus;
 
 /// Reaps one child that has ended, without blocking: `Ok(None)` when none
 /// has (or there are no children at all).
@@ -191,7 +190,7 @@ pub fn waitpid_any() -> io::Result<Option<(Pid, WaitStatus)>> {
     // SAFETY: status is a valid out-pointer.
     match cvt_r(|| unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) }) {
         Ok(0) => Ok(None),
-        Ok(pid) => Ok(Some((pid, status))),
+        Ok(pid) => Ok(Some((pid, WaitStatus(status)))),
         Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
         Err(e) => Err(e),
     }
@@ -202,7 +201,7 @@ pub fn waitpid(pid: Pid) -> io::Result<WaitStatus> {
     let mut status = 0;
     // SAFETY: status is a valid out-pointer.
     cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
-    Ok(status)
+    Ok(WaitStatus(status))
 }
 
 pub fn geteuid() -> u32 {

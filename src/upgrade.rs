@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 use crate::core::{Exec, Ready, Restart, Role, Shutdown, Worker};
 use crate::sys::{self, Pid};
 
-/// The variable the state travels in.
-pub const STATE_VAR: &str = "START_SERVER_STATE";
-/// Set (to anything) to ask a program whether it would take the state in
-/// STATE_VAR: it prints CHECK_OK and exits 0 if so.
-pub const CHECK_VAR: &str = "START_SERVER_UPGRADE_CHECK";
+pub use crate::env::{CHECK_VAR, STATE_VAR};
 pub const CHECK_OK: &str = "start_server: upgrade state accepted";
 const MAGIC: &str = "start_server-state";
 const VERSION: u32 = 1;
@@ -86,7 +82,7 @@ impl Clock {
         let gap = ns.saturating_sub(self.ns).unsigned_abs();
         let delta = Duration::from_nanos(u64::try_from(gap).unwrap_or(u64::MAX));
         if ns >= self.ns {
-            crate::core::after(self.now, delta)
+            crate::clock::after(self.now, delta)
         } else {
             self.now.checked_sub(delta).unwrap_or(self.now)
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::env::{self, Vars};
-use crate::listen::errtext;
+use crate::log::errtext;
 use crate::spawn::{self, Command, Report};
 use crate::sys::{self, Pid, WaitStatus};
 use crate::upgrade;
@@ -70,7 +70,7 @@ impl UpgradeCheck {
             report: child.report,
             answer: Vec::new(),
             status: None,
-            deadline: crate::core::after(now, TIMEOUT),
+            deadline: crate::clock::after(now, TIMEOUT),
             killed: false,
         })
     }
@@ -135,7 +135,7 @@ impl UpgradeCheck {
         // reaped), so the number still names this group.
         let _ = sys::kill_group(self.pid, libc::SIGKILL);
         self.killed = true;
-        self.deadline = crate::core::after(now, KILL_GRACE);
+        self.deadline = crate::clock::after(now, KILL_GRACE);
         None
     }
 
@@ -151,7 +151,7 @@ impl UpgradeCheck {
         Verdict::Refused(format!(
             "{} refused the state ({}; it said: {said})",
             self.exe.display(),
-            crate::core::describe_status(status)
+            status.describe()
         ))
     }
 }

@@ -8,6 +8,7 @@ mod compat;
 mod container;
 mod containment;
 mod faults;
+mod layout;
 mod lifecycle;
 mod load;
 mod notify;

@@ -1,0 +1,45 @@
+//! Time as start_server reads and writes it: seconds parsed from and
+//! printed for people, and instants moved forward without overflow. Pure
+//! functions: nothing here reads a clock.
+
+use std::time::{Duration, Instant};
+
+/// `d` after `t`. Durations are capped where they are read (10^9 s at
+/// most), far below what would overflow the clock; were one to, it falls
+/// due a year on rather than panicking.
+pub fn after(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
+}
+
+/// Seconds as a non-negative decimal number: `1`, `0.25`, `.5`, with up
+/// to nine decimals (integer arithmetic: no float parsing in the binary).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let bad = || "expected a non-negative number of seconds".to_string();
+    let t = s.trim();
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || frac.len() > 9 {
+        return Err(bad());
+    }
+    let secs: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    if secs > 1_000_000_000 {
+        return Err("too large (at most 1000000000 seconds)".into());
+    }
+    let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Seconds as Server::Starter prints them: `5`, or `0.25` for fractions.
+pub fn fmt_secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        let frac = format!("{:09}", d.subsec_nanos());
+        format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
+    }
+}

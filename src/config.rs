@@ -1,0 +1,164 @@
+//! What start_server is asked to do, as plain data: filled by the
+//! command-line parsers (`cli`), read by start-up and the supervisor.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::listen::PortSpec;
+use crate::sig;
+
+/// Where `--log-file` sends start_server's (and the workers') output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogTarget {
+    File(PathBuf),
+    /// `| cmd args`, run by `/bin/sh -c`.
+    Command(OsString),
+}
+
+/// Everything `start_server` needs to run, as given on the command line.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub ports: Vec<PortSpec>,
+    pub paths: Vec<PathBuf>,
+    pub dir: Option<PathBuf>,
+    pub interval: Option<Duration>,
+    pub signal_on_hup: Option<sig::Signal>,
+    pub signal_on_term: Option<sig::Signal>,
+    pub pid_file: Option<PathBuf>,
+    pub status_file: Option<PathBuf>,
+    pub envdir: Option<PathBuf>,
+    pub log_file: Option<LogTarget>,
+    pub daemonize: bool,
+    pub backlog: Option<i32>,
+    pub stop_timeout: Option<Duration>,
+    /// SIGKILL for old workers still draining this long after
+    /// --signal-on-hup.
+    pub drain_timeout: Option<Duration>,
+    /// Give up after this many failed starts in a row.
+    pub start_retries: Option<u32>,
+    /// Keep serving this long after TERM/INT/QUIT.
+    pub shutdown_delay: Option<Duration>,
+    /// Signal each worker's whole process group.
+    pub signal_group: bool,
+    /// How long the client modes wait at most.
+    pub timeout: Option<Duration>,
+    /// Which fd-passing conventions the workers' environment speaks.
+    pub protocols: Protocols,
+    /// Explicit LISTEN_FDNAMES names, in socket order.
+    pub fd_names: Vec<String>,
+    /// What makes a new worker count as started.
+    pub readiness: Readiness,
+    /// With notify readiness: how long a worker may take to be ready.
+    pub ready_timeout: Option<Duration>,
+    /// The user workers run as (`--user`, `-user`).
+    pub user: Option<String>,
+    /// Which program's behaviour this is.
+    pub personality: Personality,
+    /// socketmaster's `fd://N`: sockets already open on these descriptors.
+    pub open_fds: Vec<std::os::fd::RawFd>,
+    /// socketmaster's `-syslog`.
+    pub syslog: bool,
+    /// Settings that Server::Starter also reads from the environment
+    /// (ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY) as
+    /// given by options: they override the environment and, as in the
+    /// original, are exported to the workers.
+    pub settings: Vec<(&'static str, String)>,
+    pub command: Vec<OsString>,
+}
+
+/// The fd-passing conventions a worker's environment can carry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Protocols {
+    /// SERVER_STARTER_PORT (and SERVER_STARTER_GENERATION).
+    pub server_starter: bool,
+    /// LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES.
+    pub systemd: bool,
+    /// EINHORN_FD_COUNT, `EINHORN_FD_<n>`, EINHORN_FDS.
+    pub einhorn: bool,
+}
+
+impl Default for Protocols {
+    fn default() -> Protocols {
+        Protocols {
+            server_starter: true,
+            systemd: true,
+            einhorn: true,
+        }
+    }
+}
+
+/// The interface the binary speaks, chosen by the name it is run under.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Personality {
+    /// Server::Starter's `start_server`.
+    #[default]
+    StartServer,
+    /// zimbatm's `socketmaster`: no respawn, signals forwarded, output
+    /// relayed with a `[PID] ` prefix, exit when no worker is left.
+    Socketmaster,
+}
+
+/// Where the supervisor's rules differ between the personalities: one
+/// value, consulted where each rule applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Auto-restart and the kill-old delay are read from the environment
+    /// and the envdir (start_server); otherwise they are off.
+    pub env_settings: bool,
+    /// Workers' output is captured and relayed with a `[PID] ` prefix.
+    pub relay_output: bool,
+    /// A dead worker is replaced; otherwise start_server exits, with the
+    /// last worker's status, once none is left.
+    pub respawn: bool,
+    /// Shutdown signals reach the workers as they are; otherwise TERM
+    /// becomes --signal-on-term and INT and QUIT become TERM.
+    pub forward_as_is: bool,
+    /// The signal that upgrades start_server in place.
+    pub upgrade_signal: i32,
+}
+
+impl Personality {
+    pub fn policy(self) -> Policy {
+        match self {
+            Personality::StartServer => Policy {
+                env_settings: true,
+                relay_output: false,
+                respawn: true,
+                forward_as_is: false,
+                upgrade_signal: libc::SIGUSR2,
+            },
+            Personality::Socketmaster => Policy {
+                env_settings: false,
+                relay_output: true,
+                respawn: false,
+                forward_as_is: true,
+                upgrade_signal: libc::SIGUSR1,
+            },
+        }
+    }
+}
+
+/// What makes a new worker count as started.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Readiness {
+    /// Alive after --interval (Server::Starter's rule).
+    #[default]
+    Interval,
+    /// It sent READY=1 on NOTIFY_SOCKET.
+    Notify,
+}
+
+/// The settings Server::Starter reads from its environment, which the
+/// envdir can change while start_server runs. Log lines show the two
+/// durations as written (`KILL_OLD_DELAY=01` sleeps `01 secs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub auto_restart: bool,
+    pub auto_restart_interval: Duration,
+    pub auto_restart_interval_shown: String,
+    pub kill_old_delay: Duration,
+    pub kill_old_delay_shown: String,
+}
+
+pub const DEFAULT_AUTO_RESTART_INTERVAL: Duration = Duration::from_secs(360);
