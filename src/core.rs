@@ -629,7 +629,7 @@ impl Core {
             );
             let term = self.rules.signal_on_term.clone();
             sh.upstream(Upstream::Stopping);
-            self.stop_workers(term, "giving up".into(), now, sh);
+            self.stop_workers(term, None, now, sh);
         }
         true
     }
@@ -1095,21 +1095,34 @@ impl Core {
         } else {
             Signal::of(sig::TERM)
         };
-        self.stop_workers(term, format!("received {}", sig::name(sig)), now, sh);
+        let why = format!("received {}", sig::name(sig));
+        self.stop_workers(term, Some(why), now, sh);
     }
 
-    /// Sends every worker `term`; `why` begins the line that says so.
-    fn stop_workers(&mut self, term: Signal, why: String, now: Instant, sh: &mut dyn Shell) {
+    /// Sends every worker `term`. A signal (`why`) is answered with the
+    /// original's line; giving up (no `why`) with a line of ours, and
+    /// none when no worker is left to stop.
+    fn stop_workers(
+        &mut self,
+        term: Signal,
+        why: Option<String>,
+        now: Instant,
+        sh: &mut dyn Shell,
+    ) {
         self.forwarded = Some(term.number);
         let pids = self.pids(|_| true);
-        sh.say(
-            Say::Original,
-            format!(
-                "{why}, sending {} to all workers:{}",
-                term.shown,
-                join_pids(&pids)
+        let list = join_pids(&pids);
+        match why {
+            Some(why) => sh.say(
+                Say::Original,
+                format!("{why}, sending {} to all workers:{list}", term.shown),
             ),
-        );
+            None if !pids.is_empty() => sh.say(
+                Say::Note,
+                format!("sending {} to the workers left: {list}", term.shown),
+            ),
+            None => {}
+        }
         self.signal_all(term.number, sh);
         self.restart = Restart::Idle;
         self.pending_restart = false;
@@ -1453,6 +1466,37 @@ mod tests {
         assert_eq!(sh.said("failed starts in a row"), 3);
     }
 
+    /// What the manual says (LIFECYCLE): the wait is the larger of the
+    /// original's pace and the back-off. With --interval=1 and a worker
+    /// that dies at once, the waits after failures 4 to 11 are 1, 1, 1, 1,
+    /// 2, 4, 8 and 16 s.
+    #[test]
+    fn the_wait_is_the_larger_of_the_pace_and_the_backoff() {
+        let t0 = Instant::now();
+        let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
+        let mut sh = Fake::default();
+        core.start(t0, &mut sh);
+        let mut t = t0;
+        let mut waits = Vec::new();
+        for _ in 0..11 {
+            let pid = sh.last_pid();
+            core.on_exec(pid, ExecReport::Executed, &mut sh);
+            core.on_exit(pid, exited(1), t, &mut sh);
+            let (died, spawns) = (t, sh.spawned.len());
+            while sh.spawned.len() == spawns {
+                t = core.next_deadline().expect("a retry is due");
+                core.on_timers(t, &mut sh);
+            }
+            waits.push((t - died).as_millis());
+        }
+        assert_eq!(
+            waits,
+            [
+                1000, 1000, 1000, 1000, 1000, 1000, 1000, 2000, 4000, 8000, 16000
+            ]
+        );
+    }
+
     #[test]
     fn hups_during_a_start_are_folded_into_one_more_restart() {
         let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
@@ -1772,6 +1816,8 @@ mod tests {
             ),
             1
         );
+        // Nothing left to stop: no line that lists nobody.
+        assert_eq!(sh.said("sending"), 0, "{:?}", sh.lines);
         assert_eq!(core.exit_code, Some(EXIT_GAVE_UP));
     }
 

@@ -199,9 +199,20 @@ fn scenario(
 ) -> (Outcome, Vec<(Instant, String)>) {
     let dir = TempDir::new(name);
     dir.mode(mode);
-    // An envdir, for the scenarios that name it.
+    // An envdir, for the scenarios that name it; and one whose ENVDIR
+    // file names another.
     std::fs::create_dir(dir.join("env")).unwrap();
     std::fs::write(dir.join("env/GREETING"), "first\n").unwrap();
+    std::fs::create_dir(dir.join("envr")).unwrap();
+    std::fs::write(dir.join("envr/GREETING"), "first\n").unwrap();
+    std::fs::write(dir.join("envr/FOO"), "1\n").unwrap();
+    std::fs::write(
+        dir.join("envr/ENVDIR"),
+        format!("{}/env2\n", dir.path().display()),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("env2")).unwrap();
+    std::fs::write(dir.join("env2/GREETING"), "second\n").unwrap();
     // The program: a copy of the probe, for scenarios that change it.
     let probe = dir.join("server");
     std::fs::copy(example("probe"), &probe).unwrap();
@@ -433,6 +444,58 @@ fn auto_restart_matches_server_starter() {
         return;
     };
     ours.must_say("autorestart triggered (interval=");
+}
+
+/// Where the manual says the envdir differs (COMPATIBILITY), the original
+/// does what it says: its first read is kept for good, so a removed file
+/// still sets its variable and an ENVDIR file moves later reads; ours
+/// reads the directory given, afresh.
+#[test]
+fn the_envdir_differs_from_the_original_as_the_manual_says() {
+    if !perl_or_skip() {
+        return;
+    }
+    let args = [
+        "--interval=0",
+        "--status-file={dir}/status",
+        "--envdir={dir}/envr",
+    ];
+    let steps = |run: &mut Run| {
+        run.status(&[1]);
+        run.environ(1);
+        std::fs::remove_file(run.dir.join("envr/FOO")).unwrap();
+        run.signal("HUP");
+        run.status(&[2]);
+        run.environ(2);
+    };
+    // The second worker's entries: each worker's are sorted, so they
+    // begin where the order starts again.
+    let second = |outcome: &Outcome, name: &str| -> Option<String> {
+        let seen = &outcome.seen;
+        let start = (1..seen.len()).find(|&i| seen[i] < seen[i - 1]).unwrap();
+        seen[start..]
+            .iter()
+            .find_map(|e| e.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    let (theirs, _) = scenario(PERL, "compat-envdir-differs", "run", &args, &[], &steps);
+    let (ours, _) = scenario(
+        bin().to_str().unwrap(),
+        "compat-envdir-differs",
+        "run",
+        &args,
+        &[],
+        &steps,
+    );
+    assert_eq!(
+        (second(&theirs, "FOO"), second(&theirs, "GREETING")),
+        (Some("1".into()), Some("second".into())),
+        "{theirs:#?}"
+    );
+    assert_eq!(
+        (second(&ours, "FOO"), second(&ours, "GREETING")),
+        (None, Some("first".into())),
+        "{ours:#?}"
+    );
 }
 
 /// Numeric options in Getopt::Long's syntax reach the workers'
