@@ -33,7 +33,6 @@ mod cli;
 mod client;
 mod clock;
 mod config;
-mod core;
 mod env;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
@@ -44,11 +43,12 @@ mod notify;
 mod output;
 mod procs;
 mod relay;
+mod rules;
+mod shell;
 mod sig;
 mod signals;
 mod spawn;
 mod status;
-mod supervisor;
 mod sys;
 mod upgrade;
 mod upgrade_check;
@@ -65,8 +65,8 @@ use log::errtext;
 use log::{fatal, original, warning};
 use notify::Notify;
 use output::Output;
+use shell::{Setup, Shell};
 use status::{LockError, PidFile};
-use supervisor::{Setup, Supervisor};
 
 /// Exit status for bad usage and failures before the first worker runs.
 const EXIT_FAILURE: i32 = 1;
@@ -296,7 +296,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
         Ok(c) => c,
         Err(_) => return fail("invalid server command: an argument holds a NUL byte".into()),
     };
-    let image = supervisor::Image {
+    let image = shell::Image {
         exe: own_path(argv0),
         argv: std::env::args_os().collect(),
         env: base_env.clone(),
@@ -310,7 +310,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
         return match resume(&cfg, &text, &blocked) {
             Ok((resources, state)) => {
                 let setup = make_setup(cfg, command, base_env, envdir, ids, image, resources);
-                match Supervisor::restore(setup, state) {
+                match Shell::restore(setup, state) {
                     Ok(s) => s.run_loop(),
                     Err(msg) => fail(format!("refusing the handed-over state: {msg}")),
                 }
@@ -456,7 +456,7 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
         started,
         notify,
     };
-    Supervisor::new(make_setup(
+    Shell::new(make_setup(
         cfg, command, base_env, envdir, ids, image, resources,
     ))
     .run()
@@ -479,7 +479,7 @@ fn make_setup(
     base_env: env::Vars,
     envdir: Option<std::path::PathBuf>,
     ids: Option<users::Ids>,
-    image: supervisor::Image,
+    image: shell::Image,
     r: Resources,
 ) -> Setup {
     Setup {

@@ -10,7 +10,7 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::core::{Exec, Ready, Restart, Role, Shutdown, Worker};
+use crate::rules::{Exec, Ready, Restart, Role, Shutdown, Worker};
 use crate::sys::{self, Pid};
 
 pub use crate::env::{CHECK_VAR, STATE_VAR};

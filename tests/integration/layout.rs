@@ -1,12 +1,12 @@
 //! The source's shape, checked: modules depend on each other in one
-//! direction only (no import cycle), and the core, which holds the rules,
-//! imports nothing that does I/O, so its rules stay testable without
-//! processes, descriptors or a clock.
+//! direction only (no import cycle), and the core (`rules`) imports
+//! nothing that does I/O, so its rules stay testable without processes,
+//! descriptors or a clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A module's source without its `#[cfg(test)] mod tests` (tests may use
-/// anything).
+/// anything; the rules' are in a file of their own).
 fn without_tests(text: &str) -> &str {
     text.find("#[cfg(test)]\nmod tests")
         .map_or(text, |i| &text[..i])
@@ -82,7 +82,7 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<S
 fn modules_depend_on_each_other_in_one_direction() {
     let graph = imports();
     assert!(
-        graph.len() > 20 && graph["supervisor"].contains("core"),
+        graph.len() > 20 && graph["shell"].contains("rules"),
         "{graph:?}"
     );
     for module in graph.keys() {
@@ -93,15 +93,18 @@ fn modules_depend_on_each_other_in_one_direction() {
 }
 
 #[test]
-fn the_core_imports_nothing_that_does_io() {
+fn the_rules_import_nothing_that_does_io() {
     let graph = imports();
     // Plain data and pure functions only.
     let allowed = ["clock", "config", "sig", "wait"];
-    for dep in &graph["core"] {
-        assert!(allowed.contains(&dep.as_str()), "core imports crate::{dep}");
+    for dep in &graph["rules"] {
+        assert!(
+            allowed.contains(&dep.as_str()),
+            "rules imports crate::{dep}"
+        );
     }
     let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/rules.rs"),
     )
     .unwrap();
     for io in [
@@ -116,7 +119,7 @@ fn the_core_imports_nothing_that_does_io() {
         "SystemTime",
         "sys::",
     ] {
-        assert!(!without_tests(&text).contains(io), "core uses {io}");
+        assert!(!without_tests(&text).contains(io), "rules uses {io}");
     }
 }
 

@@ -1,5 +1,5 @@
 //! The supervisor's shell: one `poll` with one deadline, around the rules
-//! in [`crate::core`].
+//! in [`crate::rules`].
 //!
 //! Events are signals (read from a signalfd), exec reports (a pipe per
 //! starting worker), notifications, workers' output and timers (the
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::config::{Policy, Protocols};
-use crate::core::{Core, ExecReport, Rules, Say, Shell, Shown, Upstream};
 use crate::env::{self, Vars};
 use crate::listen::{self, Listener};
 use crate::log::errtext;
@@ -23,6 +22,7 @@ use crate::notify::{self, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
+use crate::rules::{Core, ExecReport, Host, Rules, Say, Shown, Upstream};
 use crate::sig;
 use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
@@ -129,9 +129,9 @@ const NOTIFY_ANCESTRY: usize = 32;
 /// The shell around the rules: it owns every descriptor (the signalfd,
 /// exec reports, output relays, the notification socket, an upgrade
 /// check), reads the clock, and carries out what the rules ask.
-pub struct Supervisor {
+pub struct Shell {
     core: Core,
-    io: Io,
+    effects: Effects,
     /// A live upgrade asked for, while the new program says whether it
     /// takes our state.
     upgrade_check: Option<UpgradeCheck>,
@@ -141,8 +141,8 @@ pub struct Supervisor {
     stopped_by: Option<Pid>,
 }
 
-/// What the rules act through: the [`Shell`] of [`Core`].
-struct Io {
+/// What the rules act through: the [`Host`] of [`Core`].
+struct Effects {
     s: Setup,
     /// Exec report pipes of workers whose program is not known to run yet.
     reports: Vec<(Pid, OwnedFd)>,
@@ -163,7 +163,7 @@ struct Io {
     upgrade_requested: bool,
 }
 
-impl Shell for Io {
+impl Host for Effects {
     fn spawn(&mut self, generation: u64) -> Result<Pid, String> {
         self.refresh();
         let vars = self.worker_env(generation);
@@ -297,7 +297,7 @@ impl Shell for Io {
     }
 }
 
-impl Io {
+impl Effects {
     /// Re-reads the envdir; the settings it gives.
     fn refresh(&mut self) -> Option<Settings> {
         let dir = self.s.envdir.as_ref()?;
@@ -344,8 +344,8 @@ impl Io {
     }
 }
 
-impl Supervisor {
-    pub fn new(setup: Setup) -> Supervisor {
+impl Shell {
+    pub fn new(setup: Setup) -> Shell {
         // Auto-restart and the kill-old delay are start_server's alone.
         let settings = match setup.policy.env_settings {
             true => Settings::from_vars(&setup.base_env).0,
@@ -363,9 +363,9 @@ impl Supervisor {
             policy: setup.policy,
         };
         let now = Instant::now();
-        Supervisor {
+        Shell {
             core: Core::new(rules, settings, now),
-            io: Io {
+            effects: Effects {
                 s: setup,
                 reports: Vec::new(),
                 relays: Vec::new(),
@@ -387,7 +387,7 @@ impl Supervisor {
     /// Runs until shutdown; returns the exit status.
     pub fn run(mut self) -> i32 {
         self.refresh();
-        self.core.start(Instant::now(), &mut self.io);
+        self.core.start(Instant::now(), &mut self.effects);
         self.run_loop()
     }
 
@@ -417,7 +417,7 @@ impl Supervisor {
 
     /// Re-reads the envdir, and gives the rules the settings it holds.
     fn refresh(&mut self) {
-        if let Some(settings) = self.io.refresh() {
+        if let Some(settings) = self.effects.refresh() {
             self.core.settings = settings;
         }
     }
@@ -426,9 +426,9 @@ impl Supervisor {
         let check = self.upgrade_check.as_ref().map(|c| c.deadline);
         [
             self.core.next_deadline(),
-            self.io.ignored.deadline(),
-            self.io.statuses.deadline(),
-            self.io.s.output.deadline(),
+            self.effects.ignored.deadline(),
+            self.effects.statuses.deadline(),
+            self.effects.s.output.deadline(),
             check,
         ]
         .into_iter()
@@ -444,30 +444,30 @@ impl Supervisor {
             .map(|d| d.saturating_duration_since(Instant::now()));
         let mut set = PollSet::default();
         set.add(
-            self.io.s.signals.fd().as_raw_fd(),
+            self.effects.s.signals.fd().as_raw_fd(),
             libc::POLLIN,
             Source::Signals,
         );
-        for (pid, fd) in &self.io.reports {
+        for (pid, fd) in &self.effects.reports {
             set.add(fd.as_raw_fd(), libc::POLLIN, Source::Report(*pid));
         }
-        if let Some(n) = &self.io.s.notify {
+        if let Some(n) = &self.effects.s.notify {
             set.add(n.fd.as_raw_fd(), libc::POLLIN, Source::Notify);
         }
         // Workers' output is read only while the log takes it; otherwise we
         // wait for the log to drain, and the workers wait on their pipes.
         let sink_ready = sys::writable_now(log::sink_fd());
         if sink_ready {
-            for (i, r) in self.io.relays.iter().enumerate() {
+            for (i, r) in self.effects.relays.iter().enumerate() {
                 set.add(r.fd().as_raw_fd(), libc::POLLIN, Source::Relay(i));
             }
-        } else if !self.io.relays.is_empty() {
+        } else if !self.effects.relays.is_empty() {
             set.add(log::sink_fd(), libc::POLLOUT, Source::LogDrained);
         }
         if let Some(fd) = self.upgrade_check.as_ref().and_then(UpgradeCheck::out_fd) {
             set.add(fd.as_raw_fd(), libc::POLLIN, Source::UpgradeCheck);
         }
-        let timeout = match self.io.relays.iter().any(Relay::has_pending) && sink_ready {
+        let timeout = match self.effects.relays.iter().any(Relay::has_pending) && sink_ready {
             true => Some(Duration::ZERO),
             false => timeout,
         };
@@ -491,17 +491,17 @@ impl Supervisor {
             }
         }
         if sink_ready {
-            for (i, r) in self.io.relays.iter_mut().enumerate() {
+            for (i, r) in self.effects.relays.iter_mut().enumerate() {
                 if readable_relays.contains(&i) || r.has_pending() {
                     r.pump();
                 }
             }
-            self.io.relays.retain(|r| !r.done());
+            self.effects.relays.retain(|r| !r.done());
         }
         // Drain the signals first, then act: reap before anything else so
         // that decisions see who is still alive.
         let mut sigs = Vec::new();
-        while let Some((sig, sender)) = self.io.s.signals.next() {
+        while let Some((sig, sender)) = self.effects.s.signals.next() {
             if matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT) && sender > 0 {
                 self.stopped_by.get_or_insert(sender);
             }
@@ -521,14 +521,14 @@ impl Supervisor {
             self.refresh();
         }
         for sig in sigs {
-            self.core.on_signal(sig, Instant::now(), &mut self.io);
+            self.core.on_signal(sig, Instant::now(), &mut self.effects);
         }
         let now = Instant::now();
-        self.io.ignored.on_timer(now);
-        self.io.statuses.on_timer(now);
-        self.io.s.output.on_timer(now);
-        self.core.on_timers(now, &mut self.io);
-        if std::mem::take(&mut self.io.upgrade_requested) {
+        self.effects.ignored.on_timer(now);
+        self.effects.statuses.on_timer(now);
+        self.effects.s.output.on_timer(now);
+        self.core.on_timers(now, &mut self.effects);
+        if std::mem::take(&mut self.effects.upgrade_requested) {
             self.upgrade();
         }
         self.on_upgrade_check(Instant::now());
@@ -539,14 +539,14 @@ impl Supervisor {
     /// A starting worker's exec report pipe is readable (or it exited, or
     /// said it is ready: its program certainly ran, or never will).
     fn on_report(&mut self, pid: Pid) {
-        let Some(fd) = self.io.report_fd(pid) else {
+        let Some(fd) = self.effects.report_fd(pid) else {
             return;
         };
         let report = match spawn::read_report(fd) {
             Report::Pending => return,
             Report::Exec => ExecReport::Executed,
             Report::Failed { step, errno } => ExecReport::Failed {
-                why: spawn::describe_failure(&self.io.s.command, step, errno),
+                why: spawn::describe_failure(&self.effects.s.command, step, errno),
                 status: if step == sys::STEP_EXEC && errno == libc::ENOENT {
                     127
                 } else {
@@ -554,8 +554,8 @@ impl Supervisor {
                 },
             },
         };
-        self.io.reports.retain(|(p, _)| *p != pid);
-        self.core.on_exec(pid, report, &mut self.io);
+        self.effects.reports.retain(|(p, _)| *p != pid);
+        self.core.on_exec(pid, report, &mut self.effects);
     }
 
     /// Reads the waiting notifications (a batch at most), acts on those from
@@ -563,7 +563,9 @@ impl Supervisor {
     fn on_notifications(&mut self) {
         let mut buf = [0u8; notify::MESSAGE_MAX];
         for _ in 0..notify::BATCH {
-            let Some(n) = &self.io.s.notify else { return };
+            let Some(n) = &self.effects.s.notify else {
+                return;
+            };
             let d = match sys::recv_notification(n.fd.as_fd(), &mut buf) {
                 Ok(Some(d)) => d,
                 Ok(None) => break,
@@ -575,7 +577,7 @@ impl Supervisor {
             let data = buf.get(..d.len).unwrap_or_default();
             if let Err(why) = self.on_notification(&d, data) {
                 let line = format_args!("ignoring a notification: {why}");
-                self.io.ignored.report(line, true, Instant::now());
+                self.effects.ignored.report(line, true, Instant::now());
             }
         }
     }
@@ -598,11 +600,11 @@ impl Supervisor {
                 "READY" if value == "1" => {
                     // A running program has certainly been executed.
                     self.on_report(pid);
-                    self.core.on_ready(pid, &mut self.io);
+                    self.core.on_ready(pid, &mut self.effects);
                 }
                 "STATUS" => {
                     let line = format_args!("worker {pid} status: {value}");
-                    self.io.statuses.report(line, false, Instant::now());
+                    self.effects.statuses.report(line, false, Instant::now());
                 }
                 // Everything else (MAINPID, RELOADING, WATCHDOG, ...) is
                 // not ours to act on.
@@ -646,11 +648,14 @@ impl Supervisor {
         }
         // An exec failure is told before the exit it causes.
         self.on_report(pid);
-        self.io.reports.retain(|(p, _)| *p != pid);
-        if !self.core.on_exit(pid, status, Instant::now(), &mut self.io) {
+        self.effects.reports.retain(|(p, _)| *p != pid);
+        if !self
+            .core
+            .on_exit(pid, status, Instant::now(), &mut self.effects)
+        {
             // Not ours: an orphan that landed on us, or a log command.
-            self.io.s.output.reaped(pid, Instant::now());
-            self.core.on_other_exit(&mut self.io);
+            self.effects.s.output.reaped(pid, Instant::now());
+            self.core.on_other_exit(&mut self.effects);
         }
     }
 
@@ -660,10 +665,10 @@ impl Supervisor {
     fn finish(mut self, code: i32) -> i32 {
         match code {
             0 => original!("exiting"),
-            crate::core::EXIT_KILLED if self.core.rules.policy.respawn => {
+            crate::rules::EXIT_KILLED if self.core.rules.policy.respawn => {
                 note!("exiting with status {code}: workers had to be killed")
             }
-            crate::core::EXIT_GAVE_UP if self.core.gave_up => {
+            crate::rules::EXIT_GAVE_UP if self.core.gave_up => {
                 note!("exiting with status {code}: gave up starting workers")
             }
             _ => {}
@@ -672,32 +677,32 @@ impl Supervisor {
             // Only a worker whose exec just failed can be left: it is exiting.
             let _ = sys::waitpid(w.pid);
         }
-        let io = &mut self.io;
-        if let Some(path) = &io.s.status_file {
-            if io.status_written {
+        let effects = &mut self.effects;
+        if let Some(path) = &effects.s.status_file {
+            if effects.status_written {
                 status::remove_regular(path);
             }
-            if io.status_written || io.state_written {
+            if effects.status_written || effects.state_written {
                 status::remove_regular(&status::state_path(path));
             }
         }
-        if let Some(pid_file) = io.s.pid_file.take() {
+        if let Some(pid_file) = effects.s.pid_file.take() {
             pid_file.remove();
         }
-        listen::remove_socket_files(&io.s.listeners);
-        if let Some(n) = &io.s.notify {
+        listen::remove_socket_files(&effects.s.listeners);
+        if let Some(n) = &effects.s.notify {
             n.remove();
         }
         // What the workers wrote last, as far as the log takes it now.
-        for r in &mut io.relays {
+        for r in &mut effects.relays {
             for _ in 0..64 {
                 if r.done() || !r.pump() {
                     break;
                 }
             }
         }
-        io.tell_parent(code);
-        io.s.output.close(&io.s.signals);
+        effects.tell_parent(code);
+        effects.s.output.close(&effects.s.signals);
         if sys::getpid() == 1
             && let Some(pid) = self.stopped_by
         {
@@ -734,10 +739,10 @@ fn await_exit(pid: Pid, limit: Duration) {
     }
 }
 
-impl Supervisor {
+impl Shell {
     /// Everything a new program image needs to carry on where we are.
     fn snapshot(&self) -> State {
-        let (core, io) = (&self.core, &self.io);
+        let (core, io) = (&self.core, &self.effects);
         State {
             program: Some(env!("CARGO_PKG_VERSION").to_string()),
             generation: core.generation,
@@ -794,10 +799,10 @@ impl Supervisor {
 
     /// A supervisor carrying on from `state`, handed over by the previous
     /// program image; the descriptors it names are adopted.
-    pub fn restore(setup: Setup, state: State) -> Result<Supervisor, String> {
+    pub fn restore(setup: Setup, state: State) -> Result<Shell, String> {
         let from = state.program.clone().unwrap_or_else(|| "unknown".into());
-        let mut sup = Supervisor::new(setup);
-        let (s, io) = (&mut sup.core, &mut sup.io);
+        let mut sup = Shell::new(setup);
+        let (s, io) = (&mut sup.core, &mut sup.effects);
         s.generation = state.generation;
         s.failures = state.failures;
         s.pending_restart = state.pending_restart;
@@ -849,10 +854,10 @@ impl Supervisor {
             note!("an upgrade is already under way, ignored");
             return;
         }
-        let exe = &self.io.s.image.exe;
+        let exe = &self.effects.s.image.exe;
         note!("upgrading in place: executing {}", exe.display());
         let state = self.snapshot().encode(&Clock::read());
-        let image = &self.io.s.image;
+        let image = &self.effects.s.image;
         match UpgradeCheck::start(exe, &image.argv, &image.env, &state, Instant::now()) {
             Ok(check) => self.upgrade_check = Some(check),
             Err(why) => warning!("not upgrading: {why}; carrying on"),
@@ -879,9 +884,9 @@ impl Supervisor {
     /// Executes our program with the state as it is now; returns only if
     /// that fails.
     fn exec_self(&mut self) {
-        let exe = self.io.s.image.exe.clone();
+        let exe = self.effects.s.image.exe.clone();
         let state = self.snapshot().encode(&Clock::read());
-        let io = &mut self.io;
+        let io = &mut self.effects;
         // The daemonizing parent, if still waiting, gets its answer now.
         io.tell_parent(0);
         let carried: Vec<std::os::fd::RawFd> =

@@ -1,0 +1,1235 @@
+//! The supervisor's rules: which workers exist and in what role, what a
+//! signal, an exit, an exec report, a READY=1 or the passing of time
+//! does, and when the next timer falls due. Nothing here makes a system
+//! call, holds a descriptor or reads the clock: every event comes with the
+//! time it is handled at, and every act (spawn, signal, status file, log
+//! line, upstream notification) is asked of a [`Host`] (the shell). The unit
+//! tests (`rules/tests.rs`) drive it with a fake host and a fake clock.
+//!
+//! Workers are kept in one list, each with its generation and role: the
+//! one starting (at most one at a time), the current one, and old ones
+//! (kept until they exit, signalled once their successor is up).
+
+use std::time::{Duration, Instant};
+
+use crate::clock::{after, fmt_secs};
+use crate::config::{Policy, Settings};
+use crate::sig::{self, Signal};
+use crate::wait::{Pid, WaitStatus};
+
+/// Retries that keep the original's pace (one `--interval` apart).
+pub const FAST_RETRIES: u32 = 3;
+/// The first backed-off wait, doubled at every further failure...
+const BACKOFF_FIRST: Duration = Duration::from_millis(125);
+/// ...up to this.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// A worker that exits sooner than max(--interval, this) after it was
+/// spawned counts as a failed start, even if it passed the start check.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// Without --stop-timeout: how long processes the workers left behind
+/// have after SIGTERM before SIGKILL.
+pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SIGKILLed leftovers have to be reaped before we leave anyway.
+const SWEEP_REAP: Duration = Duration::from_secs(1);
+
+/// The exit status when a worker or a process it left behind had to be
+/// killed at shutdown.
+pub const EXIT_KILLED: i32 = 2;
+/// The exit status when --start-retries ran out with no generation serving.
+pub const EXIT_GAVE_UP: i32 = 3;
+
+/// The delay before the next attempt after `failures` consecutive
+/// failures, beyond the original's pace.
+pub fn backoff(failures: u32) -> Duration {
+    if failures <= FAST_RETRIES {
+        return Duration::ZERO;
+    }
+    let doublings = failures.saturating_sub(FAST_RETRIES + 1).min(16);
+    BACKOFF_FIRST
+        .saturating_mul(1 << doublings)
+        .min(BACKOFF_CAP)
+}
+
+/// The kinds of log line (see `log`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Say {
+    /// Server::Starter's own wording.
+    Original,
+    Note,
+    Warning,
+    Fatal,
+}
+
+/// What the rules ask of the world.
+pub trait Host {
+    /// Starts a worker of `generation`: its pid, or why it could not.
+    fn spawn(&mut self, generation: u64) -> Result<Pid, String>;
+    fn signal(&mut self, pid: Pid, sig: i32);
+    /// Rewrites the status file with these `(generation, pid)` pairs.
+    fn announce(&mut self, workers: &[(u64, Pid)]);
+    fn say(&mut self, kind: Say, line: String);
+    /// Tells whoever started us (systemd's NOTIFY_SOCKET) where we are.
+    fn upstream(&mut self, event: Upstream);
+    /// The first worker's program runs (0), or will never (its status):
+    /// what a daemonizing parent exits with.
+    fn tell_parent(&mut self, code: i32);
+    /// The upgrade signal arrived.
+    fn upgrade(&mut self);
+    /// USR1 (start_server): reopen the log.
+    fn reopen_log(&mut self);
+    /// Sends `sig` to a process that is not a worker (one the workers
+    /// left behind).
+    fn kill(&mut self, pid: Pid, sig: i32) {
+        self.signal(pid, sig);
+    }
+    /// The processes still running under us that are not workers (nor our
+    /// own helpers): what the workers left behind.
+    fn leftovers(&mut self) -> Vec<Pid> {
+        Vec::new()
+    }
+    /// Every worker with its role, and how many restarts were given up:
+    /// the fuller state beside the status file.
+    fn state(&mut self, _workers: &[(u64, Pid, Shown)], _restarts_given_up: u64) {}
+}
+
+/// What start_server tells the service manager that started it, in
+/// sd_notify's words.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upstream {
+    /// READY=1: a generation is up (the first, or a restart's).
+    Ready,
+    /// RELOADING=1 (with MONOTONIC_USEC, which the shell reads): a restart
+    /// begins.
+    Reloading,
+    /// STOPPING=1: shutting down.
+    Stopping,
+    /// STATUS=: what is happening, in words.
+    Status(String),
+}
+
+/// A worker's role as the state file and `--status` show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shown {
+    Starting,
+    Serving,
+    Draining,
+}
+
+impl Shown {
+    pub fn word(self) -> &'static str {
+        match self {
+            Shown::Starting => "starting",
+            Shown::Serving => "serving",
+            Shown::Draining => "draining",
+        }
+    }
+}
+
+/// The rules' settings, from the command line.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub interval: Duration,
+    pub signal_on_hup: Signal,
+    pub signal_on_term: Signal,
+    pub stop_timeout: Option<Duration>,
+    /// How long an old worker may drain after --signal-on-hup before it
+    /// gets SIGKILL (none: as long as it takes).
+    pub drain_timeout: Option<Duration>,
+    /// How many failed starts in a row are retried (none: forever).
+    pub start_retries: Option<u32>,
+    /// How long to keep serving after TERM/INT/QUIT before the workers are
+    /// signalled.
+    pub shutdown_delay: Duration,
+    /// With readiness by notification: how long a new worker may take to
+    /// send READY=1.
+    pub ready_timeout: Option<Duration>,
+    pub policy: Policy,
+}
+
+/// What makes a starting worker count as started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ready {
+    /// Still alive at this instant (--interval).
+    After(Instant),
+    /// It sent READY=1 (or not yet).
+    Notified(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Role {
+    /// Spawned, not yet counted as started. `restart`: old workers are to
+    /// be signalled once it is up. `give_up`: killed if not ready by then.
+    Starting {
+        restart: bool,
+        ready: Ready,
+        give_up: Option<Instant>,
+    },
+    Current,
+    /// A previous generation: `signalled` once its successor is up;
+    /// `kill_at`: when it gets SIGKILL unless it has exited (--drain-timeout).
+    Old {
+        signalled: bool,
+        kill_at: Option<Instant>,
+    },
+}
+
+/// Whether a worker's program is running yet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Exec {
+    /// Its exec report has not come yet.
+    Pending,
+    /// The program runs: the worker may count as started.
+    Done,
+    /// It could not be executed: the worker is about to exit.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worker {
+    pub pid: Pid,
+    pub generation: u64,
+    pub spawned: Instant,
+    pub role: Role,
+    pub exec: Exec,
+}
+
+impl Worker {
+    /// When a starting worker counts as started, if its program runs.
+    fn ready_at(&self) -> Option<(Instant, bool)> {
+        let Role::Starting { restart, ready, .. } = self.role else {
+            return None;
+        };
+        match (ready, self.exec) {
+            (Ready::After(at), Exec::Done) => Some((at, restart)),
+            (Ready::Notified(true), Exec::Done) => Some((self.spawned, restart)),
+            _ => None,
+        }
+    }
+
+    /// When a starting worker that is not ready yet will be given up on.
+    fn give_up(&self) -> Option<Instant> {
+        match self.role {
+            Role::Starting { give_up, .. } if self.ready_at().is_none() => give_up,
+            _ => None,
+        }
+    }
+}
+
+/// How an exec report ended.
+pub enum ExecReport {
+    Executed,
+    /// The program could not be executed: why, and the exit status this
+    /// means when nothing has ever run (127 not found, 126 otherwise).
+    Failed {
+        why: String,
+        status: i32,
+    },
+}
+
+/// The timers of a restart, beside the workers' roles (a worker starting
+/// is a role of its own): none, the next attempt after a failure, or the
+/// kill-old delay, during which the new worker may die and its own retry
+/// fall due too.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Restart {
+    Idle,
+    /// The next attempt to start a worker; `restart`: old workers await
+    /// it.
+    RetryAt {
+        at: Instant,
+        restart: bool,
+    },
+    /// The new generation is up; the old workers get --signal-on-hup at
+    /// `at`. `retry`: the new worker died meanwhile, and this is when its
+    /// replacement is due.
+    KillOldAt {
+        at: Instant,
+        retry: Option<(Instant, bool)>,
+    },
+}
+
+impl Restart {
+    /// The next attempt: when, and whether old workers await it.
+    pub fn retry(self) -> Option<(Instant, bool)> {
+        match self {
+            Restart::Idle => None,
+            Restart::RetryAt { at, restart } => Some((at, restart)),
+            Restart::KillOldAt { retry, .. } => retry,
+        }
+    }
+
+    /// When the old workers get their signal.
+    pub fn kill_old_at(self) -> Option<Instant> {
+        match self {
+            Restart::KillOldAt { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+
+    /// The same, with the next attempt set (or dropped).
+    pub fn with_retry(self, retry: Option<(Instant, bool)>) -> Restart {
+        match (self, retry) {
+            (Restart::KillOldAt { at, .. }, retry) => Restart::KillOldAt { at, retry },
+            (_, Some((at, restart))) => Restart::RetryAt { at, restart },
+            (_, None) => Restart::Idle,
+        }
+    }
+
+    /// The same, with the kill-old delay set (or over).
+    pub fn with_kill_old_at(self, kill_at: Option<Instant>) -> Restart {
+        match kill_at {
+            Some(at) => Restart::KillOldAt {
+                at,
+                retry: self.retry(),
+            },
+            None => Restart::Idle.with_retry(self.retry()),
+        }
+    }
+}
+
+/// Where a shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shutdown {
+    Running,
+    /// TERM/INT/QUIT `sig` arrived; the workers keep serving until `until`
+    /// (--shutdown-delay).
+    Delaying {
+        sig: i32,
+        until: Instant,
+    },
+    /// The workers were sent their signal; SIGKILL at `kill_at`, if
+    /// --stop-timeout is set.
+    Stopping {
+        kill_at: Option<Instant>,
+    },
+    /// SIGKILL was sent (a second signal, or --stop-timeout): only the
+    /// exits are awaited.
+    Killed,
+    /// The workers are gone, and what they left behind was sent SIGTERM;
+    /// at `at` it gets SIGKILL (`killed`: that was done, and at `at` we
+    /// leave regardless). `code`: the exit status then.
+    Sweeping {
+        at: Instant,
+        killed: bool,
+        code: i32,
+    },
+}
+
+/// The supervisor's state, and its rules.
+pub struct Core {
+    pub rules: Rules,
+    /// The settings the environment and envdir give (kept current by the
+    /// shell).
+    pub settings: Settings,
+    pub workers: Vec<Worker>,
+    pub generation: u64,
+    pub restart: Restart,
+    /// A HUP arrived while a restart was under way.
+    pub pending_restart: bool,
+    /// Consecutive failed starts.
+    pub failures: u32,
+    pub last_restart: Instant,
+    /// Whether any worker has ever been executed.
+    pub ever_started: bool,
+    pub shutdown: Shutdown,
+    pub exit_code: Option<i32>,
+    /// The signal shutdown forwarded, and the last worker's wait status:
+    /// the exit status without respawn.
+    pub forwarded: Option<i32>,
+    pub last_status: Option<WaitStatus>,
+    /// A worker (or a process it left behind) had to be killed at
+    /// shutdown.
+    pub killed_at_shutdown: bool,
+    /// --start-retries ran out with nothing serving.
+    pub gave_up: bool,
+    /// Restarts given up while the previous generation went on serving.
+    pub restarts_given_up: u64,
+}
+
+/// `1,2,3`, as the original lists pids.
+fn join_pids(pids: &[Pid]) -> String {
+    let list: Vec<String> = pids.iter().map(Pid::to_string).collect();
+    list.join(",")
+}
+
+impl Core {
+    pub fn new(rules: Rules, settings: Settings, now: Instant) -> Core {
+        Core {
+            rules,
+            settings,
+            workers: Vec::new(),
+            generation: 0,
+            restart: Restart::Idle,
+            pending_restart: false,
+            failures: 0,
+            last_restart: now,
+            ever_started: false,
+            shutdown: Shutdown::Running,
+            exit_code: None,
+            forwarded: None,
+            last_status: None,
+            killed_at_shutdown: false,
+            gave_up: false,
+            restarts_given_up: 0,
+        }
+    }
+
+    /// The first worker.
+    pub fn start(&mut self, now: Instant, sh: &mut dyn Host) {
+        self.spawn(false, now, sh);
+    }
+
+    /// Shutting down (the workers were told to stop).
+    pub fn stopping(&self) -> bool {
+        self.shutdown != Shutdown::Running
+    }
+
+    pub fn is_worker(&self, pid: Pid) -> bool {
+        self.workers.iter().any(|w| w.pid == pid)
+    }
+
+    /// The earliest instant something is due, if anything is.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let ready = self.workers.iter().filter_map(|w| Some(w.ready_at()?.0));
+        let give_up = self.workers.iter().filter_map(Worker::give_up);
+        ready
+            .chain(give_up)
+            .chain(self.restart.retry().map(|(at, _)| at))
+            .chain(self.restart.kill_old_at())
+            .chain(self.workers.iter().filter_map(|w| match w.role {
+                Role::Old { kill_at, .. } => kill_at,
+                _ => None,
+            }))
+            .chain(match self.shutdown {
+                Shutdown::Running | Shutdown::Killed => None,
+                Shutdown::Delaying { until, .. } => Some(until),
+                Shutdown::Stopping { kill_at } => kill_at,
+                Shutdown::Sweeping { at, .. } => Some(at),
+            })
+            .chain(self.auto_restart_due())
+            .min()
+    }
+
+    fn candidate(&self) -> Option<&Worker> {
+        self.workers
+            .iter()
+            .find(|w| matches!(w.role, Role::Starting { .. }))
+    }
+
+    /// A restart is under way: a worker is starting or old workers await
+    /// their signal. Restarts run one after another.
+    fn busy(&self) -> bool {
+        self.candidate().is_some() || self.restart.kill_old_at().is_some()
+    }
+
+    fn has_current(&self) -> bool {
+        self.workers.iter().any(|w| w.role == Role::Current)
+    }
+
+    fn has_old(&self) -> bool {
+        self.workers
+            .iter()
+            .any(|w| matches!(w.role, Role::Old { .. }))
+    }
+
+    fn auto_restart_due(&self) -> Option<Instant> {
+        if !self.settings.auto_restart
+            || self.stopping()
+            || self.busy()
+            || self.restart.retry().is_some()
+            || !self.has_current()
+        {
+            return None;
+        }
+        let interval = self.settings.auto_restart_interval;
+        // With old workers still draining, wait up to twice as long.
+        let factor = if self.has_old() { 2 } else { 1 };
+        Some(after(self.last_restart, interval.saturating_mul(factor)))
+    }
+
+    fn pids(&self, pick: impl Fn(Role) -> bool) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| pick(w.role))
+            .map(|w| w.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Every current and old worker, for the status file.
+    fn announce(&self, sh: &mut dyn Host) {
+        let entries: Vec<(u64, Pid)> = self
+            .workers
+            .iter()
+            .filter(|w| !matches!(w.role, Role::Starting { .. }))
+            .map(|w| (w.generation, w.pid))
+            .collect();
+        sh.announce(&entries);
+        self.tell_state(sh);
+    }
+
+    /// Every worker with its role, for the state file.
+    fn tell_state(&self, sh: &mut dyn Host) {
+        let entries: Vec<(u64, Pid, Shown)> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let shown = match w.role {
+                    Role::Starting { .. } => Shown::Starting,
+                    Role::Current
+                    | Role::Old {
+                        signalled: false, ..
+                    } => Shown::Serving,
+                    Role::Old {
+                        signalled: true, ..
+                    } => Shown::Draining,
+                };
+                (w.generation, w.pid, shown)
+            })
+            .collect();
+        sh.state(&entries, self.restarts_given_up);
+        sh.upstream(Upstream::Status(self.status_text()));
+    }
+
+    /// What is happening, in words, for STATUS=: the generations serving,
+    /// starting and draining.
+    fn status_text(&self) -> String {
+        let mut serving = Vec::new();
+        let mut starting = Vec::new();
+        let mut draining = Vec::new();
+        let mut workers: Vec<&Worker> = self.workers.iter().collect();
+        workers.sort_by_key(|w| std::cmp::Reverse(w.generation));
+        for w in workers {
+            let (g, pid) = (w.generation, w.pid);
+            match w.role {
+                Role::Current
+                | Role::Old {
+                    signalled: false, ..
+                } => serving.push(format!("generation {g} serving (pid {pid})")),
+                Role::Starting { .. } => starting.push(format!(
+                    "starting generation {g}, attempt {}",
+                    self.failures.saturating_add(1)
+                )),
+                Role::Old {
+                    signalled: true, ..
+                } => draining.push(format!("draining generation {g} (pid {pid})")),
+            }
+        }
+        let parts: Vec<String> = serving
+            .into_iter()
+            .chain(starting)
+            .chain(draining)
+            .collect();
+        let text = match parts.is_empty() {
+            true => "no generation serving".to_string(),
+            false => parts.join("; "),
+        };
+        match self.shutdown {
+            Shutdown::Running => text,
+            _ => format!("stopping; {text}"),
+        }
+    }
+
+    fn signal_all(&self, sig: i32, sh: &mut dyn Host) {
+        for w in &self.workers {
+            sh.signal(w.pid, sig);
+        }
+    }
+
+    // ------------------------------------------------------------ spawning
+
+    fn spawn(&mut self, restart: bool, now: Instant, sh: &mut dyn Host) {
+        self.generation = self.generation.saturating_add(1);
+        match sh.spawn(self.generation) {
+            Ok(pid) => {
+                sh.say(Say::Original, format!("starting new worker {pid}"));
+                let ready = match self.rules.ready_timeout {
+                    Some(_) => Ready::Notified(false),
+                    None => Ready::After(after(now, self.rules.interval)),
+                };
+                self.workers.push(Worker {
+                    pid,
+                    generation: self.generation,
+                    spawned: now,
+                    role: Role::Starting {
+                        restart,
+                        ready,
+                        give_up: self.rules.ready_timeout.map(|t| after(now, t)),
+                    },
+                    exec: Exec::Pending,
+                });
+                self.tell_state(sh);
+            }
+            Err(why) => {
+                sh.say(Say::Warning, why);
+                if self.count_failure(now, sh) {
+                    return;
+                }
+                let wait = backoff(self.failures.max(FAST_RETRIES + 1));
+                self.restart = self.restart.with_retry(Some((after(now, wait), restart)));
+            }
+        }
+    }
+
+    /// Counts a failed start, and gives up once --start-retries is spent:
+    /// the restart, while the previous generation still serves (it goes on
+    /// serving); otherwise everything, to exit with [`EXIT_GAVE_UP`]. True
+    /// when it gave up.
+    fn count_failure(&mut self, now: Instant, sh: &mut dyn Host) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        let Some(retries) = self.rules.start_retries else {
+            return false;
+        };
+        if self.failures <= retries {
+            return false;
+        }
+        let failures = std::mem::take(&mut self.failures);
+        self.restart = self.restart.with_retry(None);
+        let serving = self
+            .workers
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w.role,
+                    Role::Old {
+                        signalled: false,
+                        ..
+                    }
+                )
+            })
+            .map(|w| (w.generation, w.pid))
+            .max();
+        if let Some((generation, pid)) = serving {
+            if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+                w.role = Role::Current;
+            }
+            self.restarts_given_up = self.restarts_given_up.saturating_add(1);
+            sh.say(
+                Say::Warning,
+                format!(
+                    "{failures} failed starts in a row, giving up the restart \
+                     (--start-retries={retries}): generation {generation} (pid {pid}) goes on serving"
+                ),
+            );
+            sh.upstream(Upstream::Status(format!(
+                "restart given up after {failures} failed starts; generation {generation} serving (pid {pid})"
+            )));
+            sh.upstream(Upstream::Ready);
+            self.announce(sh);
+        } else {
+            self.gave_up = true;
+            sh.say(
+                Say::Fatal,
+                format!(
+                    "{failures} failed starts in a row and no generation serving, \
+                     giving up (--start-retries={retries})"
+                ),
+            );
+            let term = self.rules.signal_on_term.clone();
+            sh.upstream(Upstream::Stopping);
+            self.stop_workers(term, None, now, sh);
+        }
+        true
+    }
+
+    /// Schedules the next attempt after a failure: at the original's pace
+    /// (one --interval after the failed attempt began) for the first
+    /// retries, then backing off exponentially.
+    fn schedule_retry(&mut self, spawned: Instant, restart: bool, now: Instant, sh: &mut dyn Host) {
+        let mut at = after(spawned, self.rules.interval);
+        let extra = backoff(self.failures);
+        if !extra.is_zero() {
+            at = at.max(after(now, extra));
+            sh.say(
+                Say::Note,
+                format!(
+                    "{} failed starts in a row, next attempt in {} s",
+                    self.failures,
+                    fmt_secs(at.saturating_duration_since(now))
+                ),
+            );
+        }
+        if at <= now {
+            self.spawn(restart, now, sh);
+        } else {
+            self.restart = self.restart.with_retry(Some((at, restart)));
+        }
+    }
+
+    fn begin_restart(&mut self, now: Instant, sh: &mut dyn Host) {
+        sh.upstream(Upstream::Reloading);
+        for w in &mut self.workers {
+            if w.role == Role::Current {
+                w.role = Role::Old {
+                    signalled: false,
+                    kill_at: None,
+                };
+            }
+        }
+        self.spawn(true, now, sh);
+    }
+
+    /// The starting worker has passed its start check.
+    fn promote(&mut self, pid: Pid, restart: bool, now: Instant, sh: &mut dyn Host) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            w.role = Role::Current;
+        }
+        self.last_restart = now;
+        sh.upstream(Upstream::Ready);
+        self.announce(sh);
+        if !restart {
+            return;
+        }
+        let olds = self.pids(|r| {
+            matches!(
+                r,
+                Role::Old {
+                    signalled: false,
+                    ..
+                }
+            )
+        });
+        sh.say(
+            Say::Original,
+            format!(
+                "new worker is now running, sending {} to old workers:{}",
+                self.rules.signal_on_hup.shown,
+                if olds.is_empty() {
+                    "none".into()
+                } else {
+                    join_pids(&olds)
+                }
+            ),
+        );
+        let delay = self.settings.kill_old_delay;
+        if delay.is_zero() {
+            self.kill_olds(now, sh);
+        } else {
+            sh.say(
+                Say::Original,
+                format!(
+                    "sleeping {} secs before killing old workers",
+                    self.settings.kill_old_delay_shown
+                ),
+            );
+            self.restart = self.restart.with_kill_old_at(Some(after(now, delay)));
+        }
+    }
+
+    fn kill_olds(&mut self, now: Instant, sh: &mut dyn Host) {
+        sh.say(Say::Original, "killing old workers".into());
+        for w in &mut self.workers {
+            if let Role::Old {
+                signalled: false, ..
+            } = w.role
+            {
+                sh.signal(w.pid, self.rules.signal_on_hup.number);
+                w.role = Role::Old {
+                    signalled: true,
+                    kill_at: self.rules.drain_timeout.map(|t| after(now, t)),
+                };
+            }
+        }
+        self.tell_state(sh);
+    }
+
+    /// Old workers still draining at their --drain-timeout get SIGKILL.
+    fn end_drains(&mut self, now: Instant, sh: &mut dyn Host) {
+        for w in &mut self.workers {
+            if let Role::Old {
+                kill_at: Some(at), ..
+            } = w.role
+                && now >= at
+            {
+                w.role = Role::Old {
+                    signalled: true,
+                    kill_at: None,
+                };
+                sh.say(
+                    Say::Warning,
+                    format!(
+                        "old worker {} still running {} s after {}, sending KILL (--drain-timeout)",
+                        w.pid,
+                        fmt_secs(self.rules.drain_timeout.unwrap_or_default()),
+                        self.rules.signal_on_hup.shown
+                    ),
+                );
+                sh.signal(w.pid, sig::KILL);
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- events
+
+    /// A starting worker's exec report.
+    pub fn on_exec(&mut self, pid: Pid, report: ExecReport, sh: &mut dyn Host) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        if w.exec != Exec::Pending {
+            return;
+        }
+        match report {
+            ExecReport::Executed => {
+                w.exec = Exec::Done;
+                if !self.ever_started {
+                    self.ever_started = true;
+                    sh.tell_parent(0);
+                }
+            }
+            ExecReport::Failed { why, status } => {
+                w.exec = Exec::Failed;
+                if self.ever_started {
+                    sh.say(Say::Warning, why);
+                } else {
+                    // Nothing has ever run: this is a deployment error, not
+                    // something to retry forever.
+                    sh.say(Say::Fatal, why);
+                    self.exit_code = Some(status);
+                }
+            }
+        }
+    }
+
+    /// A worker (or one of its descendants) sent READY=1.
+    pub fn on_ready(&mut self, pid: Pid, sh: &mut dyn Host) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        match &mut w.role {
+            Role::Starting {
+                ready: ready @ Ready::Notified(false),
+                ..
+            } => {
+                *ready = Ready::Notified(true);
+                sh.say(Say::Note, format!("new worker {pid} is ready"));
+            }
+            _ => sh.say(
+                Say::Note,
+                format!("worker {pid} sent READY=1 again, ignored"),
+            ),
+        }
+    }
+
+    /// A child was reaped: false when it was not a worker.
+    pub fn on_exit(
+        &mut self,
+        pid: Pid,
+        status: WaitStatus,
+        now: Instant,
+        sh: &mut dyn Host,
+    ) -> bool {
+        let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+            return false;
+        };
+        let w = self.workers.remove(i);
+        self.last_status = Some(status);
+        if !self.rules.policy.respawn {
+            self.on_last_exit(w, status, now, sh);
+            return true;
+        }
+        if self.stopping() || self.exit_code.is_some() {
+            sh.say(Say::Original, format!("worker {pid} died, status:{status}"));
+            self.announce(sh);
+            if self.workers.is_empty() && self.exit_code.is_none() {
+                self.workers_gone(0, now, sh);
+            }
+            return true;
+        }
+        let lived = now.saturating_duration_since(w.spawned);
+        match w.role {
+            Role::Starting { restart, .. } => {
+                sh.say(
+                    Say::Original,
+                    format!("new worker {pid} seems to have failed to start, exit status:{status}"),
+                );
+                if !self.count_failure(now, sh) {
+                    self.schedule_retry(w.spawned, restart, now, sh);
+                }
+            }
+            Role::Current => {
+                sh.say(
+                    Say::Original,
+                    format!("worker {pid} died unexpectedly with status:{status}, restarting"),
+                );
+                self.announce(sh);
+                if lived >= self.rules.interval.max(STABLE_AFTER) {
+                    self.failures = 0;
+                } else if self.count_failure(now, sh) {
+                    return true;
+                }
+                self.schedule_retry(w.spawned, false, now, sh);
+            }
+            Role::Old { .. } => {
+                sh.say(
+                    Say::Original,
+                    format!("old worker {pid} died, status:{status}"),
+                );
+                self.announce(sh);
+            }
+        }
+        true
+    }
+
+    /// Without respawn (socketmaster): nothing is replaced or retried, and
+    /// start_server exits, saying how the last worker ended, once no worker
+    /// is left.
+    fn on_last_exit(&mut self, w: Worker, status: WaitStatus, now: Instant, sh: &mut dyn Host) {
+        let pid = w.pid;
+        match w.role {
+            Role::Starting { .. } if !self.stopping() => {
+                let keep = self.pids(|r| matches!(r, Role::Old { .. }));
+                sh.say(
+                    Say::Warning,
+                    format!(
+                        "new worker {pid} exited before it was up ({}): keeping the old workers: {}",
+                        status.describe(),
+                        if keep.is_empty() {
+                            "none".into()
+                        } else {
+                            join_pids(&keep)
+                        }
+                    ),
+                );
+            }
+            _ => sh.say(
+                Say::Note,
+                format!("worker {pid} exited ({})", status.describe()),
+            ),
+        }
+        if self.workers.is_empty() && self.exit_code.is_none() {
+            self.workers_gone(self.last_exit_code(), now, sh);
+        }
+    }
+
+    /// No worker is left and we are leaving: whatever the workers left
+    /// behind gets SIGTERM, or, when nothing did, we leave with `code`.
+    fn workers_gone(&mut self, code: i32, now: Instant, sh: &mut dyn Host) {
+        self.sweep(sig::TERM, None, code, now, sh);
+    }
+
+    /// A process that is not a worker was reaped.
+    pub fn on_other_exit(&mut self, sh: &mut dyn Host) {
+        if let Shutdown::Sweeping { code, .. } = self.shutdown
+            && self.exit_code.is_none()
+            && sh.leftovers().is_empty()
+        {
+            self.exit_code = Some(self.final_code(code));
+        }
+    }
+
+    /// What is left behind gets SIGKILL; `why` says why now.
+    fn kill_leftovers(&mut self, why: &str, code: i32, now: Instant, sh: &mut dyn Host) {
+        self.sweep(sig::KILL, Some(why), code, now, sh);
+    }
+
+    /// Sends `sig` (TERM, then KILL) to what the workers left behind, or
+    /// leaves with `code` when nothing is left. `why` begins the line.
+    fn sweep(&mut self, sig: i32, why: Option<&str>, code: i32, now: Instant, sh: &mut dyn Host) {
+        let left = sh.leftovers();
+        if left.is_empty() {
+            self.exit_code = Some(self.final_code(code));
+            return;
+        }
+        let why = why.map_or(String::new(), |w| format!("{w}, "));
+        sh.say(
+            Say::Note,
+            format!(
+                "{why}sending {} to what the workers left behind:{}",
+                sig::name(sig),
+                join_pids(&left)
+            ),
+        );
+        for pid in left {
+            sh.kill(pid, sig);
+        }
+        let killed = sig == sig::KILL;
+        self.killed_at_shutdown |= killed;
+        let wait = match killed {
+            true => SWEEP_REAP,
+            false => self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT),
+        };
+        self.shutdown = Shutdown::Sweeping {
+            at: after(now, wait),
+            killed,
+            code,
+        };
+    }
+
+    /// The exit status, from the one the workers' ends make: start_server
+    /// says when it gave up, or had to kill.
+    fn final_code(&self, code: i32) -> i32 {
+        if !self.rules.policy.respawn {
+            code
+        } else if self.gave_up {
+            EXIT_GAVE_UP
+        } else if self.killed_at_shutdown && code == 0 {
+            EXIT_KILLED
+        } else {
+            code
+        }
+    }
+
+    /// The last worker's exit status; 128+N if signal N killed it, but 0
+    /// when N is the one a shutdown forwarded to it.
+    fn last_exit_code(&self) -> i32 {
+        let Some(status) = self.last_status else {
+            return 0;
+        };
+        match (status.code(), status.signal()) {
+            (Some(code), _) => code,
+            (_, Some(sig)) if Some(sig) == self.forwarded => 0,
+            (_, Some(sig)) => sig.saturating_add(128),
+            _ => 0,
+        }
+    }
+
+    pub fn on_signal(&mut self, sig: i32, now: Instant, sh: &mut dyn Host) {
+        if self.exit_code.is_some() {
+            // The last worker is gone and we are leaving: an upgrade now
+            // would hand over a shutdown with nothing left to wait for.
+            return;
+        }
+        match sig {
+            sig::CHLD | sig::PIPE | sig::WINCH | sig::URG | sig::CONT => {}
+            sig::HUP => self.on_hup(now, sh),
+            sig::TERM | sig::INT | sig::QUIT => match self.shutdown {
+                Shutdown::Running => self.begin_shutdown(sig, now, sh),
+                Shutdown::Delaying { sig: first, .. } => {
+                    sh.say(
+                        Say::Note,
+                        format!("received {}, ending --shutdown-delay", sig::name(sig)),
+                    );
+                    self.stop_workers_on(first, now, sh);
+                }
+                Shutdown::Stopping { .. } | Shutdown::Killed => {
+                    let pids = self.pids(|_| true);
+                    sh.say(
+                        Say::Note,
+                        format!(
+                            "received {} again, sending KILL to all workers:{}",
+                            sig::name(sig),
+                            join_pids(&pids)
+                        ),
+                    );
+                    self.signal_all(sig::KILL, sh);
+                    self.killed_at_shutdown |= !pids.is_empty();
+                    self.shutdown = Shutdown::Killed;
+                }
+                Shutdown::Sweeping { code, .. } => {
+                    let why = format!("received {} again", sig::name(sig));
+                    self.kill_leftovers(&why, code, now, sh);
+                }
+            },
+            sig if sig == self.rules.policy.upgrade_signal => sh.upgrade(),
+            sig::USR1 => sh.reopen_log(),
+            other => sh.say(Say::Note, format!("received {}, ignored", sig::name(other))),
+        }
+    }
+
+    fn on_hup(&mut self, now: Instant, sh: &mut dyn Host) {
+        if self.stopping() {
+            sh.say(
+                Say::Note,
+                "received HUP while shutting down, ignored".into(),
+            );
+        } else if self.busy() {
+            self.pending_restart = true;
+            let under_way = if self.candidate().is_some() {
+                "a new worker is starting"
+            } else {
+                "old workers await --kill-old-delay"
+            };
+            sh.say(
+                Say::Note,
+                format!("received HUP while {under_way}, will restart once that is done"),
+            );
+        } else if let Some((_, restart)) = self.restart.retry() {
+            self.restart = self.restart.with_retry(None);
+            // A failing start: try the (presumably fixed) deployment now.
+            sh.say(Say::Original, "received HUP, spawning a new worker".into());
+            sh.upstream(Upstream::Reloading);
+            self.spawn(restart, now, sh);
+        } else {
+            sh.say(Say::Original, "received HUP, spawning a new worker".into());
+            self.begin_restart(now, sh);
+        }
+    }
+
+    fn begin_shutdown(&mut self, sig: i32, now: Instant, sh: &mut dyn Host) {
+        sh.upstream(Upstream::Stopping);
+        let delay = self.rules.shutdown_delay;
+        if delay.is_zero() || self.workers.is_empty() {
+            return self.stop_workers_on(sig, now, sh);
+        }
+        sh.say(
+            Say::Note,
+            format!(
+                "received {}, serving {} s more before stopping the workers (--shutdown-delay)",
+                sig::name(sig),
+                fmt_secs(delay)
+            ),
+        );
+        self.restart = Restart::Idle;
+        self.pending_restart = false;
+        self.shutdown = Shutdown::Delaying {
+            sig,
+            until: after(now, delay),
+        };
+    }
+
+    /// Sends the workers the signal that shutdown signal `sig` means.
+    fn stop_workers_on(&mut self, sig: i32, now: Instant, sh: &mut dyn Host) {
+        let term = if self.rules.policy.forward_as_is {
+            Signal::of(sig)
+        } else if sig == sig::TERM {
+            self.rules.signal_on_term.clone()
+        } else {
+            Signal::of(sig::TERM)
+        };
+        let why = format!("received {}", sig::name(sig));
+        self.stop_workers(term, Some(why), now, sh);
+    }
+
+    /// Sends every worker `term`. A signal (`why`) is answered with the
+    /// original's line; giving up (no `why`) with a line of ours, and
+    /// none when no worker is left to stop.
+    fn stop_workers(&mut self, term: Signal, why: Option<String>, now: Instant, sh: &mut dyn Host) {
+        self.forwarded = Some(term.number);
+        let pids = self.pids(|_| true);
+        let list = join_pids(&pids);
+        match why {
+            Some(why) => sh.say(
+                Say::Original,
+                format!("{why}, sending {} to all workers:{list}", term.shown),
+            ),
+            None if !pids.is_empty() => sh.say(
+                Say::Note,
+                format!("sending {} to the workers left: {list}", term.shown),
+            ),
+            None => {}
+        }
+        self.signal_all(term.number, sh);
+        self.restart = Restart::Idle;
+        self.pending_restart = false;
+        self.shutdown = Shutdown::Stopping {
+            kill_at: self.rules.stop_timeout.map(|t| after(now, t)),
+        };
+        if self.workers.is_empty() {
+            self.workers_gone(0, now, sh);
+        }
+    }
+
+    /// Whatever is due at `now`.
+    pub fn on_timers(&mut self, now: Instant, sh: &mut dyn Host) {
+        if self.exit_code.is_some() {
+            return;
+        }
+        let ready = self.workers.iter().find_map(|w| {
+            let (at, restart) = w.ready_at()?;
+            (now >= at).then_some((w.pid, restart))
+        });
+        if let Some((pid, restart)) = ready {
+            self.promote(pid, restart, now, sh);
+        }
+        let late: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.give_up().is_some_and(|at| now >= at))
+            .map(|w| w.pid)
+            .collect();
+        for pid in late {
+            if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid)
+                && let Role::Starting { give_up, .. } = &mut w.role
+            {
+                *give_up = None;
+            }
+            let secs = self.rules.ready_timeout.unwrap_or(Duration::ZERO);
+            sh.say(
+                Say::Warning,
+                format!(
+                    "new worker {pid} is not ready after {} s, killing it",
+                    fmt_secs(secs)
+                ),
+            );
+            sh.signal(pid, sig::KILL);
+        }
+        if let Some((at, restart)) = self.restart.retry()
+            && now >= at
+        {
+            self.restart = self.restart.with_retry(None);
+            self.spawn(restart, now, sh);
+        }
+        if self.restart.kill_old_at().is_some_and(|at| now >= at) {
+            self.restart = self.restart.with_kill_old_at(None);
+            self.kill_olds(now, sh);
+        }
+        self.end_drains(now, sh);
+        match self.shutdown {
+            Shutdown::Delaying { sig, until } if now >= until => {
+                self.stop_workers_on(sig, now, sh);
+            }
+            Shutdown::Sweeping {
+                at,
+                killed: false,
+                code,
+            } if now >= at => {
+                let waited = self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT);
+                let why = format!("still running {} s after TERM", fmt_secs(waited));
+                self.kill_leftovers(&why, code, now, sh);
+            }
+            Shutdown::Sweeping {
+                at,
+                killed: true,
+                code,
+            } if now >= at => {
+                let left = sh.leftovers();
+                sh.say(
+                    Say::Warning,
+                    format!("leaving with processes still exiting:{}", join_pids(&left)),
+                );
+                self.exit_code = Some(self.final_code(code));
+            }
+            _ => {}
+        }
+        if let Shutdown::Stopping { kill_at: Some(at) } = self.shutdown
+            && now >= at
+        {
+            self.shutdown = Shutdown::Killed;
+            let pids = self.pids(|_| true);
+            self.killed_at_shutdown |= !pids.is_empty();
+            sh.say(
+                Say::Note,
+                format!(
+                    "workers still running after --stop-timeout, sending KILL to all workers:{}",
+                    join_pids(&pids)
+                ),
+            );
+            self.signal_all(sig::KILL, sh);
+        }
+        if self.auto_restart_due().is_some_and(|due| now >= due) {
+            let forced = if self.has_old() { "forced, " } else { "" };
+            sh.say(
+                Say::Original,
+                format!(
+                    "autorestart triggered ({forced}interval={})",
+                    self.settings.auto_restart_interval_shown
+                ),
+            );
+            self.begin_restart(now, sh);
+        } else if self.pending_restart
+            && !self.busy()
+            && self.restart.retry().is_none()
+            && !self.stopping()
+        {
+            self.pending_restart = false;
+            sh.say(Say::Original, "received HUP, spawning a new worker".into());
+            self.begin_restart(now, sh);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
