@@ -304,7 +304,7 @@ fn help_and_version() {
 fn a_second_instance_leaves_the_first_alone() {
     let dir = TempDir::new("second-instance");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let (pid, sock) = (dir.s("pid"), dir.s("sock"));
     let mut first = Server::start(&[
         "--pid-file",

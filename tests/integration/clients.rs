@@ -1,22 +1,12 @@
 //! `--restart` and `--stop`.
 
-use std::process::Command;
-
 use crate::support::*;
-
-fn client(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn restart_waits_for_the_new_generation_and_stop_for_the_exit() {
     let dir = TempDir::new("clients");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let (pid, st) = (dir.s("pid"), dir.s("status"));
     let mut server = Server::start(&[
         "--interval=0.2",
@@ -29,7 +19,8 @@ fn restart_waits_for_the_new_generation_and_stop_for_the_exit() {
     ]);
     let first = server.wait_worker(1);
     wait_status(&dir.join("status"), &[1], &server);
-    let (code, err) = client(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(0), "{err}\n{}", server.log());
     // It returned only once generation 2 alone was listed.
     let s = status(&dir.join("status"));
@@ -37,7 +28,7 @@ fn restart_waits_for_the_new_generation_and_stop_for_the_exit() {
     assert_eq!(s[0].0, 2);
     assert!(!alive(first) || server.log().contains(&format!("old worker {first} died")));
 
-    let (code, err) = client(&["--stop", "--pid-file", &pid]);
+    let Ended { code, err, .. } = run_to_end(&["--stop", "--pid-file", &pid]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains(&format!("stopping now (pid:{})", server.pid)),
@@ -53,7 +44,7 @@ fn restart_waits_for_the_new_generation_and_stop_for_the_exit() {
 fn clients_fail_clearly_when_nothing_runs() {
     let dir = TempDir::new("clients-fail");
     let (pid, st) = (dir.s("pid"), dir.s("status"));
-    let (code, err) = client(&["--stop", "--pid-file", &pid]);
+    let Ended { code, err, .. } = run_to_end(&["--stop", "--pid-file", &pid]);
     assert_eq!(code, Some(1));
     assert!(
         err.contains(&format!(
@@ -61,7 +52,8 @@ fn clients_fail_clearly_when_nothing_runs() {
         )),
         "{err}"
     );
-    let (code, err) = client(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(1));
     assert!(err.contains("unable to read pid file"), "{err}");
     // A stale pid file: nobody holds its lock.
@@ -71,11 +63,11 @@ fn clients_fail_clearly_when_nothing_runs() {
         &["--stop", "--pid-file", &pid][..],
         &["--restart", "--pid-file", &pid, "--status-file", &st],
     ] {
-        let (code, err) = client(args);
+        let Ended { code, err, .. } = run_to_end(args);
         assert_eq!(code, Some(1), "{args:?}");
         assert!(err.contains("start_server is not running"), "{err}");
     }
-    let (code, err) = client(&["--restart", "--pid-file", &pid]);
+    let Ended { code, err, .. } = run_to_end(&["--restart", "--pid-file", &pid]);
     assert_eq!(code, Some(1));
     assert!(
         err.contains("--restart option requires --pid-file and --status-file"),
@@ -87,7 +79,7 @@ fn clients_fail_clearly_when_nothing_runs() {
 fn restart_fails_when_the_status_file_is_missing_or_empty() {
     let dir = TempDir::new("restart-no-status");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let pid = dir.s("pid");
     let mut server = Server::start(&[
         "--interval=0",
@@ -101,11 +93,13 @@ fn restart_fails_when_the_status_file_is_missing_or_empty() {
         std::fs::read_to_string(&pid).ok().filter(|s| !s.is_empty())
     });
     let st = dir.s("status");
-    let (code, err) = client(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(1));
     assert!(err.contains("unable to read status file"), "{err}");
     std::fs::write(&st, "").unwrap();
-    let (code, err) = client(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(1));
     assert!(
         err.contains("no active process found in the status file"),
@@ -114,21 +108,11 @@ fn restart_fails_when_the_status_file_is_missing_or_empty() {
     assert!(server.stop().success());
 }
 
-/// `client` with its standard output too.
-fn client_out(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn status_lists_the_workers_and_says_whether_one_serves() {
     let dir = TempDir::new("status-client");
     dir.mode("graceful");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let (pid, st) = (dir.s("pid"), dir.s("status"));
     let args = ["--status", "--pid-file", &pid, "--status-file", &st];
     // A worker that takes long to be up: start_server runs, nothing serves.
@@ -143,7 +127,7 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
     ]);
     let first = server.wait_worker(1);
     wait_file_contains(&dir.join("status.state"), " starting\n", &server);
-    let (code, out, err) = client_out(&args);
+    let Ended { code, out, err } = run_to_end(&args);
     assert_eq!(code, Some(2), "{out}{err}");
     assert_eq!(
         out,
@@ -169,7 +153,7 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
     server.signal("HUP");
     let second = server.wait_worker(2);
     server.wait_line("sleeping 60 secs before killing old workers");
-    let (code, out, err) = client_out(&args);
+    let Ended { code, out, err } = run_to_end(&args);
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(
         out,
@@ -180,7 +164,7 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
     );
     assert!(server.stop().success());
     // Not running: 1, and one line naming the file.
-    let (code, out, err) = client_out(&args);
+    let Ended { code, out, err } = run_to_end(&args);
     assert_eq!((code, out.as_str()), (Some(1), ""));
     assert_eq!(
         err,
@@ -192,7 +176,7 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
 fn status_names_the_file_it_cannot_read() {
     let dir = TempDir::new("status-unreadable");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let (pid, st) = (dir.s("pid"), dir.s("status"));
     let mut server = Server::start(&[
         "--interval=0",
@@ -206,7 +190,8 @@ fn status_names_the_file_it_cannot_read() {
     wait_status(&dir.join("status"), &[1], &server);
     // A state file named after another status file: none there.
     let other = dir.s("other");
-    let (code, _, err) = client_out(&["--status", "--pid-file", &pid, "--status-file", &other]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--status", "--pid-file", &pid, "--status-file", &other]);
     assert_eq!(code, Some(1));
     assert_eq!(
         err,
@@ -217,7 +202,8 @@ fn status_names_the_file_it_cannot_read() {
     // A stale pid file.
     assert!(server.stop().success());
     std::fs::write(&pid, "999999\n").unwrap();
-    let (code, _, err) = client_out(&["--status", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--status", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(1));
     assert!(err.contains("start_server is not running"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

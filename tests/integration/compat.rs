@@ -633,7 +633,7 @@ enum Expect {
 /// or the exit code when it refuses.
 fn sockets_of(bin: &str, args: &[&str], port: u16) -> Result<(Vec<String>, Vec<String>), i32> {
     let dir = TempDir::new(&format!("compat-spec-{port}"));
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let args: Vec<String> = args
         .iter()
         .map(|a| a.replace("{P}", &port.to_string()))

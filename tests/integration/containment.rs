@@ -8,10 +8,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn probe() -> String {
-    example("probe").display().to_string()
-}
-
 /// A field of /proc/PID/stat after the command name: 1 is the parent,
 /// 2 the process group, 3 the session.
 fn stat_field(pid: u32, n: usize) -> Option<u32> {
@@ -20,29 +16,14 @@ fn stat_field(pid: u32, n: usize) -> Option<u32> {
     after.split_whitespace().nth(n)?.parse().ok()
 }
 
-fn client(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// start_server with `options`, a pid file and a status file in `dir`,
 /// running the probe; and the pid and status file arguments.
 fn probe_server(dir: &TempDir, options: &[&str]) -> (Server, String, String) {
     let (pid, st) = (dir.s("pid"), dir.s("status"));
     let (pid_arg, st_arg) = (format!("--pid-file={pid}"), format!("--status-file={st}"));
-    let probe = probe();
     let mut args = options.to_vec();
-    args.extend([
-        &pid_arg[..],
-        &st_arg,
-        "--",
-        &probe,
-        dir.path().to_str().unwrap(),
-    ]);
-    (Server::start(&args), pid, st)
+    args.extend([&pid_arg[..], &st_arg]);
+    (start_probe(dir, &args), pid, st)
 }
 
 /// The pid a probe's helper wrote, once it has.
@@ -63,7 +44,8 @@ fn drain_timeout_kills_an_old_worker_that_ignores_its_signal() {
     wait_status(&dir.join("status"), &[1], &server);
     dir.mode("graceful");
     // --restart returns: the old worker does not keep it waiting.
-    let (code, err) = client(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(0), "{err}\n{}", server.log());
     server.wait_line(&format!(
         "old worker {old} still running 0.3 s after TERM, sending KILL (--drain-timeout)"
@@ -293,7 +275,8 @@ fn start_retries_spent_during_a_restart_keeps_the_old_generation_and_restart_fai
     let first = server.wait_worker(1);
     wait_status(&dir.join("status"), &[1], &server);
     dir.mode("exit 1");
-    let (code, err) = client(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(1), "{err}\n{}", server.log());
     assert!(err.contains("gave up the restart"), "{err}");
     server.wait_line(&format!(
@@ -305,7 +288,8 @@ fn start_retries_spent_during_a_restart_keeps_the_old_generation_and_restart_fai
     assert!(state.contains(&format!("\n1 {first} serving\n")), "{state}");
     // Fixed: the next restart goes through.
     dir.mode("run");
-    let (code, err) = client(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
     assert_eq!(code, Some(0), "{err}\n{}", server.log());
     assert!(server.stop().success());
     assert!(!dir.join("status.state").exists());

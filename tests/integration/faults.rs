@@ -9,23 +9,9 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn probe() -> String {
-    example("probe").display().to_string()
-}
-
 fn run(cmd: &str, args: &[&str]) {
     let ok = Command::new(cmd).args(args).status().unwrap();
     assert!(ok.success(), "{cmd} {args:?} failed");
-}
-
-/// start_server's result for `args` that must be refused: its exit code
-/// and stderr.
-fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -133,7 +119,7 @@ fn pid_and_status_files_that_are_not_regular_files_are_refused_and_left_alone() 
         ("--status-file", "subdir", "a directory"),
     ] {
         let arg = format!("{option}={}", dir.s(name));
-        let (code, err) = refused(&[&arg, "--port=127.0.0.1:0", "true"]);
+        let Ended { code, err, .. } = run_to_end(&[&arg, "--port=127.0.0.1:0", "true"]);
         assert_eq!(code, Some(1), "{arg}: {err}");
         assert!(
             err.contains(&format!("it is {kind}, not a regular file")),
@@ -164,7 +150,7 @@ fn pid_and_status_files_that_are_not_regular_files_are_refused_and_left_alone() 
     );
     // The client modes never wait on a FIFO for a pid file.
     let fifo = format!("--pid-file={}", dir.s("fifo"));
-    let (code, err) = refused(&["--stop", &fifo]);
+    let Ended { code, err, .. } = run_to_end(&["--stop", &fifo]);
     assert_eq!(code, Some(1));
     assert!(err.contains("it is not a regular file"), "{err}");
 }
@@ -233,7 +219,7 @@ fn a_log_command_that_exits_is_started_again_and_workers_live_on() {
 fn values_are_reported_on_one_line_and_kept_byte_for_byte() {
     let dir = TempDir::new("values");
     // A newline in a value: one line, with the newline shown.
-    let (code, err) = refused(&["--port=80\nrm -rf", "true"]);
+    let Ended { code, err, .. } = run_to_end(&["--port=80\nrm -rf", "true"]);
     assert_eq!(code, Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("80\\nrm -rf"), "{err}");
@@ -257,7 +243,7 @@ fn values_are_reported_on_one_line_and_kept_byte_for_byte() {
     std::fs::write(dir.join("app.sock"), "").unwrap();
     let once = format!("--path={}", dir.s("app.sock"));
     let again = format!("--path={}/./app.sock", dir.path().display());
-    let (code, err) = refused(&[&once, &again, "true"]);
+    let Ended { code, err, .. } = run_to_end(&[&once, &again, "true"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("is given twice"), "{err}");
     assert!(dir.join("app.sock").exists());

@@ -3,25 +3,14 @@
 
 use crate::support::*;
 
-fn probe_args<'a>(dir: &'a TempDir, probe: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = extra.to_vec();
-    args.extend(["--", probe, dir.path().to_str().unwrap()]);
-    args
-}
-
 #[test]
 fn hup_starts_a_new_generation_then_stops_the_old_one() {
     let dir = TempDir::new("hup");
     dir.mode("graceful");
-    let probe = example("probe").display().to_string();
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
     let pid_arg = format!("--pid-file={}", dir.s("pid"));
-    let mut server = Server::start(&probe_args(
-        &dir,
-        &probe,
-        &["--interval=0.2", &st_arg, &pid_arg],
-    ));
+    let mut server = start_probe(&dir, &["--interval=0.2", &st_arg, &pid_arg]);
     let first = server.wait_worker(1);
     server.wait_line(&format!(
         "start_server (pid:{}) starting now...",
@@ -68,10 +57,9 @@ fn hup_starts_a_new_generation_then_stops_the_old_one() {
 fn a_failed_restart_keeps_the_old_generation_serving() {
     let dir = TempDir::new("failed-restart");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0.3", &st_arg]));
+    let mut server = start_probe(&dir, &["--interval=0.3", &st_arg]);
     let first = server.wait_worker(1);
     wait_status(&st, &[1], &server);
     dir.mode("exit 3");
@@ -101,8 +89,7 @@ fn a_failed_restart_keeps_the_old_generation_serving() {
 fn consecutive_failures_back_off() {
     let dir = TempDir::new("backoff");
     dir.mode("exit 1");
-    let probe = example("probe").display().to_string();
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0"]));
+    let mut server = start_probe(&dir, &["--interval=0"]);
     // Workers pass the (zero) start check, then die at once: the first
     // three respawns keep the original's pace, then waits double, each
     // said before the attempt it delays.
@@ -137,10 +124,9 @@ fn consecutive_failures_back_off() {
 fn a_crashed_worker_is_respawned() {
     let dir = TempDir::new("crash");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &st_arg]));
+    let mut server = start_probe(&dir, &["--interval=0", &st_arg]);
     let first = server.wait_worker(1);
     wait_status(&st, &[1], &server);
     kill("KILL", first);
@@ -156,12 +142,7 @@ fn a_crashed_worker_is_respawned() {
 fn term_during_kill_old_delay_exits_promptly() {
     let dir = TempDir::new("kill-old-delay");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
-    let mut server = Server::start(&probe_args(
-        &dir,
-        &probe,
-        &["--interval=0", "--kill-old-delay=60"],
-    ));
+    let mut server = start_probe(&dir, &["--interval=0", "--kill-old-delay=60"]);
     let first = server.wait_worker(1);
     dir.report(1, &server);
     server.signal("HUP");
@@ -185,16 +166,14 @@ fn term_during_kill_old_delay_exits_promptly() {
 fn fractional_kill_old_delay_then_old_workers_are_signalled() {
     let dir = TempDir::new("fraction");
     dir.mode("graceful");
-    let probe = example("probe").display().to_string();
-    let mut server = Server::start(&probe_args(
+    let mut server = start_probe(
         &dir,
-        &probe,
         &[
             "--interval=0",
             "--kill-old-delay=0.25",
             "--signal-on-hup=USR1",
         ],
-    ));
+    );
     server.wait_worker(1);
     dir.report(1, &server);
     server.signal("HUP");
@@ -215,12 +194,11 @@ fn signal_on_term_and_int_and_quit_shut_down_gracefully() {
     ] {
         let dir = TempDir::new(&format!("shutdown-{sig}"));
         dir.mode("graceful");
-        let probe = example("probe").display().to_string();
         let mut extra = vec!["--interval=0"];
         if !custom.is_empty() {
             extra.push(custom);
         }
-        let mut server = Server::start(&probe_args(&dir, &probe, &extra));
+        let mut server = start_probe(&dir, &extra);
         let w = server.wait_worker(1);
         dir.report(1, &server);
         server.signal(sig);
@@ -235,8 +213,7 @@ fn signal_on_term_and_int_and_quit_shut_down_gracefully() {
 fn stray_signals_do_not_kill() {
     let dir = TempDir::new("stray-signals");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0"]));
+    let mut server = start_probe(&dir, &["--interval=0"]);
     server.wait_worker(1);
     dir.report(1, &server);
     for sig in ["ALRM", "VTALRM", "PWR", "TSTP", "PIPE", "USR1", "WINCH"] {
@@ -254,8 +231,7 @@ fn stray_signals_do_not_kill() {
 fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
     let dir = TempDir::new("stubborn");
     dir.mode("stubborn");
-    let probe = example("probe").display().to_string();
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0"]));
+    let mut server = start_probe(&dir, &["--interval=0"]);
     let w = server.wait_worker(1);
     dir.report(1, &server);
     server.signal("TERM");
@@ -273,11 +249,7 @@ fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
 
     let dir = TempDir::new("stop-timeout");
     dir.mode("stubborn");
-    let mut server = Server::start(&probe_args(
-        &dir,
-        &probe,
-        &["--interval=0", "--stop-timeout=0.2"],
-    ));
+    let mut server = start_probe(&dir, &["--interval=0", "--stop-timeout=0.2"]);
     let w = server.wait_worker(1);
     dir.report(1, &server);
     server.signal("INT");
@@ -296,17 +268,15 @@ fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
 fn auto_restart_restarts_periodically() {
     let dir = TempDir::new("auto-restart");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
-    let mut server = Server::start(&probe_args(
+    let mut server = start_probe(
         &dir,
-        &probe,
         &[
             "--interval=0",
             "--enable-auto-restart",
             "--auto-restart-interval=0.3",
             "--kill-old-delay=0",
         ],
-    ));
+    );
     server.wait_worker(1);
     server.wait_line("autorestart triggered (interval=0.3)");
     server.wait_worker(2);
@@ -322,10 +292,9 @@ fn auto_restart_restarts_periodically() {
 fn a_burst_of_hups_folds_into_a_follow_up_restart() {
     let dir = TempDir::new("hup-burst");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0.2", &st_arg]));
+    let mut server = start_probe(&dir, &["--interval=0.2", &st_arg]);
     server.wait_worker(1);
     wait_status(&st, &[1], &server);
     for _ in 0..5 {
@@ -346,7 +315,7 @@ fn a_burst_of_hups_folds_into_a_follow_up_restart() {
 fn children_we_did_not_spawn_are_reaped_quietly() {
     let dir = TempDir::new("orphans");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     // The shell's background child becomes start_server's child at exec.
     let script = format!(
         "sleep 0.3 & echo \"stray $!\" >&2; exec {} --interval=0 {probe} {}",
@@ -370,10 +339,9 @@ fn children_we_did_not_spawn_are_reaped_quietly() {
 fn usr1_reopens_the_log_file() {
     let dir = TempDir::new("reopen");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
     let log = dir.join("log");
     let log_arg = format!("--log-file={}", log.display());
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &log_arg]));
+    let mut server = start_probe(&dir, &["--interval=0", &log_arg]);
     // Before the redirect, the banner goes to our stderr.
     server.wait_line("starting now...");
     wait_file_contains(&log, "starting new worker", &server);
@@ -390,10 +358,9 @@ fn usr1_reopens_the_log_file() {
 fn a_log_command_receives_the_output() {
     let dir = TempDir::new("log-pipe");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
     let log = dir.join("piped");
     let log_arg = format!("--log-file=| cat >> {}", log.display());
-    let mut server = Server::start(&probe_args(&dir, &probe, &["--interval=0", &log_arg]));
+    let mut server = start_probe(&dir, &["--interval=0", &log_arg]);
     server.wait_line("starting now...");
     wait_file_contains(&log, "starting new worker", &server);
     server.signal("TERM");
@@ -407,7 +374,7 @@ fn a_log_command_receives_the_output() {
 fn daemonize_detaches_and_reports_the_first_start() {
     let dir = TempDir::new("daemonize");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let (pid, log) = (dir.s("pid"), dir.s("log"));
     let out = std::process::Command::new(bin())
         .args([
@@ -478,7 +445,7 @@ fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
     }
     let dir = TempDir::new("pid1");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     // The worker's subshell leaves an orphan, which lands on PID 1: it
     // lives until the test writes to its FIFO.
     let fifo = dir.s("fifo");
@@ -519,14 +486,12 @@ fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
 fn a_log_command_that_stops_reading_never_stalls_start_server() {
     let dir = TempDir::new("stuck-log");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
-    let mut server = Server::start(&probe_args(
+    let mut server = start_probe(
         &dir,
-        &probe,
         &["--interval=0", &st_arg, "--log-file=| exec sleep 987654"],
-    ));
+    );
     wait_status(&st, &[1], &server);
     // Each USR2 is a log line; thousands fill the 64 KiB pipe.
     let flood = format!(

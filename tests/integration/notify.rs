@@ -7,16 +7,11 @@ use std::os::unix::net::UnixDatagram;
 use crate::support::*;
 
 fn start(dir: &TempDir, extra: &[&str]) -> (Server, std::path::PathBuf) {
-    let probe = example("probe").display().to_string();
     let st = dir.join("status");
-    let mut args = vec![
-        "--readiness=notify".to_string(),
-        format!("--status-file={}", st.display()),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(["--".to_string(), probe, dir.path().display().to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (Server::start(&args), st)
+    let st_arg = format!("--status-file={}", st.display());
+    let mut args = vec!["--readiness=notify", &st_arg];
+    args.extend_from_slice(extra);
+    (start_probe(dir, &args), st)
 }
 
 /// The NOTIFY_SOCKET value a probe of `generation` was given.
@@ -185,7 +180,7 @@ fn bad_notifications_are_reported_and_change_nothing() {
 fn malformed_and_oversized_notifications_from_a_worker_are_rejected() {
     let dir = TempDir::new("notify-malformed");
     dir.mode("notify");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let st = dir.join("status");
     // The worker is a shell that sends bad datagrams through python3, then
     // becomes the probe (which says READY=1 properly).
@@ -246,7 +241,7 @@ fn start_server_tells_its_own_notify_socket_when_the_first_generation_is_up() {
     dir.mode("notify");
     let upstream = UnixDatagram::bind(dir.join("systemd")).unwrap();
     upstream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = Server::spawn(
         std::process::Command::new(bin())
             .env("NOTIFY_SOCKET", dir.join("systemd"))
@@ -327,7 +322,7 @@ fn notify_socket_is_a_path_that_path_only_libraries_reach() {
 /// socket falls back to an abstract address, with a warning.
 #[test]
 fn without_a_writable_directory_the_address_is_abstract() {
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     // A mount namespace where /tmp is read-only (its files still there:
     // the checkout may live in it), where this is allowed.
     let script = format!(

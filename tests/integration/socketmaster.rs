@@ -150,7 +150,7 @@ fn workers_get_fd_3_and_einhorn_fds_and_run_as_the_user() {
 fn hup_hands_over_and_a_new_worker_that_dies_keeps_the_old_ones() {
     let dir = TempDir::new("sm-hup");
     dir.mode("graceful");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let sock = dir.s("sm.sock");
     let listen = format!("-listen=unix://{sock}");
     let mut server = run(
@@ -188,7 +188,7 @@ fn hup_hands_over_and_a_new_worker_that_dies_keeps_the_old_ones() {
 fn socketmaster_exits_with_the_last_workers_status() {
     let dir = TempDir::new("sm-exit");
     dir.mode("exit 7");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = run(
         &dir,
         &[
@@ -327,7 +327,7 @@ fn no_request_fails_across_20_socketmaster_restarts() {
 fn a_socket_in_listen_fds_and_named_fd_3_is_adopted_once() {
     let dir = TempDir::new("sm-fd-twice");
     let port = free_port();
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = Server::spawn(
         Command::new("python3")
             .args([

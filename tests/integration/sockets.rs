@@ -63,7 +63,7 @@ fn ipv6_udp_and_unix_sockets_serve() {
 fn settings_come_from_the_environment_and_the_envdir() {
     let dir = TempDir::new("settings-env");
     dir.mode("run");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let envdir = dir.join("env");
     std::fs::create_dir(&envdir).unwrap();
     let mut server = Server::spawn(

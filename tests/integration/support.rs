@@ -113,6 +113,37 @@ pub fn perl_or_skip() -> bool {
     true
 }
 
+/// How a start_server run to its end went: a client mode, a refused
+/// command line.
+pub struct Ended {
+    pub code: Option<i32>,
+    pub out: String,
+    pub err: String,
+}
+
+/// Runs start_server with `args` to its end.
+pub fn run_to_end(args: &[&str]) -> Ended {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    Ended {
+        code: out.status.code(),
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The tests' worker (examples/probe.rs), as an argument.
+pub fn probe() -> String {
+    example("probe").display().to_string()
+}
+
+/// start_server with `options`, then the probe working in `dir`.
+pub fn start_probe(dir: &TempDir, options: &[&str]) -> Server {
+    let probe = probe();
+    let mut args = options.to_vec();
+    args.extend(["--", &probe, dir.path().to_str().unwrap()]);
+    Server::start(&args)
+}
+
 /// A process's environment as the kernel holds it, entry by entry.
 pub fn raw_environ(pid: u32) -> Vec<(String, String)> {
     std::fs::read(format!("/proc/{pid}/environ"))

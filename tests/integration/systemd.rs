@@ -111,7 +111,7 @@ fn the_whole_cycle_activation_ready_reload_failed_reload_and_stop() {
     dir.mode("graceful");
     let (port, log) = (free_port(), dir.join("notify.log"));
     let (pid_file, st) = (dir.s("pid"), dir.s("status"));
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = under_systemd(
         &dir.s("notify"),
         port,
@@ -192,7 +192,7 @@ fn an_abstract_notify_address_is_reached_too() {
     dir.mode("graceful");
     let (port, log) = (free_port(), dir.join("notify.log"));
     let address = format!("@start_server-test-{}", std::process::id());
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = under_systemd(
         &address,
         port,
@@ -221,7 +221,7 @@ fn an_unreachable_or_full_notify_socket_is_one_warning_and_nothing_more() {
     use std::os::unix::net::UnixDatagram;
     let dir = TempDir::new("systemd-unreachable");
     dir.mode("graceful");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let st = dir.join("status");
     // Never read: its queue fills after a few messages.
     let full = UnixDatagram::bind(dir.join("full")).unwrap();

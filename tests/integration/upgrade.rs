@@ -17,7 +17,7 @@ fn private_copy(dir: &TempDir, name: &str) -> std::path::PathBuf {
 fn start_private_copy(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf, Server) {
     dir.mode("run");
     let exe = private_copy(dir, "start_server");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let st = dir.join("status");
     let server = Server::spawn(Command::new(&exe).args([
         "--interval=0",
@@ -120,7 +120,7 @@ fn a_new_version_installed_at_the_same_path_takes_over() {
     let dir = TempDir::new("upgrade-new-version");
     dir.mode("run");
     let exe = private_copy(&dir, "start_server");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = Server::spawn(Command::new(&exe).args([
         "--interval=0",
         "--kill-old-delay=0.5",
@@ -212,7 +212,7 @@ fn an_upgrade_from_the_previous_release_takes_over() {
     dir.mode("run");
     let exe = dir.join("start_server");
     std::fs::copy(previous_release(), &exe).unwrap();
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let st = dir.join("status");
@@ -417,7 +417,7 @@ fn a_symlink_flip_then_usr2_runs_the_new_target() {
 fn usr2_with_the_last_worker_exiting_during_shutdown_still_exits() {
     let dir = TempDir::new("upgrade-shutdown");
     dir.mode("stubborn");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = Server::start(&["--interval=0", &probe, dir.path().to_str().unwrap()]);
     let worker: u32 = dir.report(1, &server)["pid"].parse().unwrap();
     server.signal("TERM");

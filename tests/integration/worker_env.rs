@@ -16,7 +16,7 @@ fn the_worker_gets_the_sockets_and_nothing_else() {
     let dir = TempDir::new("worker-env");
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let sock = dir.s("app.sock");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let ports = [
         format!("--port={p1}"),
         format!("--port=127.0.0.1:{p2}"),
@@ -75,7 +75,7 @@ fn the_worker_gets_the_sockets_and_nothing_else() {
 #[test]
 fn no_port_gives_an_empty_variable_and_the_settings_are_exported() {
     let dir = TempDir::new("no-port");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = Server::start(&[
         "--interval=0",
         "--kill-old-delay=2",
@@ -92,7 +92,7 @@ fn no_port_gives_an_empty_variable_and_the_settings_are_exported() {
 #[test]
 fn stray_descriptors_and_ignored_signals_do_not_reach_the_worker() {
     let dir = TempDir::new("strays");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     // The shell leaks descriptor 7 and ignores HUP and PIPE before exec.
     let script = format!(
         "trap '' HUP PIPE; exec 7</dev/null; exec {} --interval=0 {probe} {}",
@@ -129,7 +129,7 @@ fn inherited_descriptors_are_closed_at_start_up() {
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
         .unwrap();
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let script = format!(
         "exec {} --interval=0 {probe} {} 9>{}",
         bin().display(),
@@ -156,7 +156,7 @@ fn the_worker_starts_in_dir_and_gets_the_envdir_read_afresh() {
     std::fs::write(envdir.join("GREETING"), "hello\nignored second line\n").unwrap();
     std::fs::write(envdir.join("DOOMED"), "soon gone").unwrap();
     std::fs::write(envdir.join(".hidden"), "no").unwrap();
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = Server::start(&[
         "--interval=0",
         "--dir=/tmp",
@@ -191,7 +191,7 @@ fn the_envdir_replaces_inherited_variables() {
         std::fs::create_dir(&envdir).unwrap();
         std::fs::write(envdir.join("GREETING"), "from the envdir\n").unwrap();
         std::fs::write(envdir.join("PATH"), "/envdir/bin:/usr/bin:/bin\n").unwrap();
-        let probe = example("probe").display().to_string();
+        let probe = probe();
         let server = Server::spawn(
             std::process::Command::new(bin)
                 .args([
@@ -230,7 +230,7 @@ fn workers_get_systemd_and_einhorn_variables() {
     let dir = TempDir::new("protocols");
     let port = free_port();
     let sock = dir.s("s.sock");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let d = dir.path().to_str().unwrap();
     let spec = format!("--port=127.0.0.1:{port}");
     let mut server = Server::start(&[
@@ -299,7 +299,7 @@ fn workers_get_systemd_and_einhorn_variables() {
 #[test]
 fn variables_handed_to_start_server_are_not_passed_on_stale() {
     let dir = TempDir::new("stale-vars");
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let mut server = Server::spawn(
         std::process::Command::new(bin())
             .env("LISTEN_FDS", "2")
@@ -333,7 +333,7 @@ fn variables_handed_to_start_server_are_not_passed_on_stale() {
 fn a_worker_that_replaces_fd_3_harms_only_itself() {
     let dir = TempDir::new("fd3");
     let port = free_port();
-    let probe = example("probe").display().to_string();
+    let probe = probe();
     let st = dir.join("status");
     // Generation 1 puts /dev/null on descriptor 3 before it runs.
     let script = format!(
