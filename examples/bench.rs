@@ -99,6 +99,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("lines") {
         write_lines(args[2].parse().unwrap());
     }
+    if args.get(1).map(String::as_str) == Some("startup") {
+        startup_ab(&args[2..]);
+        return;
+    }
     let ours = args
         .get(1)
         .expect("usage: bench PATH-TO-start_server")
@@ -400,6 +404,51 @@ fn report_handover(name: &str, runs: &[i128]) {
 }
 
 /// A start_server running `bench stamp` as its worker, on a loopback port.
+/// `bench startup A B`: start_server's share of spawn-to-first-
+/// instruction for two builds, in alternating runs (A, B, A, B, ...) so
+/// that both meet the same machine; the medians of 5 rounds of 21 pairs.
+fn startup_ab(bins: &[String]) {
+    let [a, b] = bins else {
+        panic!("usage: bench startup BIN-A BIN-B");
+    };
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let spawn = |bin: &str| {
+        let t0 = now_ns();
+        let mut s = Supervised::start(bin, &me, &[]);
+        let t = s.stamp - t0;
+        s.stop();
+        t
+    };
+    let direct = |_| {
+        let t0 = now_ns();
+        let mut child = Command::new(&me)
+            .arg("stamp")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = read_stamp(&mut child) - t0;
+        let _ = child.kill();
+        let _ = child.wait();
+        t
+    };
+    println!("start_server's share of spawn to first instruction, ms (A: {a}, B: {b})");
+    for round in 1..=5 {
+        let d = median((0..21).map(direct).collect());
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        for _ in 0..21 {
+            ta.push(spawn(a));
+            tb.push(spawn(b));
+        }
+        let share = |t: Vec<u128>| median(t).saturating_sub(d) as f64 / 1e6;
+        println!(
+            "round {round}: A {:.3}  B {:.3}  (direct spawn {:.3})",
+            share(ta),
+            share(tb),
+            d as f64 / 1e6
+        );
+    }
+}
+
 struct Supervised {
     child: Child,
     stamp: u128,

@@ -84,7 +84,8 @@ pub fn try_emit(line: &[u8]) -> bool {
     }
     match sink() {
         Sink::Stderr => {
-            let _ = sys::write_all(2, &capped(line));
+            let mut buf = [0; LINE_MAX];
+            let _ = sys::write_all(2, capped(line, &mut buf));
         }
         Sink::Syslog { fd, tag } => {
             // RFC 3164: <PRI>TIMESTAMP TAG: MSG, facility user, severity info.
@@ -101,20 +102,23 @@ pub fn try_emit(line: &[u8]) -> bool {
 /// writable takes this much without blocking, and in one piece.
 const LINE_MAX: usize = libc::PIPE_BUF;
 
-/// `line` and its newline, cut to LINE_MAX with `...` where it is longer.
-fn capped(line: &[u8]) -> Vec<u8> {
+/// `line` and its newline in `buf`, cut to LINE_MAX with `...` where it
+/// is longer: on the stack, for a line costs no allocation.
+fn capped<'b>(line: &[u8], buf: &'b mut [u8; LINE_MAX]) -> &'b [u8] {
     const MORE: &[u8] = b"...";
     const KEPT: usize = LINE_MAX - 1 - MORE.len();
-    let mut buf = Vec::with_capacity(LINE_MAX);
-    match line.get(..KEPT) {
-        Some(kept) if line.len() >= LINE_MAX => {
-            buf.extend_from_slice(kept);
-            buf.extend_from_slice(MORE);
+    let (body, more): (&[u8], &[u8]) = match line.get(..KEPT) {
+        Some(kept) if line.len() >= LINE_MAX => (kept, MORE),
+        _ => (line, b""),
+    };
+    let mut len = 0;
+    for part in [body, more, b"\n"] {
+        for (slot, &b) in buf.iter_mut().skip(len).zip(part) {
+            *slot = b;
         }
-        _ => buf.extend_from_slice(line),
+        len = len.saturating_add(part.len());
     }
-    buf.push(b'\n');
-    buf
+    buf.get(..len).unwrap_or(buf)
 }
 
 /// Writes complete lines (each ending in a newline) if the destination
@@ -231,14 +235,14 @@ pub(crate) use {fatal, note, original, warning};
 mod tests {
     #[test]
     fn lines_fit_a_pipe_at_once() {
-        assert_eq!(super::capped(b"short"), b"short\n");
-        let long = super::capped(&[b'x'; 10_000]);
+        let mut buf = [0; super::LINE_MAX];
+        assert_eq!(super::capped(b"short", &mut buf), b"short\n");
+        let long = super::capped(&[b'x'; 10_000], &mut buf);
         assert_eq!(long.len(), super::LINE_MAX);
-        assert!(long.ends_with(b"...\n"));
-        assert_eq!(
-            super::capped(&[b'x'; super::LINE_MAX - 1]).len(),
-            super::LINE_MAX
-        );
+        assert!(long.ends_with(b"...\n") && long.starts_with(b"xxx"));
+        let full = super::capped(&[b'x'; super::LINE_MAX - 1], &mut buf);
+        assert_eq!(full.len(), super::LINE_MAX);
+        assert!(full.ends_with(b"xx\n"));
     }
 
     #[test]

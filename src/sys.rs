@@ -332,15 +332,55 @@ pub const STEP_IDS: u8 = 4;
 /// the read end of a close-on-exec pipe: it reaches end-of-file when the
 /// exec succeeds, or carries `[step, errno as 4 native-endian bytes]` when
 /// it fails (the child then exits 127 for ENOENT, 126 otherwise).
+///
+/// The child is made the way posix_spawn makes it: a clone that shares
+/// this process's memory and runs on a stack of its own (in this frame)
+/// while this process waits for it to exec or exit (CLONE_VM |
+/// CLONE_VFORK). No page table is copied and no page faults in on either
+/// side, which a fork of even this small process costs. The child writes
+/// only to its stack and to the script (its pid in the environment), which
+/// this process drops afterwards.
 pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, OwnedFd)> {
-    let (report_r, report_w) = pipe()?;
-    // SAFETY: the child branch below runs only async-signal-safe calls
-    // (dup, dup2, fcntl, setpgid, chdir, sigprocmask, execve, write, _exit)
-    // on memory prepared before the fork, and never returns.
-    let pid = unsafe { fork_raw() }?;
-    if pid == 0 {
-        child_run(script, report_w.as_raw_fd());
+    /// What the child's entry point is handed.
+    struct Start<'a> {
+        script: &'a mut ChildScript,
+        report: RawFd,
     }
+    extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: arg is the &mut Start that fork_exec passed to clone,
+        // alive until the child execs or exits: the parent is suspended
+        // until then (CLONE_VFORK).
+        let start = unsafe { &mut *arg.cast::<Start>() };
+        child_run(start.script, start.report)
+    }
+    /// The child's stack: child_run needs well under a page.
+    const STACK: usize = 16 * 1024;
+    let (report_r, report_w) = pipe()?;
+    let mut stack = [0u8; STACK];
+    let mut start = Start {
+        script,
+        report: report_w.as_raw_fd(),
+    };
+    // The stack grows down from its end (16-byte aligned, as the ABI
+    // wants; the C library aligns it again).
+    let top = stack.as_mut_ptr().wrapping_add(STACK);
+    let top = top.wrapping_sub(top as usize % 16);
+    // SAFETY: entry runs only async-signal-safe calls (dup, dup2, fcntl,
+    // setpgid, chdir, sigprocmask, execve, write, _exit, raw credential
+    // syscalls) on memory prepared before the clone, on its own stack
+    // (which outlives it: this frame waits), and never returns. With
+    // CLONE_VFORK this thread resumes only once the child has executed or
+    // exited, so nothing the child reads changes under it. Every catchable
+    // asynchronous signal is blocked (main blocks them first), so no
+    // handler runs in the child on shared memory.
+    let pid = cvt(unsafe {
+        libc::clone(
+            entry,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut start).cast(),
+        )
+    })?;
     if script.new_group {
         // The child does the same: whichever runs first, the group exists
         // before anyone can signal it. Once the child has executed, this
@@ -404,9 +444,10 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
                 break;
             }
         }
-        // Written through the Vec's own pointer: the child has its private
-        // copy of the memory, and envp's pointer to this string (from
-        // as_ptr) stays valid alongside as_mut_ptr.
+        // Written through the Vec's own pointer, in the memory the child
+        // shares with its parent (which drops the script once the child
+        // has executed); envp's pointer to this string (from as_ptr) stays
+        // valid alongside as_mut_ptr.
         let dst = string.as_mut_ptr();
         for (i, &d) in digits.iter().take(n).rev().enumerate() {
             // SAFETY: offset + i < offset + PID_DIGITS < string.len(),
