@@ -198,18 +198,7 @@ fn main() {
     }
 
     let direct: Vec<u128> = (0..21)
-        .map(|_| {
-            let t0 = now_ns();
-            let mut child = Command::new(&me)
-                .arg("stamp")
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let t1 = read_stamp(&mut child);
-            let _ = child.kill();
-            let _ = child.wait();
-            t1 - t0
-        })
+        .map(|_| spawn_directly(&me))
         .collect();
     let direct = median(direct);
     println!("spawn to first instruction (median of 21)");
@@ -419,21 +408,9 @@ fn startup_ab(bins: &[String]) {
         s.stop();
         t
     };
-    let direct = |_| {
-        let t0 = now_ns();
-        let mut child = Command::new(&me)
-            .arg("stamp")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = read_stamp(&mut child) - t0;
-        let _ = child.kill();
-        let _ = child.wait();
-        t
-    };
     println!("start_server's share of spawn to first instruction, ms (A: {a}, B: {b})");
     for round in 1..=5 {
-        let d = median((0..21).map(direct).collect());
+        let d = median((0..21).map(|_| spawn_directly(&me)).collect());
         let (mut ta, mut tb) = (Vec::new(), Vec::new());
         for _ in 0..21 {
             ta.push(spawn(a));
@@ -447,6 +424,21 @@ fn startup_ab(bins: &[String]) {
             d as f64 / 1e6
         );
     }
+}
+
+/// Spawn to first instruction of this program's `stamp`, spawned
+/// directly, in ns.
+fn spawn_directly(me: &str) -> u128 {
+    let t0 = now_ns();
+    let mut child = Command::new(me)
+        .arg("stamp")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = read_stamp(&mut child) - t0;
+    let _ = child.kill();
+    let _ = child.wait();
+    t
 }
 
 struct Supervised {
