@@ -197,9 +197,7 @@ fn main() {
         s.stop();
     }
 
-    let direct: Vec<u128> = (0..21)
-        .map(|_| spawn_directly(&me))
-        .collect();
+    let direct: Vec<u128> = (0..21).map(|_| spawn_directly(&me)).collect();
     let direct = median(direct);
     println!("spawn to first instruction (median of 21)");
     println!(

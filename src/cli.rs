@@ -36,75 +36,205 @@ pub enum Mode {
     Version,
 }
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Opt {
-    Port,
-    Path,
-    Dir,
-    Interval,
-    SignalOnHup,
-    SignalOnTerm,
-    PidFile,
-    StatusFile,
-    Envdir,
-    LogFile,
-    Daemonize,
-    EnableAutoRestart,
-    AutoRestartInterval,
-    KillOldDelay,
-    Backlog,
-    StopTimeout,
-    DrainTimeout,
-    StartRetries,
-    ShutdownDelay,
-    SignalGroup,
-    Timeout,
-    Protocols,
-    FdNames,
-    Readiness,
-    ReadyTimeout,
-    User,
-    Restart,
-    Stop,
-    Status,
-    Help,
-    Version,
+/// What the options set: the configuration, and which mode was asked for.
+#[derive(Default)]
+struct Parsed {
+    cfg: Config,
+    restart: bool,
+    stop: bool,
+    status: bool,
+    help: bool,
+    version: bool,
 }
 
-/// Every option: its name and whether it takes a value.
-const OPTIONS: &[(&str, Opt, bool)] = &[
-    ("port", Opt::Port, true),
-    ("path", Opt::Path, true),
-    ("dir", Opt::Dir, true),
-    ("interval", Opt::Interval, true),
-    ("signal-on-hup", Opt::SignalOnHup, true),
-    ("signal-on-term", Opt::SignalOnTerm, true),
-    ("pid-file", Opt::PidFile, true),
-    ("status-file", Opt::StatusFile, true),
-    ("envdir", Opt::Envdir, true),
-    ("log-file", Opt::LogFile, true),
-    ("daemonize", Opt::Daemonize, false),
-    ("enable-auto-restart", Opt::EnableAutoRestart, false),
-    ("auto-restart-interval", Opt::AutoRestartInterval, true),
-    ("kill-old-delay", Opt::KillOldDelay, true),
-    ("backlog", Opt::Backlog, true),
-    ("stop-timeout", Opt::StopTimeout, true),
-    ("drain-timeout", Opt::DrainTimeout, true),
-    ("start-retries", Opt::StartRetries, true),
-    ("shutdown-delay", Opt::ShutdownDelay, true),
-    ("signal-group", Opt::SignalGroup, false),
-    ("timeout", Opt::Timeout, true),
-    ("protocols", Opt::Protocols, true),
-    ("fd-names", Opt::FdNames, true),
-    ("readiness", Opt::Readiness, true),
-    ("ready-timeout", Opt::ReadyTimeout, true),
-    ("user", Opt::User, true),
-    ("restart", Opt::Restart, false),
-    ("stop", Opt::Stop, false),
-    ("status", Opt::Status, false),
-    ("help", Opt::Help, false),
-    ("version", Opt::Version, false),
+/// An option's value as given, with the readings every option shares.
+struct Value<'a> {
+    name: &'a str,
+    raw: OsString,
+}
+
+impl Value<'_> {
+    /// The value's text (an error if it is not UTF-8).
+    fn text(&self) -> Result<String, String> {
+        self.raw
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("invalid --{} value: not valid UTF-8", self.name))
+    }
+
+    /// The error for this value: `invalid --NAME value 'VALUE': WHY`.
+    fn bad(&self, why: &str) -> String {
+        format!(
+            "invalid --{} value '{}': {why}",
+            self.name,
+            self.raw.to_string_lossy()
+        )
+    }
+
+    /// The value read by `parse`, its error made `bad`.
+    fn parse<T>(&self, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, String> {
+        parse(&self.text()?).map_err(|e| self.bad(&e))
+    }
+
+    /// A number in Getopt::Long's syntax (`+5`, `1_0`), read by `parse`.
+    fn number<T>(&self, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, String> {
+        self.parse(|t| parse(&getopt_number(t)))
+    }
+
+    fn seconds(&self) -> Result<Duration, String> {
+        self.number(parse_seconds)
+    }
+
+    /// A path, which may be any bytes but empty.
+    fn path(&self) -> Result<PathBuf, String> {
+        nonempty(self.raw.clone()).map_err(|e| self.bad(&e))
+    }
+}
+
+/// One option of start_server's dialect: its name, what its value stands
+/// for (empty for a flag), its help, and what it sets. The parser and
+/// the usage text both read this table; its order is the usage's.
+struct Opt {
+    name: &'static str,
+    arg: &'static str,
+    help: &'static str,
+    set: fn(&mut Parsed, &Value) -> Result<(), String>,
+}
+
+/// A setting exported to the workers, as the original exports it: the
+/// number it read, not the text given.
+fn export_seconds(p: &mut Parsed, v: &Value, name: &'static str) -> Result<(), String> {
+    let d = v.seconds()?;
+    p.cfg.settings.push((name, fmt_secs(d)));
+    Ok(())
+}
+
+#[rustfmt::skip]
+const OPTIONS: &[Opt] = &[
+    Opt { name: "port", arg: "[HOST:][u]PORT[=FD]",
+        help: "TCP (u: UDP) socket to bind; [V6ADDR]:PORT\nfor IPv6; =FD places it on that descriptor",
+        set: |p, v| { p.cfg.ports.push(v.parse(str::parse)?); Ok(()) } },
+    Opt { name: "path", arg: "PATH", help: "unix socket to bind",
+        set: |p, v| { p.cfg.paths.push(v.path().map_err(|_| v.bad("empty path"))?); Ok(()) } },
+    Opt { name: "dir", arg: "DIR", help: "directory the server starts in",
+        set: |p, v| { p.cfg.dir = Some(v.raw.clone().into()); Ok(()) } },
+    Opt { name: "interval", arg: "SECONDS",
+        help: "how long a new server must live to count\nas started (default 1)",
+        set: |p, v| { p.cfg.interval = Some(v.seconds()?); Ok(()) } },
+    Opt { name: "signal-on-hup", arg: "SIG", help: "sent to old servers after a restart (TERM)",
+        set: |p, v| { p.cfg.signal_on_hup = Some(v.parse(parse_signal)?); Ok(()) } },
+    Opt { name: "signal-on-term", arg: "SIG", help: "sent to servers on SIGTERM (TERM)",
+        set: |p, v| { p.cfg.signal_on_term = Some(v.parse(parse_signal)?); Ok(()) } },
+    Opt { name: "pid-file", arg: "FILE", help: "write and lock start_server's pid",
+        set: |p, v| { p.cfg.pid_file = Some(v.path()?); Ok(()) } },
+    Opt { name: "status-file", arg: "FILE", help: "write GEN:PID of every live server",
+        set: |p, v| { p.cfg.status_file = Some(v.path()?); Ok(()) } },
+    Opt { name: "envdir", arg: "DIR",
+        help: "read NAME=first-line variables from DIR's\nfiles before every start (env ENVDIR)",
+        set: |p, v| { p.cfg.envdir = Some(v.path()?); Ok(()) } },
+    Opt { name: "log-file", arg: "FILE|'| CMD'", help: "append output to FILE, or pipe it to CMD",
+        set: |p, v| {
+            p.cfg.log_file = Some(parse_log_target(v.raw.clone()).map_err(|e| v.bad(&e))?);
+            Ok(())
+        } },
+    Opt { name: "daemonize", arg: "", help: "run in the background (needs --log-file)",
+        set: |p, _| { p.cfg.daemonize = true; Ok(()) } },
+    Opt { name: "enable-auto-restart", arg: "",
+        help: "restart periodically (env ENABLE_AUTO_RESTART)",
+        set: |p, _| { p.cfg.settings.push(("ENABLE_AUTO_RESTART", "1".into())); Ok(()) } },
+    Opt { name: "auto-restart-interval", arg: "S", help: "period of automatic restarts (360)",
+        set: |p, v| export_seconds(p, v, "AUTO_RESTART_INTERVAL") },
+    Opt { name: "kill-old-delay", arg: "SECONDS",
+        help: "wait before signalling old servers (0;\n5 with auto-restart) (env KILL_OLD_DELAY)",
+        set: |p, v| export_seconds(p, v, "KILL_OLD_DELAY") },
+    Opt { name: "backlog", arg: "N", help: "listen backlog (SOMAXCONN)",
+        set: |p, v| { p.cfg.backlog = Some(v.number(parse_backlog)?); Ok(()) } },
+    Opt { name: "stop-timeout", arg: "SECONDS",
+        help: "on shutdown, SIGKILL servers still alive\nafter this long (default: wait for them)",
+        set: |p, v| { p.cfg.stop_timeout = Some(v.seconds()?); Ok(()) } },
+    Opt { name: "drain-timeout", arg: "SECONDS",
+        help: "SIGKILL old servers still alive this long\nafter --signal-on-hup (default: wait)",
+        set: |p, v| { p.cfg.drain_timeout = Some(v.seconds()?); Ok(()) } },
+    Opt { name: "shutdown-delay", arg: "SECONDS",
+        help: "on TERM/INT/QUIT, keep serving this long\nbefore signalling the servers (0)",
+        set: |p, v| { p.cfg.shutdown_delay = Some(v.seconds()?); Ok(()) } },
+    Opt { name: "start-retries", arg: "N",
+        help: "give up after N+1 failed starts in a row\n(default: retry forever)",
+        set: |p, v| { p.cfg.start_retries = Some(v.number(parse_count)?); Ok(()) } },
+    Opt { name: "signal-group", arg: "", help: "signal each server's whole process group",
+        set: |p, _| { p.cfg.signal_group = true; Ok(()) } },
+    Opt { name: "readiness", arg: "interval|notify",
+        help: "a new server is up after --interval, or\nwhen it sends READY=1 on NOTIFY_SOCKET",
+        set: |p, v| { p.cfg.readiness = v.parse(parse_readiness)?; Ok(()) } },
+    Opt { name: "ready-timeout", arg: "SECONDS",
+        help: "with notify: kill a server not ready by\nthen and retry (default 60)",
+        set: |p, v| { p.cfg.ready_timeout = Some(v.number(parse_ready_timeout)?); Ok(()) } },
+    Opt { name: "protocols", arg: "LIST",
+        help: "fd-passing variables servers get: any of\nserver-starter,systemd,einhorn (all)",
+        set: |p, v| { p.cfg.protocols = v.parse(parse_protocols)?; Ok(()) } },
+    Opt { name: "fd-names", arg: "NAME:NAME...", help: "LISTEN_FDNAMES names, in socket order",
+        set: |p, v| { p.cfg.fd_names = v.parse(parse_fd_names)?; Ok(()) } },
+    Opt { name: "user", arg: "LOGIN", help: "run servers as this user (root only)",
+        set: |p, v| { p.cfg.user = Some(v.parse(parse_user)?); Ok(()) } },
+    Opt { name: "restart", arg: "", help: "tell a running start_server to restart",
+        set: |p, _| { p.restart = true; Ok(()) } },
+    Opt { name: "stop", arg: "", help: "tell a running start_server to stop",
+        set: |p, _| { p.stop = true; Ok(()) } },
+    Opt { name: "timeout", arg: "SECONDS",
+        help: "--restart and --stop fail after this long\n(default: wait as long as it takes)",
+        set: |p, v| { p.cfg.timeout = Some(v.seconds()?); Ok(()) } },
+    Opt { name: "status", arg: "",
+        help: "print start_server's pid and its workers;\nexit 0 if one serves, 1 if start_server is\nnot running, 2 if it runs but none serves",
+        set: |p, _| { p.status = true; Ok(()) } },
+    Opt { name: "help", arg: "", help: "print this help",
+        set: |p, _| { p.help = true; Ok(()) } },
+    Opt { name: "version", arg: "", help: "print the version",
+        set: |p, _| { p.version = true; Ok(()) } },
 ];
+
+const USAGE_HEAD: &str = "\
+Usage: start_server [options] -- server-prog server-arg1 server-arg2 ...
+       start_server --restart --pid-file=FILE --status-file=FILE
+       start_server --stop --pid-file=FILE
+       start_server --status --pid-file=FILE --status-file=FILE
+
+A superdaemon for hot-deploying server programs: binds the sockets, runs
+the server with them inherited, and on SIGHUP starts a new generation and
+gracefully stops the old one once the new one is up.
+
+Options (any unique prefix works; -name works like --name):
+";
+
+const USAGE_TAIL: &str = "
+See start_server(1) for signals, files and the environment.
+";
+
+/// The help text: every option of the table, its help in a column.
+pub fn usage() -> String {
+    const COLUMN: usize = 31;
+    let mut text = USAGE_HEAD.to_string();
+    for opt in OPTIONS {
+        let mut left = format!("  --{}", opt.name);
+        if !opt.arg.is_empty() {
+            left.push('=');
+            left.push_str(opt.arg);
+        }
+        for (i, line) in opt.help.lines().enumerate() {
+            let width = if i == 0 { left.len() } else { 0 };
+            if i == 0 {
+                text.push_str(&left);
+            }
+            text.extend(std::iter::repeat_n(
+                ' ',
+                COLUMN.saturating_sub(width).max(2),
+            ));
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(USAGE_TAIL);
+    text
+}
 
 /// Neither Getopt::Long (without bundling) nor Go's flag package reads
 /// single-dash letters as a cluster: `-port=80` is the option `port` with
@@ -130,22 +260,22 @@ fn single_dash(c: char, parser: &mut lexopt::Parser) -> (String, Option<OsString
 }
 
 /// An exact name or a unique prefix of one, in any case.
-fn lookup(name: &str) -> Result<(&'static str, Opt, bool), String> {
+fn lookup(name: &str) -> Result<&'static Opt, String> {
     let name = name.to_ascii_lowercase();
-    if let Some(&found) = OPTIONS.iter().find(|(n, ..)| *n == name) {
+    if let Some(found) = OPTIONS.iter().find(|o| o.name == name) {
         return Ok(found);
     }
     // `--status` is known by its whole name alone: its prefixes stay
     // `--status-file`'s, as in the original.
-    let matches: Vec<_> = OPTIONS
+    let matches: Vec<&Opt> = OPTIONS
         .iter()
-        .filter(|(n, opt, _)| n.starts_with(&name) && *opt != Opt::Status)
+        .filter(|o| o.name.starts_with(&name) && o.name != "status")
         .collect();
     match matches.as_slice() {
-        [one] => Ok(**one),
+        [one] => Ok(one),
         [] => Err(format!("unknown option '{name}' (see --help)")),
         many => {
-            let names: Vec<_> = many.iter().map(|(n, ..)| *n).collect();
+            let names: Vec<_> = many.iter().map(|o| o.name).collect();
             Err(format!(
                 "option '{name}' is ambiguous ({})",
                 names.join(", ")
@@ -159,16 +289,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
     let mut parser = lexopt::Parser::from_args(args);
     // `-p=80` must reach us as "p=80", not as "p" with value "80".
     parser.set_short_equals(false);
-    let mut cfg = Config::default();
-    let (mut restart, mut stop, mut help, mut version) = (false, false, false, false);
-    let mut status = false;
+    let mut p = Parsed::default();
     loop {
         // `--` ends the options here rather than in lexopt, so that a
         // `+word` after it is never read as an option.
         if let Some(mut raw) = parser.try_raw_args()
             && raw.next_if(|a| a == "--").is_some()
         {
-            cfg.command.extend(raw);
+            p.cfg.command.extend(raw);
             break;
         }
         let Some(arg) = parser.next().map_err(|e| e.to_string())? else {
@@ -189,112 +317,43 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
                 }
             }
             Value(v) => {
-                cfg.command.push(v);
-                cfg.command
+                p.cfg.command.push(v);
+                p.cfg
+                    .command
                     .extend(parser.raw_args().map_err(|e| e.to_string())?);
                 break;
             }
         };
-        let (mut name, mut opt, mut takes_value) = lookup(&word)?;
+        let mut opt = lookup(&word)?;
         // In the original, `--status` is a prefix of `--status-file`: with a
         // value attached it still is; alone, it is the client mode.
-        if opt == Opt::Status && attached.is_some() {
-            (name, opt, takes_value) = ("status-file", Opt::StatusFile, true);
+        if opt.name == "status" && attached.is_some() {
+            opt = lookup("status-file")?;
         }
-        let value = match (takes_value, attached) {
-            (true, Some(v)) => Some(v),
-            (true, None) => Some(
-                parser
-                    .value()
-                    .map_err(|_| format!("option '--{name}' needs a value"))?,
-            ),
-            (false, Some(_)) => return Err(format!("option '--{name}' takes no value")),
-            (false, None) => None,
+        let raw = match (!opt.arg.is_empty(), attached) {
+            (true, Some(v)) => v,
+            (true, None) => parser
+                .value()
+                .map_err(|_| format!("option '--{}' needs a value", opt.name))?,
+            (false, Some(_)) => return Err(format!("option '--{}' takes no value", opt.name)),
+            (false, None) => OsString::new(),
         };
-        let raw = value.unwrap_or_default();
-        let text = || {
-            raw.to_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("invalid --{name} value: not valid UTF-8"))
-        };
-        let number = || text().map(|t| getopt_number(&t));
-        let bad = |why: &str| format!("invalid --{name} value '{}': {why}", raw.to_string_lossy());
-        match opt {
-            Opt::Port => cfg
-                .ports
-                .push(text()?.parse().map_err(|e: String| bad(&e))?),
-            Opt::Path => {
-                if raw.is_empty() {
-                    return Err(bad("empty path"));
-                }
-                cfg.paths.push(raw.into())
-            }
-            Opt::Dir => cfg.dir = Some(raw.into()),
-            Opt::Interval => cfg.interval = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?),
-            Opt::SignalOnHup => {
-                cfg.signal_on_hup = Some(parse_signal(&text()?).map_err(|e| bad(&e))?)
-            }
-            Opt::SignalOnTerm => {
-                cfg.signal_on_term = Some(parse_signal(&text()?).map_err(|e| bad(&e))?)
-            }
-            Opt::PidFile => cfg.pid_file = Some(nonempty(raw.clone()).map_err(|e| bad(&e))?),
-            Opt::StatusFile => cfg.status_file = Some(nonempty(raw.clone()).map_err(|e| bad(&e))?),
-            Opt::Envdir => cfg.envdir = Some(nonempty(raw.clone()).map_err(|e| bad(&e))?),
-            Opt::LogFile => {
-                cfg.log_file = Some(parse_log_target(raw.clone()).map_err(|e| bad(&e))?)
-            }
-            Opt::Daemonize => cfg.daemonize = true,
-            Opt::EnableAutoRestart => cfg.settings.push(("ENABLE_AUTO_RESTART", "1".into())),
-            // As in the original, the number (not the text) is exported.
-            Opt::AutoRestartInterval => {
-                let d = parse_seconds(&number()?).map_err(|e| bad(&e))?;
-                cfg.settings.push(("AUTO_RESTART_INTERVAL", fmt_secs(d)))
-            }
-            Opt::KillOldDelay => {
-                let d = parse_seconds(&number()?).map_err(|e| bad(&e))?;
-                cfg.settings.push(("KILL_OLD_DELAY", fmt_secs(d)))
-            }
-            Opt::Backlog => cfg.backlog = Some(parse_backlog(&number()?).map_err(|e| bad(&e))?),
-            Opt::StopTimeout => {
-                cfg.stop_timeout = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
-            }
-            Opt::DrainTimeout => {
-                cfg.drain_timeout = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
-            }
-            Opt::StartRetries => {
-                cfg.start_retries = Some(parse_count(&number()?).map_err(|e| bad(&e))?)
-            }
-            Opt::ShutdownDelay => {
-                cfg.shutdown_delay = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?)
-            }
-            Opt::SignalGroup => cfg.signal_group = true,
-            Opt::Timeout => cfg.timeout = Some(parse_seconds(&number()?).map_err(|e| bad(&e))?),
-            Opt::Protocols => cfg.protocols = parse_protocols(&text()?).map_err(|e| bad(&e))?,
-            Opt::FdNames => cfg.fd_names = parse_fd_names(&text()?).map_err(|e| bad(&e))?,
-            Opt::Readiness => {
-                cfg.readiness = match text()?.as_str() {
-                    "interval" => Readiness::Interval,
-                    "notify" => Readiness::Notify,
-                    _ => return Err(bad("expected 'interval' or 'notify'")),
-                }
-            }
-            Opt::ReadyTimeout => {
-                cfg.ready_timeout = Some(parse_ready_timeout(&number()?).map_err(|e| bad(&e))?)
-            }
-            Opt::User => {
-                let user = text()?;
-                if user.is_empty() {
-                    return Err(bad("empty user name"));
-                }
-                cfg.user = Some(user)
-            }
-            Opt::Restart => restart = true,
-            Opt::Status => status = true,
-            Opt::Stop => stop = true,
-            Opt::Help => help = true,
-            Opt::Version => version = true,
-        }
+        (opt.set)(
+            &mut p,
+            &Value {
+                name: opt.name,
+                raw,
+            },
+        )?;
     }
+    let Parsed {
+        cfg,
+        restart,
+        stop,
+        status,
+        help,
+        version,
+    } = p;
     if help {
         return Ok(Mode::Help);
     }
@@ -389,6 +448,21 @@ fn check_placements(ports: &[PortSpec]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn parse_readiness(s: &str) -> Result<Readiness, String> {
+    match s {
+        "interval" => Ok(Readiness::Interval),
+        "notify" => Ok(Readiness::Notify),
+        _ => Err("expected 'interval' or 'notify'".into()),
+    }
+}
+
+fn parse_user(s: &str) -> Result<String, String> {
+    match s.is_empty() {
+        true => Err("empty user name".into()),
+        false => Ok(s.to_string()),
+    }
 }
 
 fn nonempty(raw: OsString) -> Result<PathBuf, String> {
@@ -679,69 +753,24 @@ left. SIGUSR1 upgrades socketmaster itself in place.
 See start_server(1), section SOCKETMASTER.
 ";
 
-pub const USAGE: &str = "\
-Usage: start_server [options] -- server-prog server-arg1 server-arg2 ...
-       start_server --restart --pid-file=FILE --status-file=FILE
-       start_server --stop --pid-file=FILE
-       start_server --status --pid-file=FILE --status-file=FILE
-
-A superdaemon for hot-deploying server programs: binds the sockets, runs
-the server with them inherited, and on SIGHUP starts a new generation and
-gracefully stops the old one once the new one is up.
-
-Options (any unique prefix works; -name works like --name):
-  --port=[HOST:][u]PORT[=FD]   TCP (u: UDP) socket to bind; [V6ADDR]:PORT
-                               for IPv6; =FD places it on that descriptor
-  --path=PATH                  unix socket to bind
-  --dir=DIR                    directory the server starts in
-  --interval=SECONDS           how long a new server must live to count
-                               as started (default 1)
-  --signal-on-hup=SIG          sent to old servers after a restart (TERM)
-  --signal-on-term=SIG         sent to servers on SIGTERM (TERM)
-  --pid-file=FILE              write and lock start_server's pid
-  --status-file=FILE           write GEN:PID of every live server
-  --envdir=DIR                 read NAME=first-line variables from DIR's
-                               files before every start (env ENVDIR)
-  --log-file=FILE|'| CMD'      append output to FILE, or pipe it to CMD
-  --daemonize                  run in the background (needs --log-file)
-  --enable-auto-restart        restart periodically (env ENABLE_AUTO_RESTART)
-  --auto-restart-interval=S    period of automatic restarts (360)
-  --kill-old-delay=SECONDS     wait before signalling old servers (0;
-                               5 with auto-restart) (env KILL_OLD_DELAY)
-  --backlog=N                  listen backlog (SOMAXCONN)
-  --stop-timeout=SECONDS       on shutdown, SIGKILL servers still alive
-                               after this long (default: wait for them)
-  --drain-timeout=SECONDS      SIGKILL old servers still alive this long
-                               after --signal-on-hup (default: wait)
-  --shutdown-delay=SECONDS     on TERM/INT/QUIT, keep serving this long
-                               before signalling the servers (0)
-  --start-retries=N            give up after N+1 failed starts in a row
-                               (default: retry forever)
-  --signal-group               signal each server's whole process group
-  --readiness=interval|notify  a new server is up after --interval, or
-                               when it sends READY=1 on NOTIFY_SOCKET
-  --ready-timeout=SECONDS      with notify: kill a server not ready by
-                               then and retry (default 60)
-  --protocols=LIST             fd-passing variables servers get: any of
-                               server-starter,systemd,einhorn (all)
-  --fd-names=NAME:NAME...      LISTEN_FDNAMES names, in socket order
-  --user=LOGIN                 run servers as this user (root only)
-  --restart                    tell a running start_server to restart
-  --stop                       tell a running start_server to stop
-  --timeout=SECONDS            --restart and --stop fail after this long
-                               (default: wait as long as it takes)
-  --status                     print start_server's pid and its workers;
-                               exit 0 if one serves, 1 if start_server is
-                               not running, 2 if it runs but none serves
-  --help                       print this help
-  --version                    print the version
-
-See start_server(1) for signals, files and the environment.
-";
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table is the one list of options: each is in the usage text
+    /// and in the manual, and its name takes no prefix of another's.
+    #[test]
+    fn every_option_is_in_the_usage_and_the_manual() {
+        let usage = usage();
+        let manual = include_str!("../man/start_server.1");
+        for opt in OPTIONS {
+            assert!(usage.contains(&format!("  --{}", opt.name)), "{}", opt.name);
+            let man = format!("\\-\\-{}", opt.name.replace('-', "\\-"));
+            assert!(manual.contains(&man), "{} ({man}) not in the manual", opt.name);
+            assert_eq!(lookup(opt.name).map(|o| o.name), Ok(opt.name));
+        }
+        assert!(usage.ends_with("See start_server(1) for signals, files and the environment.\n"));
+    }
 
     fn run(args: &[&str]) -> Result<Box<Config>, String> {
         match parse(args.iter().map(OsString::from))? {

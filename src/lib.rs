@@ -120,7 +120,7 @@ pub fn main() -> i32 {
             0
         }
         Mode::Help => {
-            let _ = sys::write_all(1, cli::USAGE.as_bytes());
+            let _ = sys::write_all(1, cli::usage().as_bytes());
             0
         }
         Mode::Version => {
