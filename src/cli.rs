@@ -11,7 +11,9 @@ use std::time::Duration;
 use lexopt::prelude::*;
 
 use crate::clock::{fmt_secs, parse_seconds};
-use crate::config::{Config, LogTarget, Personality, Protocols, Readiness};
+use crate::config::{
+    Config, DEFAULT_READY_TIMEOUT, LogTarget, Personality, Protocols, Readiness, Rules,
+};
 use crate::listen::PortSpec;
 use crate::sig;
 
@@ -120,11 +122,11 @@ const OPTIONS: &[Opt] = &[
         set: |p, v| { p.cfg.dir = Some(v.raw.clone().into()); Ok(()) } },
     Opt { name: "interval", arg: "SECONDS",
         help: "how long a new server must live to count\nas started (default 1)",
-        set: |p, v| { p.cfg.interval = Some(v.seconds()?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.interval = v.seconds()?; Ok(()) } },
     Opt { name: "signal-on-hup", arg: "SIG", help: "sent to old servers after a restart (TERM)",
-        set: |p, v| { p.cfg.signal_on_hup = Some(v.parse(parse_signal)?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.signal_on_hup = v.parse(parse_signal)?; Ok(()) } },
     Opt { name: "signal-on-term", arg: "SIG", help: "sent to servers on SIGTERM (TERM)",
-        set: |p, v| { p.cfg.signal_on_term = Some(v.parse(parse_signal)?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.signal_on_term = v.parse(parse_signal)?; Ok(()) } },
     Opt { name: "pid-file", arg: "FILE", help: "write and lock start_server's pid",
         set: |p, v| { p.cfg.pid_file = Some(v.path()?); Ok(()) } },
     Opt { name: "status-file", arg: "FILE", help: "write GEN:PID of every live server",
@@ -151,16 +153,16 @@ const OPTIONS: &[Opt] = &[
         set: |p, v| { p.cfg.backlog = Some(v.number(parse_backlog)?); Ok(()) } },
     Opt { name: "stop-timeout", arg: "SECONDS",
         help: "on shutdown, SIGKILL servers still alive\nafter this long (default: wait for them)",
-        set: |p, v| { p.cfg.stop_timeout = Some(v.seconds()?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.stop_timeout = Some(v.seconds()?); Ok(()) } },
     Opt { name: "drain-timeout", arg: "SECONDS",
         help: "SIGKILL old servers still alive this long\nafter --signal-on-hup (default: wait)",
-        set: |p, v| { p.cfg.drain_timeout = Some(v.seconds()?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.drain_timeout = Some(v.seconds()?); Ok(()) } },
     Opt { name: "shutdown-delay", arg: "SECONDS",
         help: "on TERM/INT/QUIT, keep serving this long\nbefore signalling the servers (0)",
-        set: |p, v| { p.cfg.shutdown_delay = Some(v.seconds()?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.shutdown_delay = v.seconds()?; Ok(()) } },
     Opt { name: "start-retries", arg: "N",
         help: "give up after N+1 failed starts in a row\n(default: retry forever)",
-        set: |p, v| { p.cfg.start_retries = Some(v.number(parse_count)?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.start_retries = Some(v.number(parse_count)?); Ok(()) } },
     Opt { name: "signal-group", arg: "", help: "signal each server's whole process group",
         set: |p, _| { p.cfg.signal_group = true; Ok(()) } },
     Opt { name: "readiness", arg: "interval|notify",
@@ -168,7 +170,7 @@ const OPTIONS: &[Opt] = &[
         set: |p, v| { p.cfg.readiness = v.parse(parse_readiness)?; Ok(()) } },
     Opt { name: "ready-timeout", arg: "SECONDS",
         help: "with notify: kill a server not ready by\nthen and retry (default 60)",
-        set: |p, v| { p.cfg.ready_timeout = Some(v.number(parse_ready_timeout)?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.ready_timeout = Some(v.number(parse_ready_timeout)?); Ok(()) } },
     Opt { name: "protocols", arg: "LIST",
         help: "fd-passing variables servers get: any of\nserver-starter,systemd,einhorn (all)",
         set: |p, v| { p.cfg.protocols = v.parse(parse_protocols)?; Ok(()) } },
@@ -407,7 +409,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             cfg.fd_names.len()
         ));
     }
-    Ok(Mode::Run(Box::new(cfg)))
+    Ok(run_mode(cfg))
 }
 
 /// `+name` or `+name=value`: the option name and what follows, when the
@@ -577,6 +579,18 @@ fn parse_log_target(raw: OsString) -> Result<LogTarget, String> {
     Ok(LogTarget::File(raw.into()))
 }
 
+/// The configuration both dialects end with: the policy of its
+/// personality, and a ready timeout only where readiness is by
+/// notification.
+fn run_mode(mut cfg: Config) -> Mode {
+    cfg.rules.policy = cfg.personality.policy();
+    cfg.rules.ready_timeout = match cfg.readiness {
+        Readiness::Notify => Some(cfg.rules.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT)),
+        Readiness::Interval => None,
+    };
+    Mode::Run(Box::new(cfg))
+}
+
 /// Parses socketmaster's command line, in Go `flag` syntax: `-name=value`,
 /// `-name value`, `--name=value`; booleans as `-syslog` or `-syslog=true`;
 /// names exact. Flags end at `--` or at the first other word: the rest are
@@ -586,7 +600,10 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
     parser.set_short_equals(false);
     let mut cfg = Config {
         personality: Personality::Socketmaster,
-        interval: Some(Duration::from_millis(3000)),
+        rules: Rules {
+            interval: Duration::from_millis(3000),
+            ..Rules::default()
+        },
         protocols: Protocols::default(),
         ..Config::default()
     };
@@ -624,7 +641,7 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
                         "invalid value \"{v}\" for flag -start: expected milliseconds, 0 or more"
                     )
                 })?;
-                cfg.interval = Some(Duration::from_millis(ms));
+                cfg.rules.interval = Duration::from_millis(ms);
             }
             "syslog" => {
                 cfg.syslog = match attached
@@ -651,7 +668,7 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
             }
             "ready-timeout" => {
                 let v = value(&mut parser)?;
-                cfg.ready_timeout =
+                cfg.rules.ready_timeout =
                     Some(parse_ready_timeout(&v).map_err(|e| {
                         format!("invalid value \"{v}\" for flag -ready-timeout: {e}")
                     })?);
@@ -669,7 +686,7 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
         Listen::Path(p) => cfg.paths.push(p),
         Listen::Fd(fd) => cfg.open_fds.push(fd),
     }
-    Ok(Mode::Run(Box::new(cfg)))
+    Ok(run_mode(cfg))
 }
 
 /// Where a `-listen` URI says to listen.
@@ -766,7 +783,11 @@ mod tests {
         for opt in OPTIONS {
             assert!(usage.contains(&format!("  --{}", opt.name)), "{}", opt.name);
             let man = format!("\\-\\-{}", opt.name.replace('-', "\\-"));
-            assert!(manual.contains(&man), "{} ({man}) not in the manual", opt.name);
+            assert!(
+                manual.contains(&man),
+                "{} ({man}) not in the manual",
+                opt.name
+            );
             assert_eq!(lookup(opt.name).map(|o| o.name), Ok(opt.name));
         }
         assert!(usage.ends_with("See start_server(1) for signals, files and the environment.\n"));
@@ -809,7 +830,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cfg.ports[0].spec, "8080");
-        assert_eq!(cfg.interval, Some(Duration::ZERO));
+        assert_eq!(cfg.rules.interval, Duration::ZERO);
         assert_eq!(cfg.backlog, Some(10));
         // The original exports the number, not the text.
         assert_eq!(
@@ -820,8 +841,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            run(&["--interval=0_1", "x"]).unwrap().interval,
-            Some(Duration::from_secs(1))
+            run(&["--interval=0_1", "x"]).unwrap().rules.interval,
+            Duration::from_secs(1)
         );
         assert_eq!(run(&["--", "+port=1"]).unwrap().command, ["+port=1"]);
         assert_eq!(
@@ -849,7 +870,7 @@ mod tests {
         assert_eq!(cfg.command, ["plackup", "-s", "Starlet"]);
         let cfg = run(&["--interval=2", "--", "--weird", "-x"]).unwrap();
         assert_eq!(cfg.command, ["--weird", "-x"]);
-        assert_eq!(cfg.interval, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.rules.interval, Duration::from_secs(2));
     }
 
     #[test]
@@ -895,7 +916,7 @@ mod tests {
         assert!(err.contains("status-file"), "{err}");
         let err = run(&["-p=1", "x"]).unwrap_err();
         assert!(err.contains("ambiguous"), "{err}");
-        assert!(run(&["-i=0.5", "x"]).unwrap().interval == Some(Duration::from_millis(500)));
+        assert!(run(&["-i=0.5", "x"]).unwrap().rules.interval == Duration::from_millis(500));
     }
 
     #[test]
@@ -969,12 +990,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cfg.command, ["srv", "-a"]);
-        assert_eq!(cfg.interval, Some(Duration::ZERO));
+        assert_eq!(cfg.rules.interval, Duration::ZERO);
         assert!(cfg.syslog);
         assert_eq!(cfg.ports[0].spec, "tcp4://127.0.0.1:99");
         let cfg = sm(&["-command=srv"]).unwrap();
         assert_eq!(cfg.ports[0].host, crate::listen::Host::Dual);
-        assert_eq!(cfg.interval, Some(Duration::from_millis(3000)));
+        assert_eq!(cfg.rules.interval, Duration::from_millis(3000));
         assert!(!sm(&["-command=srv", "-syslog=false"]).unwrap().syslog);
         for (args, needle) in [
             (

@@ -22,23 +22,14 @@ pub struct Config {
     pub ports: Vec<PortSpec>,
     pub paths: Vec<PathBuf>,
     pub dir: Option<PathBuf>,
-    pub interval: Option<Duration>,
-    pub signal_on_hup: Option<sig::Signal>,
-    pub signal_on_term: Option<sig::Signal>,
     pub pid_file: Option<PathBuf>,
     pub status_file: Option<PathBuf>,
     pub envdir: Option<PathBuf>,
     pub log_file: Option<LogTarget>,
     pub daemonize: bool,
     pub backlog: Option<i32>,
-    pub stop_timeout: Option<Duration>,
-    /// SIGKILL for old workers still draining this long after
-    /// --signal-on-hup.
-    pub drain_timeout: Option<Duration>,
-    /// Give up after this many failed starts in a row.
-    pub start_retries: Option<u32>,
-    /// Keep serving this long after TERM/INT/QUIT.
-    pub shutdown_delay: Option<Duration>,
+    /// What the rules read: timings, signals, retries.
+    pub rules: Rules,
     /// Signal each worker's whole process group.
     pub signal_group: bool,
     /// How long the client modes wait at most.
@@ -49,8 +40,6 @@ pub struct Config {
     pub fd_names: Vec<String>,
     /// What makes a new worker count as started.
     pub readiness: Readiness,
-    /// With notify readiness: how long a worker may take to be ready.
-    pub ready_timeout: Option<Duration>,
     /// The user workers run as (`--user`, `-user`).
     pub user: Option<String>,
     /// Which program's behaviour this is.
@@ -162,3 +151,47 @@ pub struct Settings {
 }
 
 pub const DEFAULT_AUTO_RESTART_INTERVAL: Duration = Duration::from_secs(360);
+
+/// The default of --ready-timeout.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the rules read (see `rules`), as the parsers fill it: each
+/// default is written here, once.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// How long a new worker must live to count as started (--interval).
+    pub interval: Duration,
+    pub signal_on_hup: sig::Signal,
+    pub signal_on_term: sig::Signal,
+    /// On shutdown, SIGKILL for workers still alive this long after their
+    /// signal (none: wait for them).
+    pub stop_timeout: Option<Duration>,
+    /// How long an old worker may drain after --signal-on-hup before it
+    /// gets SIGKILL (none: as long as it takes).
+    pub drain_timeout: Option<Duration>,
+    /// How many failed starts in a row are retried (none: forever).
+    pub start_retries: Option<u32>,
+    /// How long to keep serving after TERM/INT/QUIT before the workers are
+    /// signalled.
+    pub shutdown_delay: Duration,
+    /// With readiness by notification: how long a new worker may take to
+    /// send READY=1 (none: readiness is --interval's).
+    pub ready_timeout: Option<Duration>,
+    pub policy: Policy,
+}
+
+impl Default for Rules {
+    fn default() -> Rules {
+        Rules {
+            interval: Duration::from_secs(1),
+            signal_on_hup: sig::Signal::of(sig::TERM),
+            signal_on_term: sig::Signal::of(sig::TERM),
+            stop_timeout: None,
+            drain_timeout: None,
+            start_retries: None,
+            shutdown_delay: Duration::ZERO,
+            ready_timeout: None,
+            policy: Personality::StartServer.policy(),
+        }
+    }
+}

@@ -71,9 +71,6 @@ use status::{LockError, PidFile};
 /// Exit status for bad usage and failures before the first worker runs.
 const EXIT_FAILURE: i32 = 1;
 
-/// How long a worker may take to send READY=1, by default.
-const DEFAULT_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// The program: returns the exit status.
 #[doc(hidden)]
 pub fn main() -> i32 {
@@ -433,19 +430,16 @@ fn run(mut cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
     // nothing can fail after it but the supervisor, which removes it.
     let notify = match cfg.readiness {
         config::Readiness::Interval => None,
-        config::Readiness::Notify => {
-            let timeout = cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
-            match Notify::create(timeout, ids.as_ref()) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    return abort(
-                        format!("unable to create the notification socket: {}", errtext(&e)),
-                        pid_file,
-                        &listeners,
-                    );
-                }
+        config::Readiness::Notify => match Notify::create(ids.as_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                return abort(
+                    format!("unable to create the notification socket: {}", errtext(&e)),
+                    pid_file,
+                    &listeners,
+                );
             }
-        }
+        },
     };
     let resources = Resources {
         listeners,
@@ -489,17 +483,7 @@ fn make_setup(
         listeners: r.listeners,
         systemd_layout: r.systemd_layout,
         protocols: cfg.protocols,
-        interval: cfg.interval.unwrap_or(std::time::Duration::from_secs(1)),
-        signal_on_hup: cfg
-            .signal_on_hup
-            .unwrap_or_else(|| sig::Signal::of(libc::SIGTERM)),
-        signal_on_term: cfg
-            .signal_on_term
-            .unwrap_or_else(|| sig::Signal::of(libc::SIGTERM)),
-        stop_timeout: cfg.stop_timeout,
-        drain_timeout: cfg.drain_timeout,
-        start_retries: cfg.start_retries,
-        shutdown_delay: cfg.shutdown_delay.unwrap_or_default(),
+        rules: cfg.rules,
         signal_group: cfg.signal_group,
         status_file: cfg.status_file,
         pid_file: r.pid_file,
@@ -508,7 +492,6 @@ fn make_setup(
         started: r.started,
         notify: r.notify,
         upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
-        policy: cfg.personality.policy(),
         ids,
         image,
     }
@@ -561,7 +544,6 @@ fn resume(
             fd: sys::take_inherited(*fd)
                 .map_err(|_| format!("notify descriptor {fd} is not open"))?,
             address: address.clone(),
-            timeout: cfg.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
             file: Notify::file_of(address, *id),
         }),
         (config::Readiness::Interval, None) => None,

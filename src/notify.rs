@@ -30,8 +30,6 @@ pub struct Notify {
     pub fd: OwnedFd,
     /// The NOTIFY_SOCKET value workers get.
     pub address: String,
-    /// How long a new worker may take to send READY=1.
-    pub timeout: Duration,
     /// The socket file, when the address is a path: removed at exit with
     /// its directory.
     pub file: Option<SocketFile>,
@@ -41,7 +39,7 @@ impl Notify {
     /// Creates the socket. With `ids` (workers run as another user), the
     /// directory and the socket are group-owned by the workers' group,
     /// which may reach the socket but not change the directory.
-    pub fn create(timeout: Duration, ids: Option<&Ids>) -> std::io::Result<Notify> {
+    pub fn create(ids: Option<&Ids>) -> std::io::Result<Notify> {
         let mut last = None;
         for parent in parents() {
             match create_in(&parent, ids) {
@@ -49,7 +47,6 @@ impl Notify {
                     return Ok(Notify {
                         fd,
                         address: path.to_string_lossy().into_owned(),
-                        timeout,
                         file: Some(SocketFile {
                             id: socket_file_id(&path),
                             path,
@@ -70,7 +67,6 @@ impl Notify {
         Ok(Notify {
             fd,
             address,
-            timeout,
             file: None,
         })
     }

@@ -13,7 +13,8 @@
 use std::time::{Duration, Instant};
 
 use crate::clock::{after, fmt_secs};
-use crate::config::{Policy, Settings};
+pub use crate::config::Rules;
+use crate::config::Settings;
 use crate::sig::{self, Signal};
 use crate::wait::{Pid, WaitStatus};
 
@@ -123,27 +124,6 @@ impl Shown {
             Shown::Draining => "draining",
         }
     }
-}
-
-/// The rules' settings, from the command line.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    pub interval: Duration,
-    pub signal_on_hup: Signal,
-    pub signal_on_term: Signal,
-    pub stop_timeout: Option<Duration>,
-    /// How long an old worker may drain after --signal-on-hup before it
-    /// gets SIGKILL (none: as long as it takes).
-    pub drain_timeout: Option<Duration>,
-    /// How many failed starts in a row are retried (none: forever).
-    pub start_retries: Option<u32>,
-    /// How long to keep serving after TERM/INT/QUIT before the workers are
-    /// signalled.
-    pub shutdown_delay: Duration,
-    /// With readiness by notification: how long a new worker may take to
-    /// send READY=1.
-    pub ready_timeout: Option<Duration>,
-    pub policy: Policy,
 }
 
 /// What makes a starting worker count as started.

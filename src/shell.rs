@@ -12,8 +12,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::config::Protocols;
 use crate::config::Settings;
-use crate::config::{Policy, Protocols};
 use crate::env::{self, Vars};
 use crate::listen::{self, Listener};
 use crate::log::errtext;
@@ -23,7 +23,6 @@ use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
 use crate::rules::{Core, ExecReport, Host, Rules, Say, Shown, Upstream};
-use crate::sig;
 use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
@@ -42,13 +41,8 @@ pub struct Setup {
     /// The sockets sit on 3, 4, ...: LISTEN_FDS can be offered.
     pub systemd_layout: bool,
     pub protocols: Protocols,
-    pub interval: Duration,
-    pub signal_on_hup: sig::Signal,
-    pub signal_on_term: sig::Signal,
-    pub stop_timeout: Option<Duration>,
-    pub drain_timeout: Option<Duration>,
-    pub start_retries: Option<u32>,
-    pub shutdown_delay: Duration,
+    /// What the rules read, as the command line set it.
+    pub rules: Rules,
     /// Signals go to each worker's whole process group.
     pub signal_group: bool,
     pub status_file: Option<PathBuf>,
@@ -63,8 +57,6 @@ pub struct Setup {
     /// The NOTIFY_SOCKET start_server itself was given (by systemd): told
     /// READY=1, RELOADING=1, STOPPING=1 and STATUS= as things happen.
     pub upstream_notify: Option<std::ffi::OsString>,
-    /// Where start_server and socketmaster behave differently.
-    pub policy: Policy,
     /// The user workers run as.
     pub ids: Option<Ids>,
     /// How to execute ourselves again, for a live upgrade.
@@ -167,7 +159,7 @@ impl Host for Effects {
     fn spawn(&mut self, generation: u64) -> Result<Pid, String> {
         self.refresh();
         let vars = self.worker_env(generation);
-        let capture = match self.s.policy.relay_output {
+        let capture = match self.s.rules.policy.relay_output {
             true => match sys::pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => {
@@ -347,21 +339,11 @@ impl Effects {
 impl Shell {
     pub fn new(setup: Setup) -> Shell {
         // Auto-restart and the kill-old delay are start_server's alone.
-        let settings = match setup.policy.env_settings {
+        let settings = match setup.rules.policy.env_settings {
             true => Settings::from_vars(&setup.base_env).0,
             false => Settings::from_vars(&Vars::new()).0,
         };
-        let rules = Rules {
-            interval: setup.interval,
-            signal_on_hup: setup.signal_on_hup.clone(),
-            signal_on_term: setup.signal_on_term.clone(),
-            stop_timeout: setup.stop_timeout,
-            drain_timeout: setup.drain_timeout,
-            start_retries: setup.start_retries,
-            shutdown_delay: setup.shutdown_delay,
-            ready_timeout: setup.notify.as_ref().map(|n| n.timeout),
-            policy: setup.policy,
-        };
+        let rules = setup.rules.clone();
         let now = Instant::now();
         Shell {
             core: Core::new(rules, settings, now),

@@ -104,15 +104,9 @@ fn settings(vars: &[(&str, &str)]) -> Settings {
 
 fn rules(personality: Personality, ready_timeout: Option<Duration>) -> Rules {
     Rules {
-        interval: SEC,
-        signal_on_hup: Signal::of(libc::SIGTERM),
-        signal_on_term: Signal::of(libc::SIGTERM),
-        stop_timeout: None,
-        drain_timeout: None,
-        start_retries: None,
-        shutdown_delay: Duration::ZERO,
         ready_timeout,
         policy: personality.policy(),
+        ..Rules::default()
     }
 }
 
