@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::Protocols;
+use crate::config::Config;
 use crate::config::Settings;
 use crate::env::{self, Vars};
 use crate::listen::{self, Listener};
@@ -22,7 +22,7 @@ use crate::notify::{self, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
-use crate::rules::{Core, ExecReport, Host, Rules, Say, Shown, Upstream};
+use crate::rules::{Core, ExecReport, Host, Say, Shown, Upstream};
 use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
@@ -33,6 +33,9 @@ use crate::users::Ids;
 
 /// Everything the supervisor runs with, prepared by `main`.
 pub struct Setup {
+    /// What the command line asked for (the rules' settings, the
+    /// status file, --signal-group, the protocols).
+    pub config: Config,
     pub command: Command,
     /// The workers' environment before the envdir and protocol variables.
     pub base_env: Vars,
@@ -40,12 +43,6 @@ pub struct Setup {
     pub listeners: Vec<Listener>,
     /// The sockets sit on 3, 4, ...: LISTEN_FDS can be offered.
     pub systemd_layout: bool,
-    pub protocols: Protocols,
-    /// What the rules read, as the command line set it.
-    pub rules: Rules,
-    /// Signals go to each worker's whole process group.
-    pub signal_group: bool,
-    pub status_file: Option<PathBuf>,
     pub pid_file: Option<PidFile>,
     pub output: Output,
     pub signals: Signals,
@@ -159,7 +156,7 @@ impl Host for Effects {
     fn spawn(&mut self, generation: u64) -> Result<Pid, String> {
         self.refresh();
         let vars = self.worker_env(generation);
-        let capture = match self.s.rules.policy.relay_output {
+        let capture = match self.s.config.rules.policy.relay_output {
             true => match sys::pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => {
@@ -188,7 +185,7 @@ impl Host for Effects {
     fn signal(&mut self, pid: Pid, sig: i32) {
         // Each worker leads a process group of its own: with
         // --signal-group, what it started gets the signal too.
-        if !(self.s.signal_group && sys::kill_group(pid, sig).is_ok()) {
+        if !(self.s.config.signal_group && sys::kill_group(pid, sig).is_ok()) {
             let _ = sys::kill(pid, sig);
         }
     }
@@ -203,7 +200,7 @@ impl Host for Effects {
     }
 
     fn state(&mut self, workers: &[(u64, Pid, Shown)], restarts_given_up: u64) {
-        let Some(path) = &self.s.status_file else {
+        let Some(path) = &self.s.config.status_file else {
             return;
         };
         let path = status::state_path(path);
@@ -221,7 +218,7 @@ impl Host for Effects {
 
     /// Rewrites the status file.
     fn announce(&mut self, workers: &[(u64, Pid)]) {
-        let Some(path) = &self.s.status_file else {
+        let Some(path) = &self.s.config.status_file else {
             return;
         };
         match status::write_status(path, workers) {
@@ -321,7 +318,7 @@ impl Effects {
         env::add_protocol_vars(
             &mut vars,
             &self.s.listeners,
-            self.s.protocols,
+            self.s.config.protocols,
             self.s.systemd_layout,
             generation,
         );
@@ -339,11 +336,11 @@ impl Effects {
 impl Shell {
     pub fn new(setup: Setup) -> Shell {
         // Auto-restart and the kill-old delay are start_server's alone.
-        let settings = match setup.rules.policy.env_settings {
+        let settings = match setup.config.rules.policy.env_settings {
             true => Settings::from_vars(&setup.base_env).0,
             false => Settings::from_vars(&Vars::new()).0,
         };
-        let rules = setup.rules.clone();
+        let rules = setup.config.rules.clone();
         let now = Instant::now();
         Shell {
             core: Core::new(rules, settings, now),
@@ -660,7 +657,7 @@ impl Shell {
             let _ = sys::waitpid(w.pid);
         }
         let effects = &mut self.effects;
-        if let Some(path) = &effects.s.status_file {
+        if let Some(path) = &effects.s.config.status_file {
             if effects.status_written {
                 status::remove_regular(path);
             }
