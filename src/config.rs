@@ -105,6 +105,13 @@ pub struct Policy {
     pub forward_as_is: bool,
     /// The signal that upgrades start_server in place.
     pub upgrade_signal: i32,
+    /// The command is looked up in PATH once, at start-up (otherwise at
+    /// every spawn, for a deploy that changes it).
+    pub resolve_command: bool,
+    /// How its options are written in messages: `--user`, `-user`.
+    pub flag_prefix: &'static str,
+    /// Start-up says `start_server (pid:N) starting now...`.
+    pub start_line: bool,
 }
 
 impl Personality {
@@ -116,6 +123,9 @@ impl Personality {
                 respawn: true,
                 forward_as_is: false,
                 upgrade_signal: libc::SIGUSR2,
+                resolve_command: false,
+                flag_prefix: "--",
+                start_line: true,
             },
             Personality::Socketmaster => Policy {
                 env_settings: false,
@@ -123,6 +133,9 @@ impl Personality {
                 respawn: false,
                 forward_as_is: true,
                 upgrade_signal: libc::SIGUSR1,
+                resolve_command: true,
+                flag_prefix: "-",
+                start_line: false,
             },
         }
     }
