@@ -256,7 +256,9 @@ pub fn acquire(mut plan: Plan, blocked: &sys::SigSet) -> Result<Started, String>
         started,
         notify,
     };
-    Ok(Started::Serving(Box::new(Shell::new(plan.setup(resources)))))
+    Ok(Started::Serving(Box::new(Shell::new(
+        plan.setup(resources),
+    ))))
 }
 
 /// The pid file, locked (and cleared of what would clash with the

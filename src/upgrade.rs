@@ -170,6 +170,75 @@ fn parse_opt<T: std::str::FromStr>(s: &str) -> Result<Option<T>, ()> {
     }
 }
 
+/// One line of a state text, its fields read by position. Numbers out
+/// of their type's range are refused, never wrapped (4294967295 is not
+/// pid -1).
+struct Line<'a> {
+    number: usize,
+    text: &'a str,
+    fields: Vec<&'a str>,
+    clock: &'a Clock,
+}
+
+impl Line<'_> {
+    fn bad(&self) -> String {
+        format!("line {}: {:?}", self.number, self.text)
+    }
+
+    fn num(&self, i: usize) -> Result<i128, String> {
+        self.fields
+            .get(i)
+            .and_then(|v| v.parse::<i128>().ok())
+            .ok_or_else(|| self.bad())
+    }
+
+    fn int32(&self, i: usize) -> Result<i32, String> {
+        i32::try_from(self.num(i)?).map_err(|_| self.bad())
+    }
+
+    fn uint32(&self, i: usize) -> Result<u32, String> {
+        u32::try_from(self.num(i)?).map_err(|_| self.bad())
+    }
+
+    fn uint64(&self, i: usize) -> Result<u64, String> {
+        u64::try_from(self.num(i)?).map_err(|_| self.bad())
+    }
+
+    fn flag(&self, i: usize) -> Result<bool, String> {
+        match self.fields.get(i) {
+            Some(&"0") => Ok(false),
+            Some(&"1") => Ok(true),
+            _ => Err(self.bad()),
+        }
+    }
+
+    /// A number, or `-` for none.
+    fn maybe(&self, i: usize) -> Result<Option<i128>, String> {
+        self.fields
+            .get(i)
+            .ok_or_else(|| self.bad())
+            .and_then(|v| parse_opt::<i128>(v).map_err(|()| self.bad()))
+    }
+
+    /// An instant, as CLOCK_MONOTONIC nanoseconds.
+    fn at(&self, i: usize) -> Result<Instant, String> {
+        Ok(self.clock.instant_of(self.num(i)?))
+    }
+
+    fn maybe_at(&self, i: usize) -> Result<Option<Instant>, String> {
+        Ok(self.maybe(i)?.map(|ns| self.clock.instant_of(ns)))
+    }
+
+    /// Free text, hex-encoded.
+    fn text(&self, i: usize) -> Result<String, String> {
+        self.fields
+            .get(i)
+            .and_then(|v| unhex(v))
+            .and_then(|v| String::from_utf8(v).ok())
+            .ok_or_else(|| self.bad())
+    }
+}
+
 impl State {
     /// A state with nothing in it yet, as of `clock`.
     fn empty(clock: &Clock) -> State {
@@ -387,143 +456,139 @@ impl State {
             ));
         }
         let mut s = State::empty(clock);
-        let at = |ns: i128| clock.instant_of(ns);
         let mut ended = false;
-        for (n, line) in lines.enumerate() {
-            let bad = || format!("line {}: {line:?}", n.saturating_add(2));
-            let f: Vec<&str> = line.split(' ').collect();
-            let num = |i: usize| {
-                f.get(i)
-                    .and_then(|v| v.parse::<i128>().ok())
-                    .ok_or_else(bad)
+        for (n, text) in lines.enumerate() {
+            let line = Line {
+                number: n.saturating_add(2),
+                text,
+                fields: text.split(' ').collect(),
+                clock,
             };
-            // Numbers out of their type's range are refused, never wrapped
-            // (4294967295 is not pid -1).
-            let int32 = |i: usize| num(i).and_then(|v| i32::try_from(v).map_err(|_| bad()));
-            let uint32 = |i: usize| num(i).and_then(|v| u32::try_from(v).map_err(|_| bad()));
-            let uint64 = |i: usize| num(i).and_then(|v| u64::try_from(v).map_err(|_| bad()));
-            let flag = |i: usize| match f.get(i) {
-                Some(&"0") => Ok(false),
-                Some(&"1") => Ok(true),
-                _ => Err(bad()),
-            };
-            let maybe = |i: usize| {
-                f.get(i)
-                    .ok_or_else(bad)
-                    .and_then(|v| parse_opt::<i128>(v).map_err(|()| bad()))
-            };
-            let text = |i: usize| {
-                f.get(i)
-                    .and_then(|v| unhex(v))
-                    .and_then(|v| String::from_utf8(v).ok())
-                    .ok_or_else(bad)
-            };
-            match f.first().copied().unwrap_or_default() {
-                "program" => s.program = Some(text(1)?),
-                "generation" => s.generation = uint64(1)?,
-                "failures" => s.failures = uint32(1)?,
-                "flags" => {
-                    (s.pending_restart, s.ever_started, s.status_written) =
-                        (flag(1)?, flag(2)?, flag(3)?)
-                }
-                "last_restart" => s.last_restart = at(num(1)?),
-                "retry" => {
-                    let retry = maybe(1)?.map(|t| flag(2).map(|r| (at(t), r))).transpose()?;
-                    s.restart = s.restart.with_retry(retry);
-                }
-                "kill_old_at" => s.restart = s.restart.with_kill_old_at(maybe(1)?.map(at)),
-                "stopping" => {
-                    s.shutdown = if f.get(1) == Some(&"1") {
-                        Shutdown::Stopping {
-                            kill_at: maybe(2)?.map(at),
-                        }
-                    } else {
-                        Shutdown::Running
-                    }
-                }
-                "delaying" => {
-                    s.shutdown = Shutdown::Delaying {
-                        sig: int32(1)?,
-                        until: at(num(2)?),
-                    }
-                }
-                "sweeping" => {
-                    s.shutdown = Shutdown::Sweeping {
-                        at: at(num(1)?),
-                        killed: flag(2)?,
-                        code: int32(3)?,
-                    }
-                }
-                "outcome" => s.outcome = (flag(1)?, flag(2)?, uint64(3)?),
-                "forwarded" => {
-                    s.forwarded = maybe(1)?
-                        .map(|v| i32::try_from(v).map_err(|_| bad()))
-                        .transpose()?
-                }
-                "listener" => s.listeners.push(ListenerState {
-                    fd: int32(1)?,
-                    name: text(2)?,
-                    fd_name: text(3)?,
-                    unix_path: Some(text(4)?).filter(|p| !p.is_empty()),
-                    unix_id: parse_id(f.get(5)).ok_or_else(bad)?,
-                }),
-                "pid_file" => s.pid_file_fd = Some(int32(1)?),
-                "notify" => {
-                    s.notify = Some((int32(1)?, text(2)?, parse_id(f.get(3)).ok_or_else(bad)?))
-                }
-                "worker" => {
-                    let pid = int32(1)?;
-                    let exec = match f.get(4) {
-                        Some(&"pending") => {
-                            s.reports.push((pid, int32(5)?));
-                            Exec::Pending
-                        }
-                        Some(&"done") => Exec::Done,
-                        Some(&"failed") => Exec::Failed,
-                        _ => return Err(bad()),
-                    };
-                    let role = match f.get(6) {
-                        Some(&"starting") => Role::Starting {
-                            restart: flag(7)?,
-                            ready: match maybe(8)? {
-                                Some(t) => Ready::After(at(t)),
-                                None => Ready::Notified(flag(9)?),
-                            },
-                            give_up: maybe(10)?.map(at),
-                        },
-                        Some(&"current") => Role::Current,
-                        // The drain deadline is absent from older states.
-                        Some(&"old") => Role::Old {
-                            signalled: flag(7)?,
-                            kill_at: match f.get(8) {
-                                None => None,
-                                Some(_) => maybe(8)?.map(at),
-                            },
-                        },
-                        _ => return Err(bad()),
-                    };
-                    s.workers.push(Worker {
-                        pid,
-                        generation: uint64(2)?,
-                        spawned: at(num(3)?),
-                        role,
-                        exec,
-                    });
-                }
-                "relay" => s.relays.push((
-                    int32(1)?,
-                    int32(2)?,
-                    f.get(3).and_then(|v| unhex(v)).ok_or_else(bad)?,
-                )),
-                "logger" => s.logger = Some(int32(1)?),
-                "end" => ended = true,
-                _ => return Err(bad()),
-            }
+            ended = s.read(&line)?;
         }
         if !ended {
             return Err("truncated (no end line)".into());
         }
         Ok(s)
+    }
+
+    /// Takes in one line; whether it was the end line.
+    fn read(&mut self, l: &Line) -> Result<bool, String> {
+        match l.fields.first().copied().unwrap_or_default() {
+            "program" => self.program = Some(l.text(1)?),
+            "generation" => self.generation = l.uint64(1)?,
+            "failures" => self.failures = l.uint32(1)?,
+            "flags" => {
+                (self.pending_restart, self.ever_started, self.status_written) =
+                    (l.flag(1)?, l.flag(2)?, l.flag(3)?)
+            }
+            "last_restart" => self.last_restart = l.at(1)?,
+            "retry" => {
+                let retry = l
+                    .maybe_at(1)?
+                    .map(|t| l.flag(2).map(|r| (t, r)))
+                    .transpose()?;
+                self.restart = self.restart.with_retry(retry);
+            }
+            "kill_old_at" => self.restart = self.restart.with_kill_old_at(l.maybe_at(1)?),
+            "stopping" => {
+                self.shutdown = match l.fields.get(1) == Some(&"1") {
+                    true => Shutdown::Stopping {
+                        kill_at: l.maybe_at(2)?,
+                    },
+                    false => Shutdown::Running,
+                }
+            }
+            "delaying" => {
+                self.shutdown = Shutdown::Delaying {
+                    sig: l.int32(1)?,
+                    until: l.at(2)?,
+                }
+            }
+            "sweeping" => {
+                self.shutdown = Shutdown::Sweeping {
+                    at: l.at(1)?,
+                    killed: l.flag(2)?,
+                    code: l.int32(3)?,
+                }
+            }
+            "outcome" => self.outcome = (l.flag(1)?, l.flag(2)?, l.uint64(3)?),
+            "forwarded" => {
+                self.forwarded = l
+                    .maybe(1)?
+                    .map(|v| i32::try_from(v).map_err(|_| l.bad()))
+                    .transpose()?
+            }
+            "listener" => self.listeners.push(ListenerState {
+                fd: l.int32(1)?,
+                name: l.text(2)?,
+                fd_name: l.text(3)?,
+                unix_path: Some(l.text(4)?).filter(|p| !p.is_empty()),
+                unix_id: parse_id(l.fields.get(5)).ok_or_else(|| l.bad())?,
+            }),
+            "pid_file" => self.pid_file_fd = Some(l.int32(1)?),
+            "notify" => {
+                let id = parse_id(l.fields.get(3)).ok_or_else(|| l.bad())?;
+                self.notify = Some((l.int32(1)?, l.text(2)?, id))
+            }
+            "worker" => {
+                let worker = self.read_worker(l)?;
+                self.workers.push(worker);
+            }
+            "relay" => self.relays.push((
+                l.int32(1)?,
+                l.int32(2)?,
+                l.fields
+                    .get(3)
+                    .and_then(|v| unhex(v))
+                    .ok_or_else(|| l.bad())?,
+            )),
+            "logger" => self.logger = Some(l.int32(1)?),
+            "end" => return Ok(true),
+            _ => return Err(l.bad()),
+        }
+        Ok(false)
+    }
+
+    /// A `worker` line: `worker PID GEN SPAWNED EXEC [REPORT] ROLE ...`.
+    fn read_worker(&mut self, l: &Line) -> Result<Worker, String> {
+        let pid = l.int32(1)?;
+        let exec = match l.fields.get(4) {
+            Some(&"pending") => {
+                self.reports.push((pid, l.int32(5)?));
+                Exec::Pending
+            }
+            Some(&"done") => Exec::Done,
+            Some(&"failed") => Exec::Failed,
+            _ => return Err(l.bad()),
+        };
+        let role = match l.fields.get(6) {
+            Some(&"starting") => Role::Starting {
+                restart: l.flag(7)?,
+                ready: match l.maybe_at(8)? {
+                    Some(t) => Ready::After(t),
+                    None => Ready::Notified(l.flag(9)?),
+                },
+                give_up: l.maybe_at(10)?,
+            },
+            Some(&"current") => Role::Current,
+            // The drain deadline is absent from older states.
+            Some(&"old") => Role::Old {
+                signalled: l.flag(7)?,
+                kill_at: match l.fields.get(8) {
+                    None => None,
+                    Some(_) => l.maybe_at(8)?,
+                },
+            },
+            _ => return Err(l.bad()),
+        };
+        Ok(Worker {
+            pid,
+            generation: l.uint64(2)?,
+            spawned: l.at(3)?,
+            role,
+            exec,
+        })
     }
 }
 
