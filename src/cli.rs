@@ -348,68 +348,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             },
         )?;
     }
-    let Parsed {
-        cfg,
-        restart,
-        stop,
-        status,
-        help,
-        version,
-    } = p;
-    if help {
-        return Ok(Mode::Help);
-    }
-    if version {
-        return Ok(Mode::Version);
-    }
-    if restart {
-        return match (cfg.pid_file, cfg.status_file) {
-            (Some(pid_file), Some(status_file)) => Ok(Mode::Restart {
-                pid_file,
-                status_file,
-                timeout: cfg.timeout,
-            }),
-            _ => Err(
-                "--restart option requires --pid-file and --status-file to be set as well".into(),
-            ),
-        };
-    }
-    if status {
-        return match (cfg.pid_file, cfg.status_file) {
-            (Some(pid_file), Some(status_file)) => Ok(Mode::Status {
-                pid_file,
-                status_file,
-            }),
-            _ => Err(
-                "--status option requires --pid-file and --status-file to be set as well".into(),
-            ),
-        };
-    }
-    if stop {
-        return match cfg.pid_file {
-            Some(pid_file) => Ok(Mode::Stop {
-                pid_file,
-                timeout: cfg.timeout,
-            }),
-            None => Err("--stop option requires --pid-file to be set as well".into()),
-        };
-    }
-    if cfg.daemonize && cfg.log_file.is_none() {
-        return Err("--daemonize requires --log-file (there would be nowhere to log)".into());
-    }
-    if cfg.command.is_empty() {
-        return Err("server program not specified".into());
-    }
-    check_placements(&cfg.ports)?;
-    check_paths(&cfg.paths)?;
-    let sockets = cfg.ports.len().saturating_add(cfg.paths.len());
-    if cfg.fd_names.len() > sockets && sockets > 0 {
-        return Err(format!(
-            "invalid --fd-names value: {} names for {sockets} socket(s)",
-            cfg.fd_names.len()
-        ));
-    }
-    Ok(run_mode(cfg))
+    mode_of(p)
 }
 
 /// `+name` or `+name=value`: the option name and what follows, when the
@@ -577,6 +516,72 @@ fn parse_log_target(raw: OsString) -> Result<LogTarget, String> {
         return Err("empty path".into());
     }
     Ok(LogTarget::File(raw.into()))
+}
+
+/// The mode the options ask for, and a check of what it needs.
+fn mode_of(p: Parsed) -> Result<Mode, String> {
+    let Parsed {
+        cfg,
+        restart,
+        stop,
+        status,
+        help,
+        version,
+    } = p;
+    if help {
+        return Ok(Mode::Help);
+    }
+    if version {
+        return Ok(Mode::Version);
+    }
+    if restart {
+        return match (cfg.pid_file, cfg.status_file) {
+            (Some(pid_file), Some(status_file)) => Ok(Mode::Restart {
+                pid_file,
+                status_file,
+                timeout: cfg.timeout,
+            }),
+            _ => Err(
+                "--restart option requires --pid-file and --status-file to be set as well".into(),
+            ),
+        };
+    }
+    if status {
+        return match (cfg.pid_file, cfg.status_file) {
+            (Some(pid_file), Some(status_file)) => Ok(Mode::Status {
+                pid_file,
+                status_file,
+            }),
+            _ => Err(
+                "--status option requires --pid-file and --status-file to be set as well".into(),
+            ),
+        };
+    }
+    if stop {
+        return match cfg.pid_file {
+            Some(pid_file) => Ok(Mode::Stop {
+                pid_file,
+                timeout: cfg.timeout,
+            }),
+            None => Err("--stop option requires --pid-file to be set as well".into()),
+        };
+    }
+    if cfg.daemonize && cfg.log_file.is_none() {
+        return Err("--daemonize requires --log-file (there would be nowhere to log)".into());
+    }
+    if cfg.command.is_empty() {
+        return Err("server program not specified".into());
+    }
+    check_placements(&cfg.ports)?;
+    check_paths(&cfg.paths)?;
+    let sockets = cfg.ports.len().saturating_add(cfg.paths.len());
+    if cfg.fd_names.len() > sockets && sockets > 0 {
+        return Err(format!(
+            "invalid --fd-names value: {} names for {sockets} socket(s)",
+            cfg.fd_names.len()
+        ));
+    }
+    Ok(run_mode(cfg))
 }
 
 /// The configuration both dialects end with: the policy of its

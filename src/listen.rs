@@ -452,32 +452,13 @@ fn open_into(
         }
     }
     for path in s.paths {
-        let shown = path.display();
         let (fd, fd_name, ours) = match take(
             &mut inherited,
             &sys::LocalAddr::Unix(Some(path.clone())),
             false,
         ) {
             Some(h) => (h.fd, h.fd_name, false),
-            None => {
-                if socket_file_id(path).is_some() {
-                    // Only a stale socket file is removed, never a live
-                    // server's (the original takes it over).
-                    if in_use(path) {
-                        return Err(format!("{shown} is in use by another server"));
-                    }
-                    original!("removing existing socket file:{shown}");
-                    std::fs::remove_file(path).map_err(|e| {
-                        format!(
-                            "unable to remove existing socket file {shown}: {}",
-                            errtext(&e)
-                        )
-                    })?;
-                }
-                let fd = bind_unix(path, s.backlog)
-                    .map_err(|e| format!("unable to bind to {shown}: {e}"))?;
-                (fd, None, true)
-            }
+            None => (bind_path(path, s.backlog)?, None, true),
         };
         let name = path.to_string_lossy().into_owned();
         out.push(Listener {
@@ -520,7 +501,31 @@ fn open_into(
             l.fd_name = name.clone();
         }
     }
-    // Every socket is clear of every target: place them.
+    place(out, layout)
+}
+
+/// A unix socket bound at `path`: a stale socket file there is removed
+/// first, never a live server's (the original takes it over).
+fn bind_path(path: &std::path::Path, backlog: i32) -> Result<OwnedFd, String> {
+    let shown = path.display();
+    if socket_file_id(path).is_some() {
+        if in_use(path) {
+            return Err(format!("{shown} is in use by another server"));
+        }
+        original!("removing existing socket file:{shown}");
+        std::fs::remove_file(path).map_err(|e| {
+            format!(
+                "unable to remove existing socket file {shown}: {}",
+                errtext(&e)
+            )
+        })?;
+    }
+    bind_unix(path, backlog).map_err(|e| format!("unable to bind to {shown}: {e}"))
+}
+
+/// Moves every socket (each clear of every target) to the descriptor
+/// the layout gives it, and lets the workers inherit it.
+fn place(out: &mut [Listener], layout: &Layout) -> Result<(), String> {
     for (i, l) in out.iter_mut().enumerate() {
         let Some(target) = layout.targets.get(i).copied().flatten() else {
             continue;

@@ -405,74 +405,14 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
     };
     let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
 
-    // Park every source above all targets first, then move it into place.
-    // A fixed-size stack array: no allocation after fork.
-    let mut parked = [-1 as RawFd; 64];
-    if script.fds.len() > parked.len() {
-        fail(STEP_FDS, libc::EMFILE);
+    if let Err(e) = place_fds(&script.fds, script.park_fd) {
+        fail(STEP_FDS, e);
     }
-    for (slot, &(from, _)) in parked.iter_mut().zip(&script.fds) {
-        // SAFETY: fcntl on a descriptor number; failure is reported.
-        let fd = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, script.park_fd) };
-        if fd < 0 {
-            fail(STEP_FDS, errno());
-        }
-        *slot = fd;
-    }
-    for (&parked, &(_, to)) in parked.iter().zip(&script.fds) {
-        // SAFETY: dup2 onto a descriptor number; the copy is not
-        // close-on-exec, so it survives execve.
-        if unsafe { libc::dup2(parked, to) } < 0 {
-            fail(STEP_FDS, errno());
-        }
-    }
-    if let Some((index, offset)) = script.pid_slot
-        && let Some(string) = script.envp.strings.get_mut(index)
-        && string.len() > offset.saturating_add(PID_DIGITS)
-    {
-        // Decimal digits of our own pid, on the stack (least significant
-        // first), then into the slot. A u32 has at most PID_DIGITS digits.
-        // SAFETY: getpid is async-signal-safe.
-        let mut pid = unsafe { libc::getpid() } as u32;
-        let mut digits = [0u8; PID_DIGITS];
-        let mut n: usize = 0;
-        for d in digits.iter_mut() {
-            *d = b'0'.saturating_add((pid % 10) as u8);
-            n = n.saturating_add(1);
-            pid /= 10;
-            if pid == 0 {
-                break;
-            }
-        }
-        // Written through the Vec's own pointer, in the memory the child
-        // shares with its parent (which drops the script once the child
-        // has executed); envp's pointer to this string (from as_ptr) stays
-        // valid alongside as_mut_ptr.
-        let dst = string.as_mut_ptr();
-        for (i, &d) in digits.iter().take(n).rev().enumerate() {
-            // SAFETY: offset + i < offset + PID_DIGITS < string.len(),
-            // checked above.
-            unsafe { *dst.add(offset.saturating_add(i)) = d };
-        }
-        // SAFETY: as above; the NUL ends the value.
-        unsafe { *dst.add(offset.saturating_add(n)) = 0 };
+    if let Some(slot) = script.pid_slot {
+        write_own_pid(&mut script.envp, slot);
     }
     if let Some(first) = script.cloexec_from {
-        // SAFETY: close_range only changes descriptor flags.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                first as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
-        if ret != 0 {
-            for fd in first..4096 {
-                // SAFETY: fcntl on a descriptor number; EBADF is harmless.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            }
-        }
+        cloexec_from(first);
     }
     if script.new_group {
         // SAFETY: setpgid is async-signal-safe; (0, 0) names ourselves.
@@ -523,6 +463,89 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
         }
     }
     fail(STEP_EXEC, err)
+}
+
+/// In the child: each `(from, to)` pair leaves `from`'s file on `to`,
+/// inherited across exec. Every source is parked above all targets first
+/// (from `park_fd` up), then moved into place, so that no move clobbers
+/// a source still to be moved. A fixed-size stack array: no allocation.
+/// The errno of a failure.
+fn place_fds(fds: &[(RawFd, RawFd)], park_fd: RawFd) -> Result<(), i32> {
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut parked = [-1 as RawFd; 64];
+    if fds.len() > parked.len() {
+        return Err(libc::EMFILE);
+    }
+    for (slot, &(from, _)) in parked.iter_mut().zip(fds) {
+        // SAFETY: fcntl on a descriptor number; failure is reported.
+        let fd = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, park_fd) };
+        if fd < 0 {
+            return Err(errno());
+        }
+        *slot = fd;
+    }
+    for (&parked, &(_, to)) in parked.iter().zip(fds) {
+        // SAFETY: dup2 onto a descriptor number; the copy is not
+        // close-on-exec, so it survives execve.
+        if unsafe { libc::dup2(parked, to) } < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+/// In the child: its own pid in decimal, NUL-terminated, at `(envp
+/// index, byte offset)` (LISTEN_PID's value), without allocating.
+fn write_own_pid(envp: &mut CStrArray, (index, offset): (usize, usize)) {
+    if let Some(string) = envp.strings.get_mut(index)
+        && string.len() > offset.saturating_add(PID_DIGITS)
+    {
+        // Decimal digits of our own pid, on the stack (least significant
+        // first), then into the slot. A u32 has at most PID_DIGITS digits.
+        // SAFETY: getpid is async-signal-safe.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut n: usize = 0;
+        for d in digits.iter_mut() {
+            *d = b'0'.saturating_add((pid % 10) as u8);
+            n = n.saturating_add(1);
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        // Written through the Vec's own pointer, in the memory the child
+        // shares with its parent (which drops the script once the child
+        // has executed); envp's pointer to this string (from as_ptr) stays
+        // valid alongside as_mut_ptr.
+        let dst = string.as_mut_ptr();
+        for (i, &d) in digits.iter().take(n).rev().enumerate() {
+            // SAFETY: offset + i < offset + PID_DIGITS < string.len(),
+            // checked above.
+            unsafe { *dst.add(offset.saturating_add(i)) = d };
+        }
+        // SAFETY: as above; the NUL ends the value.
+        unsafe { *dst.add(offset.saturating_add(n)) = 0 };
+    }
+}
+
+/// In the child: descriptors from `first` up are not inherited.
+fn cloexec_from(first: RawFd) {
+    // SAFETY: close_range only changes descriptor flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret != 0 {
+        for fd in first..4096 {
+            // SAFETY: fcntl on a descriptor number; EBADF is harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
 }
 
 // ------------------------------------------------------------ descriptors
