@@ -134,3 +134,88 @@ fn a_cycle_is_found() {
     assert_eq!(cycle(&graph, "a").unwrap(), ["a", "b", "c"]);
     assert_eq!(cycle(&graph, "d"), None);
 }
+
+/// The files of `src/`, rules' tests included.
+fn sources() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+    out
+}
+
+/// Each function's first line and length in lines, found by its braces
+/// (braces in strings and character literals, and comments, left out).
+fn functions(text: &str) -> Vec<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let code = |line: &str| -> String {
+        let mut out = String::new();
+        let mut quoted = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if quoted => {
+                    chars.next();
+                }
+                '"' => quoted = !quoted,
+                '\'' if !quoted && chars.clone().nth(1) == Some('\'') => {
+                    chars.next();
+                    chars.next();
+                }
+                '/' if !quoted && chars.peek() == Some(&'/') => break,
+                _ if !quoted => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        let t = t.strip_prefix("pub ").unwrap_or(t);
+        let t = t.strip_prefix("const ").unwrap_or(t);
+        let t = t.strip_prefix("unsafe ").unwrap_or(t);
+        let t = t.strip_prefix("extern \"C\" ").unwrap_or(t);
+        if !t.starts_with("fn ") || line.trim_end().ends_with(';') {
+            continue;
+        }
+        let (mut depth, mut opened) = (0i64, false);
+        for (j, l) in lines.iter().enumerate().skip(i) {
+            let c = code(l);
+            depth += c.matches('{').count() as i64 - c.matches('}').count() as i64;
+            opened |= c.contains('{');
+            if opened && depth <= 0 {
+                found.push((i + 1, j - i + 1));
+                break;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_function_is_longer_than_120_lines() {
+    let mut long = Vec::new();
+    let mut seen = 0;
+    for (path, text) in sources() {
+        for (line, length) in functions(&text) {
+            seen += 1;
+            if length > 120 {
+                long.push(format!("{path}:{line} ({length} lines)"));
+            }
+        }
+    }
+    assert!(seen > 300, "only {seen} functions found");
+    assert!(long.is_empty(), "too long: {long:?}");
+    // The measure itself: a function of 3 lines is 3 lines.
+    assert_eq!(functions("fn f() {\n    let s = \"}\";\n}\n"), [(1, 3)]);
+}
