@@ -6,10 +6,59 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::log::errtext;
-use crate::log::original;
+use crate::cli::{self, Mode};
+use crate::log::{errtext, fatal, original};
+use crate::signals;
 use crate::status::{read_generations, read_pid, read_restarts_given_up, read_state, state_path};
 use crate::sys::{self, Pid};
+
+/// Answers a mode that is not running a server: the help, the version,
+/// or a client of a running start_server. The exit status.
+pub fn answer(mode: Mode, socketmaster: bool) -> i32 {
+    let done = |result: Result<(), String>| match result {
+        Ok(()) => 0,
+        Err(msg) => {
+            fatal!("{msg}");
+            crate::EXIT_FAILURE
+        }
+    };
+    match mode {
+        // As Go's flag package does: usage on stderr, success.
+        Mode::Help if socketmaster => print(2, cli::SOCKETMASTER_USAGE),
+        Mode::Help => print(1, &cli::usage()),
+        Mode::Version => print(1, &format!("{}\n", env!("CARGO_PKG_VERSION"))),
+        Mode::Restart {
+            pid_file,
+            status_file,
+            timeout,
+        } => {
+            let _ = signals::unblock_all();
+            done(restart(&pid_file, &status_file, timeout))
+        }
+        Mode::Stop { pid_file, timeout } => {
+            let _ = signals::unblock_all();
+            done(stop(&pid_file, timeout))
+        }
+        Mode::Status {
+            pid_file,
+            status_file,
+        } => match status(&pid_file, &status_file) {
+            Ok((text, code)) => {
+                print(1, &text);
+                code
+            }
+            Err(msg) => done(Err(msg)),
+        },
+        Mode::Run(_) => done(Err("no server to run here".into())),
+    }
+}
+
+/// Writes `text` to descriptor `fd`; 0, the exit status (whether it
+/// could be written does not change it).
+fn print(fd: i32, text: &str) -> i32 {
+    let _ = sys::write_all(fd, text.as_bytes());
+    0
+}
 
 /// How often `--restart` looks at the status file.
 const POLL: Duration = Duration::from_millis(20);

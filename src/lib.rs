@@ -100,70 +100,23 @@ pub fn main() -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let client = |result: Result<(), String>| match result {
-        Ok(()) => 0,
-        Err(msg) => {
-            fatal!("{msg}");
-            EXIT_FAILURE
-        }
-    };
     match mode {
-        Mode::Help if socketmaster => {
-            // As Go's flag package does: usage on stderr, success.
-            let _ = sys::write_all(2, cli::SOCKETMASTER_USAGE.as_bytes());
-            0
-        }
-        Mode::Help => {
-            let _ = sys::write_all(1, cli::usage().as_bytes());
-            0
-        }
-        Mode::Version => {
-            let _ = sys::write_all(1, format!("{}\n", env!("CARGO_PKG_VERSION")).as_bytes());
-            0
-        }
-        Mode::Restart {
-            pid_file,
-            status_file,
-            timeout,
-        } => {
-            let _ = signals::unblock_all();
-            client(client::restart(&pid_file, &status_file, timeout))
-        }
-        Mode::Stop { pid_file, timeout } => {
-            let _ = signals::unblock_all();
-            client(client::stop(&pid_file, timeout))
-        }
-        Mode::Status {
-            pid_file,
-            status_file,
-        } => match client::status(&pid_file, &status_file) {
-            Ok((text, code)) => {
-                let _ = sys::write_all(1, text.as_bytes());
-                code
-            }
-            Err(msg) => {
-                fatal!("{msg}");
-                EXIT_FAILURE
-            }
-        },
-        Mode::Run(_) if std::env::var_os(upgrade::CHECK_VAR).is_some() => {
-            // Asked by a running start_server whether we take its state.
-            let text = std::env::var(upgrade::STATE_VAR).unwrap_or_default();
-            // Our parent is the start_server asking: its workers are ours
-            // to be.
-            match startup::accept_state(&text, sys::getppid()) {
-                Ok(_) => {
-                    let _ = sys::write_all(1, format!("{}\n", upgrade::CHECK_OK).as_bytes());
-                    0
-                }
-                Err(why) => {
-                    let _ = sys::write_all(1, format!("{why}\n").as_bytes());
-                    EXIT_FAILURE
-                }
-            }
-        }
+        Mode::Run(_) if std::env::var_os(upgrade::CHECK_VAR).is_some() => answer_check(),
         Mode::Run(cfg) => run(*cfg, blocked, &argv0),
+        other => client::answer(other, socketmaster),
     }
+}
+
+/// Asked by a running start_server whether we take its state: our parent
+/// is the one asking, and its workers are ours to be.
+fn answer_check() -> i32 {
+    let text = std::env::var(upgrade::STATE_VAR).unwrap_or_default();
+    let (answer, code) = match startup::accept_state(&text, sys::getppid()) {
+        Ok(_) => (upgrade::CHECK_OK.to_string(), 0),
+        Err(why) => (why, EXIT_FAILURE),
+    };
+    let _ = sys::write_all(1, format!("{answer}\n").as_bytes());
+    code
 }
 
 /// Makes sure descriptors 0-2 are open, so that no socket or file of ours
