@@ -16,14 +16,15 @@ fn without_tests(text: &str) -> &str {
 /// `crate::` path, outside its tests.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut graph = BTreeMap::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (path, text) in sources() {
+        // A file under src/NAME/ is part of module NAME; tests are not.
+        let rel = std::path::Path::new(&path).strip_prefix(&src).unwrap();
+        let top = rel.iter().next().unwrap().to_str().unwrap();
+        let module = top.trim_end_matches(".rs").to_string();
+        if rel.file_name().is_some_and(|f| f == "tests.rs") {
             continue;
         }
-        let module = path.file_stem().unwrap().to_str().unwrap().to_string();
-        let text = std::fs::read_to_string(&path).unwrap();
         let mut deps = BTreeSet::new();
         let code = without_tests(&text);
         for (i, _) in code.match_indices("crate::") {
@@ -46,7 +47,8 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
                 }
             }
         }
-        graph.insert(module, deps);
+        deps.remove(&module);
+        graph.entry(module).or_default().extend(deps);
     }
     graph
 }

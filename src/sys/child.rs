@@ -1,0 +1,291 @@
+//! The worker's birth: the script prepared before the clone, and the
+//! child that runs it and executes the worker, allocating nothing.
+#![allow(unsafe_code)]
+
+use super::*;
+
+/// A NULL-terminated array of C strings, as `execve` takes it. Built before
+/// fork so that the child only reads it (but for the pid slot).
+pub struct CStrArray {
+    /// Each string with its NUL.
+    strings: Vec<Vec<u8>>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CStrArray {
+    pub fn new(strings: Vec<CString>) -> CStrArray {
+        let strings: Vec<Vec<u8>> = strings
+            .into_iter()
+            .map(CString::into_bytes_with_nul)
+            .collect();
+        // The pointers stay valid when the Vec moves: each string's bytes
+        // live in their own heap allocation.
+        let mut ptrs: Vec<_> = strings.iter().map(|s| s.as_ptr().cast()).collect();
+        ptrs.push(std::ptr::null());
+        CStrArray { strings, ptrs }
+    }
+
+    pub(super) fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// Everything the forked child needs, prepared before fork: it runs the
+/// steps in order and allocates nothing.
+pub struct ChildScript {
+    /// Descriptors to install: each `(from, to)` pair ends with `from`'s
+    /// file on descriptor `to`, inherited across exec.
+    pub fds: Vec<(RawFd, RawFd)>,
+    /// Directory to change into.
+    pub dir: Option<CString>,
+    /// Paths to try in order (a PATH search done ahead of time).
+    pub programs: Vec<CString>,
+    pub argv: CStrArray,
+    pub envp: CStrArray,
+    /// The first descriptor above every `to`, where sources are parked so
+    /// that no move clobbers a source still to be moved.
+    pub park_fd: RawFd,
+    /// Descriptors from this one up are not inherited (for helpers that
+    /// must not hold the listening sockets).
+    pub cloexec_from: Option<RawFd>,
+    /// The user to become: `(uid, gid, supplementary groups)`, set in that
+    /// order's reverse (groups, gid, uid) while still root.
+    pub ids: Option<(u32, u32, Vec<u32>)>,
+    /// `(envp index, byte offset)`: where the child writes its own pid in
+    /// decimal, NUL-terminated (LISTEN_PID). The string must have room for
+    /// PID_DIGITS bytes there.
+    pub pid_slot: Option<(usize, usize)>,
+    /// Lead a process group of its own (so that the group, the child and
+    /// whatever it starts, can be signalled as one).
+    pub new_group: bool,
+}
+
+/// Room a pid slot needs: the digits of the largest pid_t.
+pub const PID_DIGITS: usize = 10;
+
+/// What the child reports through the close-on-exec pipe when it fails:
+/// the step that failed, then errno.
+pub const STEP_FDS: u8 = 1;
+pub const STEP_CHDIR: u8 = 2;
+pub const STEP_EXEC: u8 = 3;
+pub const STEP_IDS: u8 = 4;
+
+/// Forks a child that runs `script` and execs. Returns the child's pid and
+/// the read end of a close-on-exec pipe: it reaches end-of-file when the
+/// exec succeeds, or carries `[step, errno as 4 native-endian bytes]` when
+/// it fails (the child then exits 127 for ENOENT, 126 otherwise).
+///
+/// The child is made the way posix_spawn makes it: a clone that shares
+/// this process's memory and runs on a stack of its own (in this frame)
+/// while this process waits for it to exec or exit (CLONE_VM |
+/// CLONE_VFORK). No page table is copied and no page faults in on either
+/// side, which a fork of even this small process costs. The child writes
+/// only to its stack and to the script (its pid in the environment), which
+/// this process drops afterwards.
+pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, OwnedFd)> {
+    /// What the child's entry point is handed.
+    struct Start<'a> {
+        script: &'a mut ChildScript,
+        report: RawFd,
+    }
+    extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: arg is the &mut Start that fork_exec passed to clone,
+        // alive until the child execs or exits: the parent is suspended
+        // until then (CLONE_VFORK).
+        let start = unsafe { &mut *arg.cast::<Start>() };
+        child_run(start.script, start.report)
+    }
+    /// The child's stack: child_run needs well under a page.
+    const STACK: usize = 16 * 1024;
+    let (report_r, report_w) = pipe()?;
+    let mut stack = [0u8; STACK];
+    let mut start = Start {
+        script,
+        report: report_w.as_raw_fd(),
+    };
+    // The stack grows down from its end (16-byte aligned, as the ABI
+    // wants; the C library aligns it again).
+    let top = stack.as_mut_ptr().wrapping_add(STACK);
+    let top = top.wrapping_sub(top as usize % 16);
+    // SAFETY: entry runs only async-signal-safe calls (dup, dup2, fcntl,
+    // setpgid, chdir, sigprocmask, execve, write, _exit, raw credential
+    // syscalls) on memory prepared before the clone, on its own stack
+    // (which outlives it: this frame waits), and never returns. With
+    // CLONE_VFORK this thread resumes only once the child has executed or
+    // exited, so nothing the child reads changes under it. Every catchable
+    // asynchronous signal is blocked (main blocks them first), so no
+    // handler runs in the child on shared memory.
+    let pid = cvt(unsafe {
+        libc::clone(
+            entry,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut start).cast(),
+        )
+    })?;
+    if script.new_group {
+        // The child does the same: whichever runs first, the group exists
+        // before anyone can signal it. Once the child has executed, this
+        // fails with EACCES, and the child has done it.
+        // SAFETY: setpgid has no memory-safety preconditions.
+        unsafe { libc::setpgid(pid, pid) };
+    }
+    drop(report_w);
+    Ok((pid, report_r))
+}
+
+/// The child's fixed script. Never returns.
+fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
+    let fail = |step: u8, errno: i32| -> ! {
+        let e = errno.to_ne_bytes();
+        let msg = [step, e[0], e[1], e[2], e[3]];
+        // SAFETY: write and _exit are async-signal-safe; msg is on the stack.
+        unsafe {
+            libc::write(report, msg.as_ptr().cast(), msg.len());
+            libc::_exit(if errno == libc::ENOENT { 127 } else { 126 })
+        }
+    };
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+
+    if let Err(e) = place_fds(&script.fds, script.park_fd) {
+        fail(STEP_FDS, e);
+    }
+    if let Some(slot) = script.pid_slot {
+        write_own_pid(&mut script.envp, slot);
+    }
+    if let Some(first) = script.cloexec_from {
+        cloexec_from(first);
+    }
+    if script.new_group {
+        // SAFETY: setpgid is async-signal-safe; (0, 0) names ourselves.
+        if unsafe { libc::setpgid(0, 0) } < 0 {
+            fail(STEP_FDS, errno());
+        }
+    }
+    if let Some((uid, gid, groups)) = &script.ids {
+        // Raw system calls: they change this (only) thread's credentials
+        // without the C library's cross-thread machinery.
+        // SAFETY: groups is a valid array of groups.len() gid_t values.
+        let ok = unsafe {
+            libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) == 0
+                && libc::syscall(libc::SYS_setgid, *gid) == 0
+                && libc::syscall(libc::SYS_setuid, *uid) == 0
+        };
+        if !ok {
+            fail(STEP_IDS, errno());
+        }
+    }
+    if let Some(dir) = &script.dir {
+        // SAFETY: dir is a valid NUL-terminated string.
+        if unsafe { libc::chdir(dir.as_ptr()) } < 0 {
+            fail(STEP_CHDIR, errno());
+        }
+    }
+    // The worker starts with nothing blocked; dispositions were reset to
+    // SIG_DFL in the parent, and exec keeps them.
+    // SAFETY: an initialised empty set; sigprocmask is async-signal-safe.
+    unsafe {
+        let mut empty = MaybeUninit::uninit();
+        libc::sigemptyset(empty.as_mut_ptr());
+        libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+    }
+    // Try each candidate like execvp: keep going past ENOENT/ENOTDIR,
+    // remember EACCES, stop at any other error.
+    let mut err = libc::ENOENT;
+    for program in &script.programs {
+        // SAFETY: program, argv and envp are NUL-terminated and valid.
+        unsafe { libc::execve(program.as_ptr(), script.argv.as_ptr(), script.envp.as_ptr()) };
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => err = libc::EACCES,
+            other => {
+                err = other;
+                break;
+            }
+        }
+    }
+    fail(STEP_EXEC, err)
+}
+
+/// In the child: each `(from, to)` pair leaves `from`'s file on `to`,
+/// inherited across exec. Every source is parked above all targets first
+/// (from `park_fd` up), then moved into place, so that no move clobbers
+/// a source still to be moved. A fixed-size stack array: no allocation.
+/// The errno of a failure.
+fn place_fds(fds: &[(RawFd, RawFd)], park_fd: RawFd) -> Result<(), i32> {
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut parked = [-1 as RawFd; 64];
+    if fds.len() > parked.len() {
+        return Err(libc::EMFILE);
+    }
+    for (slot, &(from, _)) in parked.iter_mut().zip(fds) {
+        // SAFETY: fcntl on a descriptor number; failure is reported.
+        let fd = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, park_fd) };
+        if fd < 0 {
+            return Err(errno());
+        }
+        *slot = fd;
+    }
+    for (&parked, &(_, to)) in parked.iter().zip(fds) {
+        // SAFETY: dup2 onto a descriptor number; the copy is not
+        // close-on-exec, so it survives execve.
+        if unsafe { libc::dup2(parked, to) } < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+/// In the child: its own pid in decimal, NUL-terminated, at `(envp
+/// index, byte offset)` (LISTEN_PID's value), without allocating.
+fn write_own_pid(envp: &mut CStrArray, (index, offset): (usize, usize)) {
+    if let Some(string) = envp.strings.get_mut(index)
+        && string.len() > offset.saturating_add(PID_DIGITS)
+    {
+        // Decimal digits of our own pid, on the stack (least significant
+        // first), then into the slot. A u32 has at most PID_DIGITS digits.
+        // SAFETY: getpid is async-signal-safe.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut n: usize = 0;
+        for d in digits.iter_mut() {
+            *d = b'0'.saturating_add((pid % 10) as u8);
+            n = n.saturating_add(1);
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        // Written through the Vec's own pointer, in the memory the child
+        // shares with its parent (which drops the script once the child
+        // has executed); envp's pointer to this string (from as_ptr) stays
+        // valid alongside as_mut_ptr.
+        let dst = string.as_mut_ptr();
+        for (i, &d) in digits.iter().take(n).rev().enumerate() {
+            // SAFETY: offset + i < offset + PID_DIGITS < string.len(),
+            // checked above.
+            unsafe { *dst.add(offset.saturating_add(i)) = d };
+        }
+        // SAFETY: as above; the NUL ends the value.
+        unsafe { *dst.add(offset.saturating_add(n)) = 0 };
+    }
+}
+
+/// In the child: descriptors from `first` up are not inherited.
+fn cloexec_from(first: RawFd) {
+    // SAFETY: close_range only changes descriptor flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret != 0 {
+        for fd in first..4096 {
+            // SAFETY: fcntl on a descriptor number; EBADF is harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}

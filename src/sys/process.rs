@@ -1,0 +1,85 @@
+//! Processes: pids, reaping, signals to them, forking (for --daemonize).
+#![allow(unsafe_code)]
+
+use super::*;
+
+pub use crate::wait::WaitStatus;
+
+/// Reaps one child that has ended, without blocking: `Ok(None)` when none
+/// has (or there are no children at all).
+pub fn waitpid_any() -> io::Result<Option<(Pid, WaitStatus)>> {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer.
+    match cvt_r(|| unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) }) {
+        Ok(0) => Ok(None),
+        Ok(pid) => Ok(Some((pid, WaitStatus(status)))),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits for `pid` to end (blocking).
+pub fn waitpid(pid: Pid) -> io::Result<WaitStatus> {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer.
+    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    Ok(WaitStatus(status))
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+pub fn getpid() -> Pid {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+pub fn getppid() -> Pid {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() }
+}
+
+/// Forks a process that has one thread; `Ok(None)` in the child, which is
+/// then a complete copy and may go on running ordinary code (used by
+/// `--daemonize`). With more than one thread (or where /proc cannot say),
+/// fails with EDEADLK: the child of a threaded process could find a lock
+/// held forever by a thread that does not exist in it.
+pub fn fork() -> io::Result<Option<Pid>> {
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+    if threads != Some(1) {
+        return Err(io::Error::from_raw_os_error(libc::EDEADLK));
+    }
+    // SAFETY: the process has one thread (this one, which alone could have
+    // started another), so the child is a complete copy of it and may run
+    // ordinary code.
+    match unsafe { fork_raw() }? {
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// fork(2): the child's pid, or 0 in the child.
+///
+/// # Safety
+///
+/// In the child, only async-signal-safe calls may be made before it execs
+/// or exits, unless the process had a single thread when it forked: a lock
+/// another thread held (the allocator's, say) stays held forever there.
+unsafe fn fork_raw() -> io::Result<Pid> {
+    // SAFETY: fork has no memory-safety preconditions of its own; what
+    // the child may do is the caller's contract.
+    cvt(unsafe { libc::fork() })
+}
+
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid has no memory-safety preconditions.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
