@@ -53,7 +53,14 @@ pub fn listen_specs(data: &[u8]) -> bool {
 /// every value it gives is one line, without NUL, short enough to pass
 /// to a program. Whether it gave any.
 pub fn envdir(data: &[u8]) -> bool {
-    let dir = std::env::temp_dir().join(format!("start_server-fuzz-envdir-{}", std::process::id()));
+    // A directory of its own per call: tests call this from several
+    // threads at once.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "start_server-fuzz-envdir-{}-{call}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("make the envdir");
     let mut parts = data.split(|&b| b == 0);
