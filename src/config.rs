@@ -208,3 +208,17 @@ impl Default for Rules {
         }
     }
 }
+
+impl Default for Settings {
+    /// Nothing set: no auto-restart (every 360 s when enabled), no
+    /// kill-old delay.
+    fn default() -> Settings {
+        Settings {
+            auto_restart: false,
+            auto_restart_interval: DEFAULT_AUTO_RESTART_INTERVAL,
+            auto_restart_interval_shown: "360".into(),
+            kill_old_delay: Duration::ZERO,
+            kill_old_delay_shown: "0".into(),
+        }
+    }
+}

@@ -110,7 +110,7 @@ pub fn upgrade_state(data: &[u8]) -> bool {
     if state.validate().is_err() {
         return false;
     }
-    for w in &state.workers {
+    for w in &state.phase.workers {
         assert!(w.pid > 1, "worker pid {}", w.pid);
     }
     for (_, fd, _) in state.descriptors() {

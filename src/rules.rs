@@ -8,7 +8,26 @@
 //!
 //! Workers are kept in one list, each with its generation and role: the
 //! one starting (at most one at a time), the current one, and old ones
-//! (kept until they exit, signalled once their successor is up).
+//! (kept until they exit, signalled once their successor is up). What
+//! changes as the rules run is one [`Phase`], which a live upgrade hands
+//! over whole; the timers it implies are one list ([`Core::dues`]), read
+//! both for the next deadline and to fire what is due.
+//!
+//! What each event does in each phase (`-`: nothing; "restart" below
+//! also stands for a retry wait after a failed start):
+//!
+//! | event | serving | restart under way | kill-old delay | shutdown delay | stopping | sweeping |
+//! |---|---|---|---|---|---|---|
+//! | HUP | start a new worker | one more restart once done (a retry wait: retry now) | one more restart once done | ignored | ignored | ignored |
+//! | TERM, INT, QUIT | shutdown delay, or signal every worker | same | same | end the delay: signal every worker | KILL every worker | KILL what is left |
+//! | upgrade signal, USR1 | the host upgrades, reopens the log | same | same | same | same | same |
+//! | exec report | - | a failure is a failed start: retry, back off, give up | - | - | - | - |
+//! | READY=1 (notify) | - | the new worker is up | - | - | - | - |
+//! | a worker exits | the current one: respawn (a new generation), or leave (socketmaster) | the new one: a failed start; an old one: gone | an old one: gone | as serving | the last one: sweep, then leave | - |
+//! | a timer falls due | auto-restart | --interval passed: up; --ready-timeout: KILL; retry: spawn | signal the old workers; --drain-timeout: KILL | signal every worker | --stop-timeout: KILL | TERM grace over: KILL; reap time over: leave |
+//!
+//! A new worker being up ends the restart: with a kill-old delay, that
+//! phase follows; without, the old workers get --signal-on-hup at once.
 
 use std::time::{Duration, Instant};
 
@@ -295,12 +314,29 @@ pub enum Shutdown {
     },
 }
 
-/// The supervisor's state, and its rules.
-pub struct Core {
-    pub rules: Rules,
-    /// The settings the environment and envdir give (kept current by the
-    /// shell).
-    pub settings: Settings,
+/// A timer the rules can have pending: what happens when it falls due.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Due {
+    /// A starting worker has lived --interval: it counts as started
+    /// (`true`: in a restart).
+    Ready(Pid, bool),
+    /// A starting worker is not ready by --ready-timeout.
+    NotReady(Pid),
+    /// The next attempt after a failed start (`true`: in a restart).
+    Retry(bool),
+    /// The kill-old delay is over: the old workers get their signal.
+    KillOld,
+    /// An old worker is still draining at its --drain-timeout.
+    Drain(Pid),
+    /// The shutdown's timer (its delay, the sweep, --stop-timeout).
+    Shutdown,
+    AutoRestart,
+}
+
+/// What changes as the rules run: every field a live upgrade hands over,
+/// whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
     pub workers: Vec<Worker>,
     pub generation: u64,
     pub restart: Restart,
@@ -312,11 +348,9 @@ pub struct Core {
     /// Whether any worker has ever been executed.
     pub ever_started: bool,
     pub shutdown: Shutdown,
-    pub exit_code: Option<i32>,
-    /// The signal shutdown forwarded, and the last worker's wait status:
-    /// the exit status without respawn.
+    /// The signal shutdown forwarded (with the last worker's wait status:
+    /// the exit status without respawn).
     pub forwarded: Option<i32>,
-    pub last_status: Option<WaitStatus>,
     /// A worker (or a process it left behind) had to be killed at
     /// shutdown.
     pub killed_at_shutdown: bool,
@@ -324,6 +358,39 @@ pub struct Core {
     pub gave_up: bool,
     /// Restarts given up while the previous generation went on serving.
     pub restarts_given_up: u64,
+}
+
+impl Phase {
+    /// Before the first worker.
+    pub fn new(now: Instant) -> Phase {
+        Phase {
+            workers: Vec::new(),
+            generation: 0,
+            restart: Restart::Idle,
+            pending_restart: false,
+            failures: 0,
+            last_restart: now,
+            ever_started: false,
+            shutdown: Shutdown::Running,
+            forwarded: None,
+            killed_at_shutdown: false,
+            gave_up: false,
+            restarts_given_up: 0,
+        }
+    }
+}
+
+/// The supervisor's rules, their settings, and the phase they are in.
+pub struct Core {
+    rules: Rules,
+    /// The settings the environment and envdir give (kept current by the
+    /// shell).
+    settings: Settings,
+    phase: Phase,
+    exit_code: Option<i32>,
+    /// The last worker's wait status: with the signal shutdown forwarded,
+    /// the exit status without respawn.
+    last_status: Option<WaitStatus>,
 }
 
 /// `1,2,3`, as the original lists pids.
@@ -334,24 +401,59 @@ fn join_pids(pids: &[Pid]) -> String {
 
 impl Core {
     pub fn new(rules: Rules, settings: Settings, now: Instant) -> Core {
-        Core {
+        let mut core = Core {
             rules,
-            settings,
-            workers: Vec::new(),
-            generation: 0,
-            restart: Restart::Idle,
-            pending_restart: false,
-            failures: 0,
-            last_restart: now,
-            ever_started: false,
-            shutdown: Shutdown::Running,
+            settings: Settings::default(),
+            phase: Phase::new(now),
             exit_code: None,
-            forwarded: None,
             last_status: None,
-            killed_at_shutdown: false,
-            gave_up: false,
-            restarts_given_up: 0,
+        };
+        core.set_settings(settings);
+        core
+    }
+
+    /// Carries on from `phase`, handed over by a live upgrade. A shutdown
+    /// handed over with nothing left to wait for is over.
+    pub fn carry_on(&mut self, phase: Phase) {
+        self.phase = phase;
+        if self.stopping() && self.phase.workers.is_empty() {
+            self.exit_code = Some(0);
         }
+    }
+
+    /// The workers still listed at exit: only one whose exec just failed
+    /// can be, and it is exiting.
+    pub fn unreaped(&self) -> Vec<Pid> {
+        self.phase.workers.iter().map(|w| w.pid).collect()
+    }
+
+    /// What a live upgrade hands over.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The exit status, once start_server is to exit.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    /// The settings the environment and the envdir give now: auto-restart
+    /// and the kill-old delay are start_server's alone (its policy says),
+    /// so the others keep the defaults.
+    pub fn set_settings(&mut self, settings: Settings) {
+        if self.rules.policy.env_settings {
+            self.settings = settings;
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Whether an upgrade the new program accepted may go ahead: not when
+    /// start_server is leaving (nothing to hand over).
+    pub fn may_upgrade(&self) -> bool {
+        self.exit_code.is_none()
     }
 
     /// The first worker.
@@ -361,37 +463,65 @@ impl Core {
 
     /// Shutting down (the workers were told to stop).
     pub fn stopping(&self) -> bool {
-        self.shutdown != Shutdown::Running
+        self.phase.shutdown != Shutdown::Running
     }
 
     pub fn is_worker(&self, pid: Pid) -> bool {
-        self.workers.iter().any(|w| w.pid == pid)
+        self.phase.workers.iter().any(|w| w.pid == pid)
     }
 
     /// The earliest instant something is due, if anything is.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let ready = self.workers.iter().filter_map(|w| Some(w.ready_at()?.0));
-        let give_up = self.workers.iter().filter_map(Worker::give_up);
+        self.dues().into_iter().map(|(at, _)| at).min()
+    }
+
+    /// Every timer pending, with what falls due then, in the order they
+    /// are acted on when several fall due together. The one list both
+    /// the next deadline and the firing read.
+    fn dues(&self) -> Vec<(Instant, Due)> {
+        let workers = &self.phase.workers;
+        let ready = workers.iter().filter_map(|w| {
+            w.ready_at()
+                .map(|(at, restart)| (at, Due::Ready(w.pid, restart)))
+        });
+        let late = workers
+            .iter()
+            .filter_map(|w| Some((w.give_up()?, Due::NotReady(w.pid))));
+        let drains = workers.iter().filter_map(|w| match w.role {
+            Role::Old {
+                kill_at: Some(at), ..
+            } => Some((at, Due::Drain(w.pid))),
+            _ => None,
+        });
+        let shutdown = match self.phase.shutdown {
+            Shutdown::Running | Shutdown::Killed => None,
+            Shutdown::Delaying { until, .. } => Some(until),
+            Shutdown::Stopping { kill_at } => kill_at,
+            Shutdown::Sweeping { at, .. } => Some(at),
+        };
         ready
-            .chain(give_up)
-            .chain(self.restart.retry().map(|(at, _)| at))
-            .chain(self.restart.kill_old_at())
-            .chain(self.workers.iter().filter_map(|w| match w.role {
-                Role::Old { kill_at, .. } => kill_at,
-                _ => None,
-            }))
-            .chain(match self.shutdown {
-                Shutdown::Running | Shutdown::Killed => None,
-                Shutdown::Delaying { until, .. } => Some(until),
-                Shutdown::Stopping { kill_at } => kill_at,
-                Shutdown::Sweeping { at, .. } => Some(at),
-            })
-            .chain(self.auto_restart_due())
-            .min()
+            .chain(late)
+            .chain(
+                self.phase
+                    .restart
+                    .retry()
+                    .map(|(at, r)| (at, Due::Retry(r))),
+            )
+            .chain(
+                self.phase
+                    .restart
+                    .kill_old_at()
+                    .map(|at| (at, Due::KillOld)),
+            )
+            .chain(drains)
+            .chain(shutdown.map(|at| (at, Due::Shutdown)))
+            .chain(self.auto_restart_due().map(|at| (at, Due::AutoRestart)))
+            .collect()
     }
 
     fn candidate(&self) -> Option<&Worker> {
-        self.workers
+        self.phase
+            .workers
             .iter()
             .find(|w| matches!(w.role, Role::Starting { .. }))
     }
@@ -399,15 +529,16 @@ impl Core {
     /// A restart is under way: a worker is starting or old workers await
     /// their signal. Restarts run one after another.
     fn busy(&self) -> bool {
-        self.candidate().is_some() || self.restart.kill_old_at().is_some()
+        self.candidate().is_some() || self.phase.restart.kill_old_at().is_some()
     }
 
     fn has_current(&self) -> bool {
-        self.workers.iter().any(|w| w.role == Role::Current)
+        self.phase.workers.iter().any(|w| w.role == Role::Current)
     }
 
     fn has_old(&self) -> bool {
-        self.workers
+        self.phase
+            .workers
             .iter()
             .any(|w| matches!(w.role, Role::Old { .. }))
     }
@@ -416,7 +547,7 @@ impl Core {
         if !self.settings.auto_restart
             || self.stopping()
             || self.busy()
-            || self.restart.retry().is_some()
+            || self.phase.restart.retry().is_some()
             || !self.has_current()
         {
             return None;
@@ -424,11 +555,15 @@ impl Core {
         let interval = self.settings.auto_restart_interval;
         // With old workers still draining, wait up to twice as long.
         let factor = if self.has_old() { 2 } else { 1 };
-        Some(after(self.last_restart, interval.saturating_mul(factor)))
+        Some(after(
+            self.phase.last_restart,
+            interval.saturating_mul(factor),
+        ))
     }
 
     fn pids(&self, pick: impl Fn(Role) -> bool) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self
+            .phase
             .workers
             .iter()
             .filter(|w| pick(w.role))
@@ -441,6 +576,7 @@ impl Core {
     /// Every current and old worker, for the status file.
     fn announce(&self, sh: &mut dyn Host) {
         let entries: Vec<(u64, Pid)> = self
+            .phase
             .workers
             .iter()
             .filter(|w| !matches!(w.role, Role::Starting { .. }))
@@ -453,6 +589,7 @@ impl Core {
     /// Every worker with its role, for the state file.
     fn tell_state(&self, sh: &mut dyn Host) {
         let entries: Vec<(u64, Pid, Shown)> = self
+            .phase
             .workers
             .iter()
             .map(|w| {
@@ -469,7 +606,7 @@ impl Core {
                 (w.generation, w.pid, shown)
             })
             .collect();
-        sh.state(&entries, self.restarts_given_up);
+        sh.state(&entries, self.phase.restarts_given_up);
         sh.upstream(Upstream::Status(self.status_text()));
     }
 
@@ -479,7 +616,7 @@ impl Core {
         let mut serving = Vec::new();
         let mut starting = Vec::new();
         let mut draining = Vec::new();
-        let mut workers: Vec<&Worker> = self.workers.iter().collect();
+        let mut workers: Vec<&Worker> = self.phase.workers.iter().collect();
         workers.sort_by_key(|w| std::cmp::Reverse(w.generation));
         for w in workers {
             let (g, pid) = (w.generation, w.pid);
@@ -490,7 +627,7 @@ impl Core {
                 } => serving.push(format!("generation {g} serving (pid {pid})")),
                 Role::Starting { .. } => starting.push(format!(
                     "starting generation {g}, attempt {}",
-                    self.failures.saturating_add(1)
+                    self.phase.failures.saturating_add(1)
                 )),
                 Role::Old {
                     signalled: true, ..
@@ -506,14 +643,14 @@ impl Core {
             true => "no generation serving".to_string(),
             false => parts.join("; "),
         };
-        match self.shutdown {
+        match self.phase.shutdown {
             Shutdown::Running => text,
             _ => format!("stopping; {text}"),
         }
     }
 
     fn signal_all(&self, sig: i32, sh: &mut dyn Host) {
-        for w in &self.workers {
+        for w in &self.phase.workers {
             sh.signal(w.pid, sig);
         }
     }
@@ -521,17 +658,17 @@ impl Core {
     // ------------------------------------------------------------ spawning
 
     fn spawn(&mut self, restart: bool, now: Instant, sh: &mut dyn Host) {
-        self.generation = self.generation.saturating_add(1);
-        match sh.spawn(self.generation) {
+        self.phase.generation = self.phase.generation.saturating_add(1);
+        match sh.spawn(self.phase.generation) {
             Ok(pid) => {
                 sh.say(Say::Original, format!("starting new worker {pid}"));
                 let ready = match self.rules.ready_timeout {
                     Some(_) => Ready::Notified(false),
                     None => Ready::After(after(now, self.rules.interval)),
                 };
-                self.workers.push(Worker {
+                self.phase.workers.push(Worker {
                     pid,
-                    generation: self.generation,
+                    generation: self.phase.generation,
                     spawned: now,
                     role: Role::Starting {
                         restart,
@@ -547,8 +684,11 @@ impl Core {
                 if self.count_failure(now, sh) {
                     return;
                 }
-                let wait = backoff(self.failures.max(FAST_RETRIES + 1));
-                self.restart = self.restart.with_retry(Some((after(now, wait), restart)));
+                let wait = backoff(self.phase.failures.max(FAST_RETRIES + 1));
+                self.phase.restart = self
+                    .phase
+                    .restart
+                    .with_retry(Some((after(now, wait), restart)));
             }
         }
     }
@@ -558,16 +698,17 @@ impl Core {
     /// serving); otherwise everything, to exit with [`EXIT_GAVE_UP`]. True
     /// when it gave up.
     fn count_failure(&mut self, now: Instant, sh: &mut dyn Host) -> bool {
-        self.failures = self.failures.saturating_add(1);
+        self.phase.failures = self.phase.failures.saturating_add(1);
         let Some(retries) = self.rules.start_retries else {
             return false;
         };
-        if self.failures <= retries {
+        if self.phase.failures <= retries {
             return false;
         }
-        let failures = std::mem::take(&mut self.failures);
-        self.restart = self.restart.with_retry(None);
+        let failures = std::mem::take(&mut self.phase.failures);
+        self.phase.restart = self.phase.restart.with_retry(None);
         let serving = self
+            .phase
             .workers
             .iter()
             .filter(|w| {
@@ -582,10 +723,10 @@ impl Core {
             .map(|w| (w.generation, w.pid))
             .max();
         if let Some((generation, pid)) = serving {
-            if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) {
                 w.role = Role::Current;
             }
-            self.restarts_given_up = self.restarts_given_up.saturating_add(1);
+            self.phase.restarts_given_up = self.phase.restarts_given_up.saturating_add(1);
             sh.say(
                 Say::Warning,
                 format!(
@@ -599,7 +740,7 @@ impl Core {
             sh.upstream(Upstream::Ready);
             self.announce(sh);
         } else {
-            self.gave_up = true;
+            self.phase.gave_up = true;
             sh.say(
                 Say::Fatal,
                 format!(
@@ -619,14 +760,14 @@ impl Core {
     /// retries, then backing off exponentially.
     fn schedule_retry(&mut self, spawned: Instant, restart: bool, now: Instant, sh: &mut dyn Host) {
         let mut at = after(spawned, self.rules.interval);
-        let extra = backoff(self.failures);
+        let extra = backoff(self.phase.failures);
         if !extra.is_zero() {
             at = at.max(after(now, extra));
             sh.say(
                 Say::Note,
                 format!(
                     "{} failed starts in a row, next attempt in {} s",
-                    self.failures,
+                    self.phase.failures,
                     fmt_secs(at.saturating_duration_since(now))
                 ),
             );
@@ -634,13 +775,13 @@ impl Core {
         if at <= now {
             self.spawn(restart, now, sh);
         } else {
-            self.restart = self.restart.with_retry(Some((at, restart)));
+            self.phase.restart = self.phase.restart.with_retry(Some((at, restart)));
         }
     }
 
     fn begin_restart(&mut self, now: Instant, sh: &mut dyn Host) {
         sh.upstream(Upstream::Reloading);
-        for w in &mut self.workers {
+        for w in &mut self.phase.workers {
             if w.role == Role::Current {
                 w.role = Role::Old {
                     signalled: false,
@@ -653,10 +794,10 @@ impl Core {
 
     /// The starting worker has passed its start check.
     fn promote(&mut self, pid: Pid, restart: bool, now: Instant, sh: &mut dyn Host) {
-        if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+        if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) {
             w.role = Role::Current;
         }
-        self.last_restart = now;
+        self.phase.last_restart = now;
         sh.upstream(Upstream::Ready);
         self.announce(sh);
         if !restart {
@@ -694,13 +835,13 @@ impl Core {
                     self.settings.kill_old_delay_shown
                 ),
             );
-            self.restart = self.restart.with_kill_old_at(Some(after(now, delay)));
+            self.phase.restart = self.phase.restart.with_kill_old_at(Some(after(now, delay)));
         }
     }
 
     fn kill_olds(&mut self, now: Instant, sh: &mut dyn Host) {
         sh.say(Say::Original, "killing old workers".into());
-        for w in &mut self.workers {
+        for w in &mut self.phase.workers {
             if let Role::Old {
                 signalled: false, ..
             } = w.role
@@ -716,36 +857,30 @@ impl Core {
     }
 
     /// Old workers still draining at their --drain-timeout get SIGKILL.
-    fn end_drains(&mut self, now: Instant, sh: &mut dyn Host) {
-        for w in &mut self.workers {
-            if let Role::Old {
-                kill_at: Some(at), ..
-            } = w.role
-                && now >= at
-            {
-                w.role = Role::Old {
-                    signalled: true,
-                    kill_at: None,
-                };
-                sh.say(
-                    Say::Warning,
-                    format!(
-                        "old worker {} still running {} s after {}, sending KILL (--drain-timeout)",
-                        w.pid,
-                        fmt_secs(self.rules.drain_timeout.unwrap_or_default()),
-                        self.rules.signal_on_hup.shown
-                    ),
-                );
-                sh.signal(w.pid, sig::KILL);
-            }
-        }
+    fn end_drain(&mut self, pid: Pid, sh: &mut dyn Host) {
+        let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        w.role = Role::Old {
+            signalled: true,
+            kill_at: None,
+        };
+        sh.say(
+            Say::Warning,
+            format!(
+                "old worker {pid} still running {} s after {}, sending KILL (--drain-timeout)",
+                fmt_secs(self.rules.drain_timeout.unwrap_or_default()),
+                self.rules.signal_on_hup.shown
+            ),
+        );
+        sh.signal(pid, sig::KILL);
     }
 
     // -------------------------------------------------------------- events
 
     /// A starting worker's exec report.
     pub fn on_exec(&mut self, pid: Pid, report: ExecReport, sh: &mut dyn Host) {
-        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+        let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
         if w.exec != Exec::Pending {
@@ -754,14 +889,14 @@ impl Core {
         match report {
             ExecReport::Executed => {
                 w.exec = Exec::Done;
-                if !self.ever_started {
-                    self.ever_started = true;
+                if !self.phase.ever_started {
+                    self.phase.ever_started = true;
                     sh.tell_parent(0);
                 }
             }
             ExecReport::Failed { why, status } => {
                 w.exec = Exec::Failed;
-                if self.ever_started {
+                if self.phase.ever_started {
                     sh.say(Say::Warning, why);
                 } else {
                     // Nothing has ever run: this is a deployment error, not
@@ -775,7 +910,7 @@ impl Core {
 
     /// A worker (or one of its descendants) sent READY=1.
     pub fn on_ready(&mut self, pid: Pid, sh: &mut dyn Host) {
-        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+        let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
         match &mut w.role {
@@ -801,10 +936,10 @@ impl Core {
         now: Instant,
         sh: &mut dyn Host,
     ) -> bool {
-        let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+        let Some(i) = self.phase.workers.iter().position(|w| w.pid == pid) else {
             return false;
         };
-        let w = self.workers.remove(i);
+        let w = self.phase.workers.remove(i);
         self.last_status = Some(status);
         if !self.rules.policy.respawn {
             self.on_last_exit(w, status, now, sh);
@@ -813,7 +948,7 @@ impl Core {
         if self.stopping() || self.exit_code.is_some() {
             sh.say(Say::Original, format!("worker {pid} died, status:{status}"));
             self.announce(sh);
-            if self.workers.is_empty() && self.exit_code.is_none() {
+            if self.phase.workers.is_empty() && self.exit_code.is_none() {
                 self.workers_gone(0, now, sh);
             }
             return true;
@@ -836,7 +971,7 @@ impl Core {
                 );
                 self.announce(sh);
                 if lived >= self.rules.interval.max(STABLE_AFTER) {
-                    self.failures = 0;
+                    self.phase.failures = 0;
                 } else if self.count_failure(now, sh) {
                     return true;
                 }
@@ -879,7 +1014,7 @@ impl Core {
                 format!("worker {pid} exited ({})", status.describe()),
             ),
         }
-        if self.workers.is_empty() && self.exit_code.is_none() {
+        if self.phase.workers.is_empty() && self.exit_code.is_none() {
             self.workers_gone(self.last_exit_code(), now, sh);
         }
     }
@@ -892,7 +1027,7 @@ impl Core {
 
     /// A process that is not a worker was reaped.
     pub fn on_other_exit(&mut self, sh: &mut dyn Host) {
-        if let Shutdown::Sweeping { code, .. } = self.shutdown
+        if let Shutdown::Sweeping { code, .. } = self.phase.shutdown
             && self.exit_code.is_none()
             && sh.leftovers().is_empty()
         {
@@ -926,12 +1061,12 @@ impl Core {
             sh.kill(pid, sig);
         }
         let killed = sig == sig::KILL;
-        self.killed_at_shutdown |= killed;
+        self.phase.killed_at_shutdown |= killed;
         let wait = match killed {
             true => SWEEP_REAP,
             false => self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT),
         };
-        self.shutdown = Shutdown::Sweeping {
+        self.phase.shutdown = Shutdown::Sweeping {
             at: after(now, wait),
             killed,
             code,
@@ -943,9 +1078,9 @@ impl Core {
     fn final_code(&self, code: i32) -> i32 {
         if !self.rules.policy.respawn {
             code
-        } else if self.gave_up {
+        } else if self.phase.gave_up {
             EXIT_GAVE_UP
-        } else if self.killed_at_shutdown && code == 0 {
+        } else if self.phase.killed_at_shutdown && code == 0 {
             EXIT_KILLED
         } else {
             code
@@ -960,7 +1095,7 @@ impl Core {
         };
         match (status.code(), status.signal()) {
             (Some(code), _) => code,
-            (_, Some(sig)) if Some(sig) == self.forwarded => 0,
+            (_, Some(sig)) if Some(sig) == self.phase.forwarded => 0,
             (_, Some(sig)) => sig.saturating_add(128),
             _ => 0,
         }
@@ -975,7 +1110,7 @@ impl Core {
         match sig {
             sig::CHLD | sig::PIPE | sig::WINCH | sig::URG | sig::CONT => {}
             sig::HUP => self.on_hup(now, sh),
-            sig::TERM | sig::INT | sig::QUIT => match self.shutdown {
+            sig::TERM | sig::INT | sig::QUIT => match self.phase.shutdown {
                 Shutdown::Running => self.begin_shutdown(sig, now, sh),
                 Shutdown::Delaying { sig: first, .. } => {
                     sh.say(
@@ -995,8 +1130,8 @@ impl Core {
                         ),
                     );
                     self.signal_all(sig::KILL, sh);
-                    self.killed_at_shutdown |= !pids.is_empty();
-                    self.shutdown = Shutdown::Killed;
+                    self.phase.killed_at_shutdown |= !pids.is_empty();
+                    self.phase.shutdown = Shutdown::Killed;
                 }
                 Shutdown::Sweeping { code, .. } => {
                     let why = format!("received {} again", sig::name(sig));
@@ -1016,7 +1151,7 @@ impl Core {
                 "received HUP while shutting down, ignored".into(),
             );
         } else if self.busy() {
-            self.pending_restart = true;
+            self.phase.pending_restart = true;
             let under_way = if self.candidate().is_some() {
                 "a new worker is starting"
             } else {
@@ -1026,8 +1161,8 @@ impl Core {
                 Say::Note,
                 format!("received HUP while {under_way}, will restart once that is done"),
             );
-        } else if let Some((_, restart)) = self.restart.retry() {
-            self.restart = self.restart.with_retry(None);
+        } else if let Some((_, restart)) = self.phase.restart.retry() {
+            self.phase.restart = self.phase.restart.with_retry(None);
             // A failing start: try the (presumably fixed) deployment now.
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
             sh.upstream(Upstream::Reloading);
@@ -1041,7 +1176,7 @@ impl Core {
     fn begin_shutdown(&mut self, sig: i32, now: Instant, sh: &mut dyn Host) {
         sh.upstream(Upstream::Stopping);
         let delay = self.rules.shutdown_delay;
-        if delay.is_zero() || self.workers.is_empty() {
+        if delay.is_zero() || self.phase.workers.is_empty() {
             return self.stop_workers_on(sig, now, sh);
         }
         sh.say(
@@ -1052,9 +1187,9 @@ impl Core {
                 fmt_secs(delay)
             ),
         );
-        self.restart = Restart::Idle;
-        self.pending_restart = false;
-        self.shutdown = Shutdown::Delaying {
+        self.phase.restart = Restart::Idle;
+        self.phase.pending_restart = false;
+        self.phase.shutdown = Shutdown::Delaying {
             sig,
             until: after(now, delay),
         };
@@ -1077,7 +1212,7 @@ impl Core {
     /// original's line; giving up (no `why`) with a line of ours, and
     /// none when no worker is left to stop.
     fn stop_workers(&mut self, term: Signal, why: Option<String>, now: Instant, sh: &mut dyn Host) {
-        self.forwarded = Some(term.number);
+        self.phase.forwarded = Some(term.number);
         let pids = self.pids(|_| true);
         let list = join_pids(&pids);
         match why {
@@ -1092,79 +1227,108 @@ impl Core {
             None => {}
         }
         self.signal_all(term.number, sh);
-        self.restart = Restart::Idle;
-        self.pending_restart = false;
-        self.shutdown = Shutdown::Stopping {
+        self.phase.restart = Restart::Idle;
+        self.phase.pending_restart = false;
+        self.phase.shutdown = Shutdown::Stopping {
             kill_at: self.rules.stop_timeout.map(|t| after(now, t)),
         };
-        if self.workers.is_empty() {
+        if self.phase.workers.is_empty() {
             self.workers_gone(0, now, sh);
         }
     }
 
     /// Whatever is due at `now`.
     pub fn on_timers(&mut self, now: Instant, sh: &mut dyn Host) {
-        if self.exit_code.is_some() {
-            return;
-        }
-        let ready = self.workers.iter().find_map(|w| {
-            let (at, restart) = w.ready_at()?;
-            (now >= at).then_some((w.pid, restart))
-        });
-        if let Some((pid, restart)) = ready {
-            self.promote(pid, restart, now, sh);
-        }
-        let late: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|w| w.give_up().is_some_and(|at| now >= at))
-            .map(|w| w.pid)
-            .collect();
-        for pid in late {
-            if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid)
-                && let Role::Starting { give_up, .. } = &mut w.role
-            {
-                *give_up = None;
+        // What fires changes what is pending: the list is read again after
+        // each, a bounded number of times (each firing clears its timer or
+        // moves it on).
+        for _ in 0..64 {
+            if self.exit_code.is_some() {
+                return;
             }
-            let secs = self.rules.ready_timeout.unwrap_or(Duration::ZERO);
-            sh.say(
-                Say::Warning,
-                format!(
-                    "new worker {pid} is not ready after {} s, killing it",
-                    fmt_secs(secs)
-                ),
-            );
-            sh.signal(pid, sig::KILL);
+            let due = self.dues().into_iter().find(|&(at, _)| now >= at);
+            match due {
+                Some((_, due)) => self.fire(due, now, sh),
+                None => break,
+            }
         }
-        if let Some((at, restart)) = self.restart.retry()
-            && now >= at
+        if self.phase.pending_restart
+            && !self.busy()
+            && self.phase.restart.retry().is_none()
+            && !self.stopping()
         {
-            self.restart = self.restart.with_retry(None);
-            self.spawn(restart, now, sh);
+            self.phase.pending_restart = false;
+            sh.say(Say::Original, "received HUP, spawning a new worker".into());
+            self.begin_restart(now, sh);
         }
-        if self.restart.kill_old_at().is_some_and(|at| now >= at) {
-            self.restart = self.restart.with_kill_old_at(None);
-            self.kill_olds(now, sh);
-        }
-        self.end_drains(now, sh);
-        match self.shutdown {
-            Shutdown::Delaying { sig, until } if now >= until => {
-                self.stop_workers_on(sig, now, sh);
+    }
+
+    /// What a timer does when it falls due.
+    fn fire(&mut self, due: Due, now: Instant, sh: &mut dyn Host) {
+        match due {
+            Due::Ready(pid, restart) => self.promote(pid, restart, now, sh),
+            Due::NotReady(pid) => self.not_ready(pid, sh),
+            Due::Retry(restart) => {
+                self.phase.restart = self.phase.restart.with_retry(None);
+                self.spawn(restart, now, sh);
             }
+            Due::KillOld => {
+                self.phase.restart = self.phase.restart.with_kill_old_at(None);
+                self.kill_olds(now, sh);
+            }
+            Due::Drain(pid) => self.end_drain(pid, sh),
+            Due::Shutdown => self.shutdown_due(now, sh),
+            Due::AutoRestart => {
+                let forced = if self.has_old() { "forced, " } else { "" };
+                sh.say(
+                    Say::Original,
+                    format!(
+                        "autorestart triggered ({forced}interval={})",
+                        self.settings.auto_restart_interval_shown
+                    ),
+                );
+                self.begin_restart(now, sh);
+            }
+        }
+    }
+
+    /// A starting worker not ready by --ready-timeout gets SIGKILL (its
+    /// exit is then a failed start).
+    fn not_ready(&mut self, pid: Pid, sh: &mut dyn Host) {
+        if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid)
+            && let Role::Starting { give_up, .. } = &mut w.role
+        {
+            *give_up = None;
+        }
+        let secs = self.rules.ready_timeout.unwrap_or(Duration::ZERO);
+        sh.say(
+            Say::Warning,
+            format!(
+                "new worker {pid} is not ready after {} s, killing it",
+                fmt_secs(secs)
+            ),
+        );
+        sh.signal(pid, sig::KILL);
+    }
+
+    /// The shutdown's own timer: the delay is over, what the workers left
+    /// behind had their grace (or their time to be reaped), or workers
+    /// outlived --stop-timeout.
+    fn shutdown_due(&mut self, now: Instant, sh: &mut dyn Host) {
+        match self.phase.shutdown {
+            Shutdown::Delaying { sig, .. } => self.stop_workers_on(sig, now, sh),
             Shutdown::Sweeping {
-                at,
                 killed: false,
                 code,
-            } if now >= at => {
+                ..
+            } => {
                 let waited = self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT);
                 let why = format!("still running {} s after TERM", fmt_secs(waited));
                 self.kill_leftovers(&why, code, now, sh);
             }
             Shutdown::Sweeping {
-                at,
-                killed: true,
-                code,
-            } if now >= at => {
+                killed: true, code, ..
+            } => {
                 let left = sh.leftovers();
                 sh.say(
                     Say::Warning,
@@ -1172,41 +1336,20 @@ impl Core {
                 );
                 self.exit_code = Some(self.final_code(code));
             }
-            _ => {}
-        }
-        if let Shutdown::Stopping { kill_at: Some(at) } = self.shutdown
-            && now >= at
-        {
-            self.shutdown = Shutdown::Killed;
-            let pids = self.pids(|_| true);
-            self.killed_at_shutdown |= !pids.is_empty();
-            sh.say(
-                Say::Note,
-                format!(
-                    "workers still running after --stop-timeout, sending KILL to all workers:{}",
-                    join_pids(&pids)
-                ),
-            );
-            self.signal_all(sig::KILL, sh);
-        }
-        if self.auto_restart_due().is_some_and(|due| now >= due) {
-            let forced = if self.has_old() { "forced, " } else { "" };
-            sh.say(
-                Say::Original,
-                format!(
-                    "autorestart triggered ({forced}interval={})",
-                    self.settings.auto_restart_interval_shown
-                ),
-            );
-            self.begin_restart(now, sh);
-        } else if self.pending_restart
-            && !self.busy()
-            && self.restart.retry().is_none()
-            && !self.stopping()
-        {
-            self.pending_restart = false;
-            sh.say(Say::Original, "received HUP, spawning a new worker".into());
-            self.begin_restart(now, sh);
+            Shutdown::Stopping { .. } => {
+                self.phase.shutdown = Shutdown::Killed;
+                let pids = self.pids(|_| true);
+                self.phase.killed_at_shutdown |= !pids.is_empty();
+                sh.say(
+                    Say::Note,
+                    format!(
+                        "workers still running after --stop-timeout, sending KILL to all workers:{}",
+                        join_pids(&pids)
+                    ),
+                );
+                self.signal_all(sig::KILL, sh);
+            }
+            Shutdown::Running | Shutdown::Killed => {}
         }
     }
 }

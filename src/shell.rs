@@ -335,11 +335,7 @@ impl Effects {
 
 impl Shell {
     pub fn new(setup: Setup) -> Shell {
-        // Auto-restart and the kill-old delay are start_server's alone.
-        let settings = match setup.config.rules.policy.env_settings {
-            true => Settings::from_vars(&setup.base_env).0,
-            false => Settings::from_vars(&Vars::new()).0,
-        };
+        let settings = Settings::from_vars(&setup.base_env).0;
         let rules = setup.config.rules.clone();
         let now = Instant::now();
         Shell {
@@ -387,17 +383,17 @@ impl Shell {
                 errtext(&e)
             );
         }
-        while self.core.exit_code.is_none() {
+        while self.core.exit_code().is_none() {
             self.wait_and_dispatch();
         }
-        let code = self.core.exit_code.unwrap_or(1);
+        let code = self.core.exit_code().unwrap_or(1);
         self.finish(code)
     }
 
     /// Re-reads the envdir, and gives the rules the settings it holds.
     fn refresh(&mut self) {
         if let Some(settings) = self.effects.refresh() {
-            self.core.settings = settings;
+            self.core.set_settings(settings);
         }
     }
 
@@ -644,17 +640,16 @@ impl Shell {
     fn finish(mut self, code: i32) -> i32 {
         match code {
             0 => original!("exiting"),
-            crate::rules::EXIT_KILLED if self.core.rules.policy.respawn => {
+            crate::rules::EXIT_KILLED if self.core.rules().policy.respawn => {
                 note!("exiting with status {code}: workers had to be killed")
             }
-            crate::rules::EXIT_GAVE_UP if self.core.gave_up => {
+            crate::rules::EXIT_GAVE_UP if self.core.phase().gave_up => {
                 note!("exiting with status {code}: gave up starting workers")
             }
             _ => {}
         }
-        for w in std::mem::take(&mut self.core.workers) {
-            // Only a worker whose exec just failed can be left: it is exiting.
-            let _ = sys::waitpid(w.pid);
+        for pid in self.core.unreaped() {
+            let _ = sys::waitpid(pid);
         }
         let effects = &mut self.effects;
         if let Some(path) = &effects.s.config.status_file {
@@ -724,20 +719,8 @@ impl Shell {
         let (core, io) = (&self.core, &self.effects);
         State {
             program: Some(env!("CARGO_PKG_VERSION").to_string()),
-            generation: core.generation,
-            failures: core.failures,
-            pending_restart: core.pending_restart,
-            ever_started: core.ever_started,
+            phase: core.phase().clone(),
             status_written: io.status_written,
-            last_restart: core.last_restart,
-            restart: core.restart,
-            shutdown: core.shutdown,
-            forwarded: core.forwarded,
-            outcome: (
-                core.killed_at_shutdown,
-                core.gave_up,
-                core.restarts_given_up,
-            ),
             listeners: io
                 .s
                 .listeners
@@ -758,7 +741,6 @@ impl Shell {
                 let id = n.file.as_ref().and_then(|f| f.id);
                 (n.fd.as_raw_fd(), n.address.clone(), id)
             }),
-            workers: core.workers.clone(),
             reports: io
                 .reports
                 .iter()
@@ -781,18 +763,8 @@ impl Shell {
     pub fn restore(setup: Setup, state: State) -> Result<Shell, String> {
         let from = state.program.clone().unwrap_or_else(|| "unknown".into());
         let mut sup = Shell::new(setup);
-        let (s, io) = (&mut sup.core, &mut sup.effects);
-        s.generation = state.generation;
-        s.failures = state.failures;
-        s.pending_restart = state.pending_restart;
-        s.ever_started = state.ever_started;
+        let io = &mut sup.effects;
         io.status_written = state.status_written;
-        s.last_restart = state.last_restart;
-        s.restart = state.restart;
-        s.shutdown = state.shutdown;
-        s.forwarded = state.forwarded;
-        (s.killed_at_shutdown, s.gave_up, s.restarts_given_up) = state.outcome;
-        s.workers = state.workers;
         let adopt = |fd: std::os::fd::RawFd, what: &str| {
             let owned = sys::take_inherited(fd)
                 .map_err(|_| format!("{what} descriptor {fd} is not open"))?;
@@ -810,16 +782,14 @@ impl Shell {
                     .map_err(|e| format!("output relay: {}", errtext(&e)))?,
             );
         }
-        if s.stopping() && s.workers.is_empty() {
-            // A shutdown handed over with nothing left to wait for.
-            s.exit_code = Some(0);
-        }
+        let (workers, generation) = (state.phase.workers.len(), state.phase.generation);
+        sup.core.carry_on(state.phase);
         note!(
             "upgraded in place (pid {}) from version {from} to {}: {} worker(s) adopted, generation {}",
             sys::getpid(),
             env!("CARGO_PKG_VERSION"),
-            s.workers.len(),
-            s.generation
+            workers,
+            generation
         );
         Ok(sup)
     }
@@ -855,7 +825,7 @@ impl Shell {
         match verdict {
             Verdict::Refused(why) => warning!("not upgrading: {why}; carrying on"),
             // Leaving anyway: nothing to hand over.
-            Verdict::Accepted if self.core.exit_code.is_some() => {}
+            Verdict::Accepted if !self.core.may_upgrade() => {}
             Verdict::Accepted => self.exec_self(),
         }
     }

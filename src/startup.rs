@@ -418,6 +418,7 @@ pub fn accept_state(text: &str, parent: sys::Pid) -> Result<upgrade::State, Stri
     let state = upgrade::State::decode(text, &upgrade::Clock::read())?;
     state.validate()?;
     let children = state
+        .phase
         .workers
         .iter()
         .map(|w| ("worker", w.pid))

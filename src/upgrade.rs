@@ -10,7 +10,7 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::rules::{Exec, Ready, Restart, Role, Shutdown, Worker};
+use crate::rules::{Exec, Phase, Ready, Role, Shutdown, Worker};
 use crate::sys::{self, Pid};
 
 pub use crate::env::{CHECK_VAR, STATE_VAR};
@@ -96,24 +96,14 @@ pub struct State {
     /// The version of the program that wrote the state (absent from
     /// states of versions that did not say).
     pub program: Option<String>,
-    pub generation: u64,
-    pub failures: u32,
-    pub pending_restart: bool,
-    pub ever_started: bool,
+    /// The rules' phase, whole.
+    pub phase: Phase,
     pub status_written: bool,
-    pub last_restart: Instant,
-    pub restart: Restart,
-    pub shutdown: Shutdown,
-    pub forwarded: Option<i32>,
-    /// How the shutdown goes so far: a worker had to be killed; gave up;
-    /// restarts given up.
-    pub outcome: (bool, bool, u64),
     pub listeners: Vec<ListenerState>,
     pub pid_file_fd: Option<RawFd>,
     /// The notification socket: descriptor, address, and its file's
     /// device and inode numbers when it has one.
     pub notify: Option<(RawFd, String, Option<FileId>)>,
-    pub workers: Vec<Worker>,
     /// The exec report pipes of workers whose exec is pending.
     pub reports: Vec<(Pid, RawFd)>,
     /// Output relays: worker pid, pipe, bytes not yet logged.
@@ -244,20 +234,11 @@ impl State {
     fn empty(clock: &Clock) -> State {
         State {
             program: None,
-            generation: 0,
-            failures: 0,
-            pending_restart: false,
-            ever_started: false,
+            phase: Phase::new(clock.now),
             status_written: false,
-            last_restart: clock.now,
-            restart: Restart::Idle,
-            shutdown: Shutdown::Running,
-            forwarded: None,
-            outcome: (false, false, 0),
             listeners: Vec::new(),
             pid_file_fd: None,
             notify: None,
-            workers: Vec::new(),
             reports: Vec::new(),
             relays: Vec::new(),
             logger: None,
@@ -271,22 +252,25 @@ impl State {
         if let Some(v) = &self.program {
             out += &format!("program {}\n", hex(v.as_bytes()));
         }
-        out += &format!("generation {}\n", self.generation);
-        out += &format!("failures {}\n", self.failures);
+        out += &format!("generation {}\n", self.phase.generation);
+        out += &format!("failures {}\n", self.phase.failures);
         out += &format!(
             "flags {} {} {}\n",
-            b(self.pending_restart),
-            b(self.ever_started),
+            b(self.phase.pending_restart),
+            b(self.phase.ever_started),
             b(self.status_written)
         );
-        out += &format!("last_restart {}\n", ns(self.last_restart));
+        out += &format!("last_restart {}\n", ns(self.phase.last_restart));
         out += &format!(
             "retry {} {}\n",
-            opt(self.restart.retry().map(|r| ns(r.0))),
-            b(self.restart.retry().is_some_and(|r| r.1))
+            opt(self.phase.restart.retry().map(|r| ns(r.0))),
+            b(self.phase.restart.retry().is_some_and(|r| r.1))
         );
-        out += &format!("kill_old_at {}\n", opt(self.restart.kill_old_at().map(ns)));
-        match self.shutdown {
+        out += &format!(
+            "kill_old_at {}\n",
+            opt(self.phase.restart.kill_old_at().map(ns))
+        );
+        match self.phase.shutdown {
             Shutdown::Running => out += "stopping - -\n",
             Shutdown::Stopping { kill_at } => {
                 out += &format!("stopping 1 {}\n", opt(kill_at.map(ns)))
@@ -301,9 +285,14 @@ impl State {
                 out += &format!("stopping 1 -\nsweeping {} {} {code}\n", ns(at), b(killed))
             }
         }
-        out += &format!("forwarded {}\n", opt(self.forwarded));
-        let (killed, gave_up, given_up) = self.outcome;
-        out += &format!("outcome {} {} {given_up}\n", b(killed), b(gave_up));
+        out += &format!("forwarded {}\n", opt(self.phase.forwarded));
+        let p = &self.phase;
+        out += &format!(
+            "outcome {} {} {}\n",
+            b(p.killed_at_shutdown),
+            b(p.gave_up),
+            p.restarts_given_up
+        );
         for l in &self.listeners {
             out += &format!(
                 "listener {} {} {} {} {}\n",
@@ -322,7 +311,7 @@ impl State {
         if let Some((fd, address, id)) = &self.notify {
             out += &format!("notify {fd} {} {}\n", hex(address.as_bytes()), fmt_id(*id));
         }
-        for w in &self.workers {
+        for w in &self.phase.workers {
             let role = match w.role {
                 Role::Starting {
                     restart,
@@ -375,6 +364,7 @@ impl State {
     /// stdio and named once, and the workers' roles hang together.
     pub fn validate(&self) -> Result<(), String> {
         let pids = self
+            .phase
             .workers
             .iter()
             .map(|w| ("worker", w.pid))
@@ -385,18 +375,19 @@ impl State {
                 return Err(format!("{what} pid {pid} is not a child's"));
             }
         }
-        for (i, w) in self.workers.iter().enumerate() {
-            if self.workers.iter().take(i).any(|v| v.pid == w.pid) {
+        for (i, w) in self.phase.workers.iter().enumerate() {
+            if self.phase.workers.iter().take(i).any(|v| v.pid == w.pid) {
                 return Err(format!("worker pid {} is named twice", w.pid));
             }
-            if w.generation == 0 || w.generation > self.generation {
+            if w.generation == 0 || w.generation > self.phase.generation {
                 return Err(format!(
                     "worker {} has generation {}, beyond {}",
-                    w.pid, w.generation, self.generation
+                    w.pid, w.generation, self.phase.generation
                 ));
             }
         }
         let starting = self
+            .phase
             .workers
             .iter()
             .filter(|w| matches!(w.role, Role::Starting { .. }))
@@ -476,23 +467,28 @@ impl State {
     fn read(&mut self, l: &Line) -> Result<bool, String> {
         match l.fields.first().copied().unwrap_or_default() {
             "program" => self.program = Some(l.text(1)?),
-            "generation" => self.generation = l.uint64(1)?,
-            "failures" => self.failures = l.uint32(1)?,
+            "generation" => self.phase.generation = l.uint64(1)?,
+            "failures" => self.phase.failures = l.uint32(1)?,
             "flags" => {
-                (self.pending_restart, self.ever_started, self.status_written) =
-                    (l.flag(1)?, l.flag(2)?, l.flag(3)?)
+                (
+                    self.phase.pending_restart,
+                    self.phase.ever_started,
+                    self.status_written,
+                ) = (l.flag(1)?, l.flag(2)?, l.flag(3)?)
             }
-            "last_restart" => self.last_restart = l.at(1)?,
+            "last_restart" => self.phase.last_restart = l.at(1)?,
             "retry" => {
                 let retry = l
                     .maybe_at(1)?
                     .map(|t| l.flag(2).map(|r| (t, r)))
                     .transpose()?;
-                self.restart = self.restart.with_retry(retry);
+                self.phase.restart = self.phase.restart.with_retry(retry);
             }
-            "kill_old_at" => self.restart = self.restart.with_kill_old_at(l.maybe_at(1)?),
+            "kill_old_at" => {
+                self.phase.restart = self.phase.restart.with_kill_old_at(l.maybe_at(1)?)
+            }
             "stopping" => {
-                self.shutdown = match l.fields.get(1) == Some(&"1") {
+                self.phase.shutdown = match l.fields.get(1) == Some(&"1") {
                     true => Shutdown::Stopping {
                         kill_at: l.maybe_at(2)?,
                     },
@@ -500,21 +496,25 @@ impl State {
                 }
             }
             "delaying" => {
-                self.shutdown = Shutdown::Delaying {
+                self.phase.shutdown = Shutdown::Delaying {
                     sig: l.int32(1)?,
                     until: l.at(2)?,
                 }
             }
             "sweeping" => {
-                self.shutdown = Shutdown::Sweeping {
+                self.phase.shutdown = Shutdown::Sweeping {
                     at: l.at(1)?,
                     killed: l.flag(2)?,
                     code: l.int32(3)?,
                 }
             }
-            "outcome" => self.outcome = (l.flag(1)?, l.flag(2)?, l.uint64(3)?),
+            "outcome" => {
+                let p = &mut self.phase;
+                (p.killed_at_shutdown, p.gave_up, p.restarts_given_up) =
+                    (l.flag(1)?, l.flag(2)?, l.uint64(3)?)
+            }
             "forwarded" => {
-                self.forwarded = l
+                self.phase.forwarded = l
                     .maybe(1)?
                     .map(|v| i32::try_from(v).map_err(|_| l.bad()))
                     .transpose()?
@@ -533,7 +533,7 @@ impl State {
             }
             "worker" => {
                 let worker = self.read_worker(l)?;
-                self.workers.push(worker);
+                self.phase.workers.push(worker);
             }
             "relay" => self.relays.push((
                 l.int32(1)?,
@@ -595,6 +595,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::Restart;
 
     /// A fixed reading of the clocks: encoding and decoding with it are
     /// exact inverses.
@@ -611,21 +612,55 @@ mod tests {
         let t = |secs: u64| c.now + Duration::from_secs(secs);
         let s = State {
             program: Some("0.1.0".into()),
-            generation: 7,
-            failures: 2,
-            pending_restart: true,
-            ever_started: true,
+            phase: Phase {
+                generation: 7,
+                failures: 2,
+                pending_restart: true,
+                ever_started: true,
+                last_restart: c.now - Duration::from_secs(3),
+                restart: Restart::KillOldAt {
+                    at: t(4),
+                    retry: Some((t(5), true)),
+                },
+                shutdown: Shutdown::Stopping {
+                    kill_at: Some(t(9)),
+                },
+                forwarded: Some(15),
+                killed_at_shutdown: true,
+                gave_up: false,
+                restarts_given_up: 3,
+                workers: vec![
+                    Worker {
+                        pid: 100,
+                        generation: 6,
+                        spawned: t(1),
+                        role: Role::Starting {
+                            restart: true,
+                            ready: Ready::Notified(false),
+                            give_up: Some(t(99)),
+                        },
+                        exec: Exec::Pending,
+                    },
+                    Worker {
+                        pid: 101,
+                        generation: 7,
+                        spawned: t(2),
+                        role: Role::Current,
+                        exec: Exec::Done,
+                    },
+                    Worker {
+                        pid: 99,
+                        generation: 5,
+                        spawned: c.now,
+                        role: Role::Old {
+                            signalled: true,
+                            kill_at: Some(t(4)),
+                        },
+                        exec: Exec::Done,
+                    },
+                ],
+            },
             status_written: true,
-            last_restart: c.now - Duration::from_secs(3),
-            restart: Restart::KillOldAt {
-                at: t(4),
-                retry: Some((t(5), true)),
-            },
-            shutdown: Shutdown::Stopping {
-                kill_at: Some(t(9)),
-            },
-            forwarded: Some(15),
-            outcome: (true, false, 3),
             listeners: vec![ListenerState {
                 fd: 3,
                 name: "127.0.0.1:80".into(),
@@ -635,36 +670,6 @@ mod tests {
             }],
             pid_file_fd: Some(9),
             notify: Some((10, "/run/start_server.1.0/notify".into(), Some((5, 6)))),
-            workers: vec![
-                Worker {
-                    pid: 100,
-                    generation: 6,
-                    spawned: t(1),
-                    role: Role::Starting {
-                        restart: true,
-                        ready: Ready::Notified(false),
-                        give_up: Some(t(99)),
-                    },
-                    exec: Exec::Pending,
-                },
-                Worker {
-                    pid: 101,
-                    generation: 7,
-                    spawned: t(2),
-                    role: Role::Current,
-                    exec: Exec::Done,
-                },
-                Worker {
-                    pid: 99,
-                    generation: 5,
-                    spawned: c.now,
-                    role: Role::Old {
-                        signalled: true,
-                        kill_at: Some(t(4)),
-                    },
-                    exec: Exec::Done,
-                },
-            ],
             reports: vec![(100, 11)],
             relays: vec![(100, 12, b"partial".to_vec())],
             logger: Some(42),
@@ -681,7 +686,7 @@ mod tests {
         );
         // A worker starting on --interval keeps its instant.
         let mut s2 = s.clone();
-        s2.workers[0].role = Role::Starting {
+        s2.phase.workers[0].role = Role::Starting {
             restart: false,
             ready: Ready::After(t(4)),
             give_up: None,
@@ -706,19 +711,19 @@ mod tests {
         let s = State::decode(RELEASED, &c).unwrap();
         assert_eq!(s.validate(), Ok(()));
         assert_eq!(s.program.as_deref(), Some("0.1.0"));
-        assert_eq!((s.generation, s.failures), (2, 0));
-        assert!(s.ever_started && s.status_written && !s.pending_restart);
+        assert_eq!((s.phase.generation, s.phase.failures), (2, 0));
+        assert!(s.phase.ever_started && s.status_written && !s.phase.pending_restart);
         // Read at the moment of the last restart: the kill-old delay ends
         // 30 s later.
-        assert_eq!(s.last_restart, c.now);
+        assert_eq!(s.phase.last_restart, c.now);
         assert_eq!(
-            s.restart,
+            s.phase.restart,
             Restart::KillOldAt {
                 at: c.now + Duration::from_secs(30),
                 retry: None
             }
         );
-        assert_eq!(s.shutdown, Shutdown::Running);
+        assert_eq!(s.phase.shutdown, Shutdown::Running);
         let listeners: Vec<(RawFd, &str, Option<&str>)> = s
             .listeners
             .iter()
@@ -733,6 +738,7 @@ mod tests {
         assert_eq!(s.listeners[1].unix_id, Some((65024, 10_011_115)));
         assert_eq!(s.pid_file_fd, Some(5));
         let workers: Vec<(Pid, u64, &Role)> = s
+            .phase
             .workers
             .iter()
             .map(|w| (w.pid, w.generation, &w.role))
@@ -751,7 +757,7 @@ mod tests {
                 (9163, 2, &Role::Current)
             ]
         );
-        assert!(s.workers.iter().all(|w| w.exec == Exec::Done));
+        assert!(s.phase.workers.iter().all(|w| w.exec == Exec::Done));
         // What this build writes of it reads back the same.
         assert_eq!(State::decode(&s.encode(&c), &c), Ok(s));
     }

@@ -301,7 +301,7 @@ fn a_second_term_sends_kill_and_stop_timeout_does_too() {
     assert_eq!(core.next_deadline(), Some(t + 3 * SEC));
     core.on_signal(libc::SIGTERM, t, &mut sh);
     assert_eq!(sh.signals, [(101, libc::SIGTERM), (101, libc::SIGKILL)]);
-    assert_eq!(core.shutdown, Shutdown::Killed);
+    assert_eq!(core.phase.shutdown, Shutdown::Killed);
     assert_eq!(core.next_deadline(), None, "nothing more to do but wait");
     // Without a second signal, --stop-timeout sends it, once.
     let (mut core, mut sh, t) = running(r, settings(&[]));
@@ -442,22 +442,22 @@ fn lifecycle_3_early_deaths_count_as_failures_and_hup_cuts_the_wait() {
     core.on_exec(101, ExecReport::Executed, &mut sh);
     core.on_timers(t0, &mut sh);
     assert_eq!(sh.generations(), [1], "up at once with --interval=0");
-    core.failures = 5;
+    core.phase.failures = 5;
     // Dead half a second after it was spawned: a failure.
     let t = t0 + SEC / 2;
     core.on_exit(101, exited(1), t, &mut sh);
-    assert_eq!(core.failures, 6);
+    assert_eq!(core.phase.failures, 6);
     assert_eq!(sh.said("died unexpectedly with status:256, restarting"), 1);
-    let (at, _) = core.restart.retry().expect("a backed-off retry");
+    let (at, _) = core.phase.restart.retry().expect("a backed-off retry");
     assert!(at > t);
     core.on_signal(libc::SIGHUP, t, &mut sh);
     assert_eq!(sh.spawned.len(), 2, "the HUP retried at once");
-    assert_eq!(core.restart, Restart::Idle);
+    assert_eq!(core.phase.restart, Restart::Idle);
     // A worker that served a while and then died resets the count.
     let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
-    core.failures = 5;
+    core.phase.failures = 5;
     core.on_exit(101, exited(1), t + 60 * SEC, &mut sh);
-    assert_eq!(core.failures, 0);
+    assert_eq!(core.phase.failures, 0);
     assert_eq!(sh.spawned.len(), 2, "replaced at once");
 }
 
@@ -884,23 +884,23 @@ fn a_death_during_the_kill_old_delay_runs_both_timers() {
     core.on_exec(102, ExecReport::Executed, &mut sh);
     core.on_timers(t, &mut sh);
     // Dead half a second after it was spawned: a failure, backed off.
-    core.failures = 5;
+    core.phase.failures = 5;
     core.on_exit(102, exited(1), t + SEC / 2, &mut sh);
     let Restart::KillOldAt {
         at,
         retry: Some((retry_at, false)),
-    } = core.restart
+    } = core.phase.restart
     else {
-        panic!("{:?}", core.restart);
+        panic!("{:?}", core.phase.restart);
     };
     assert_eq!(at, t + 5 * SEC);
     assert!(retry_at < at);
     core.on_timers(retry_at, &mut sh);
     assert_eq!(sh.spawned.len(), 3, "replaced");
-    assert_eq!(core.restart, Restart::KillOldAt { at, retry: None });
+    assert_eq!(core.phase.restart, Restart::KillOldAt { at, retry: None });
     core.on_timers(at, &mut sh);
     assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
-    assert_eq!(core.restart, Restart::Idle);
+    assert_eq!(core.phase.restart, Restart::Idle);
 }
 
 #[test]
@@ -993,6 +993,7 @@ fn storms_keep_the_invariants() {
             alive.extend(sh.spawned[known..].iter().map(|&(_, p)| p));
             known = sh.spawned.len();
             let starting = core
+                .phase
                 .workers
                 .iter()
                 .filter(|w| matches!(w.role, Role::Starting { .. }))
@@ -1024,8 +1025,46 @@ fn storms_keep_the_invariants() {
         for pid in alive.drain(..) {
             core.on_exit(pid, killed(libc::SIGTERM), t, &mut sh);
         }
-        assert!(core.workers.is_empty(), "seed {seed}: {:?}", core.workers);
+        assert!(
+            core.phase.workers.is_empty(),
+            "seed {seed}: {:?}",
+            core.phase.workers
+        );
         assert!(core.exit_code.is_some(), "seed {seed}: no exit");
     }
     assert!(handovers > 500, "only {handovers} hand-overs");
+}
+
+/// A live upgrade hands over a shutdown with nothing left to wait for:
+/// the rules carrying on from it are done, with status 0.
+#[test]
+fn a_handed_over_shutdown_with_no_worker_left_is_over() {
+    let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
+    core.on_signal(libc::SIGTERM, t, &mut sh);
+    let mut handed = core.phase().clone();
+    let mut next = Core::new(rules(Personality::StartServer, None), settings(&[]), t);
+    next.carry_on(handed.clone());
+    assert_eq!(next.exit_code(), None, "a worker is still stopping");
+    handed.workers.clear();
+    let mut next = Core::new(rules(Personality::StartServer, None), settings(&[]), t);
+    next.carry_on(handed);
+    assert_eq!(next.exit_code(), Some(0));
+    assert!(!next.may_upgrade(), "leaving: nothing to hand over");
+    assert!(core.may_upgrade());
+}
+
+/// Auto-restart and the kill-old delay come from the environment under
+/// start_server's policy only: socketmaster's keep the defaults.
+#[test]
+fn environment_settings_apply_under_start_servers_policy_only() {
+    let given = settings(&[("KILL_OLD_DELAY", "7"), ("ENABLE_AUTO_RESTART", "1")]);
+    let t = Instant::now();
+    let mut core = Core::new(rules(Personality::StartServer, None), given.clone(), t);
+    assert!(core.settings.auto_restart);
+    assert_eq!(core.settings.kill_old_delay, 7 * SEC);
+    core = Core::new(rules(Personality::Socketmaster, None), given.clone(), t);
+    assert_eq!(core.settings, Settings::default());
+    core.set_settings(given);
+    assert_eq!(core.settings, Settings::default());
+    assert_eq!(Settings::default(), settings(&[]));
 }
