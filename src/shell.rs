@@ -729,10 +729,7 @@ impl Shell {
                     fd: l.raw(),
                     name: l.name.clone(),
                     fd_name: l.fd_name.clone(),
-                    unix_path: l
-                        .unix_path
-                        .as_ref()
-                        .map(|f| f.path.to_string_lossy().into_owned()),
+                    unix_path: l.unix_path.as_ref().map(|f| f.path.clone()),
                     unix_id: l.unix_path.as_ref().and_then(|f| f.id),
                 })
                 .collect(),

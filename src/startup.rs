@@ -369,7 +369,7 @@ fn adopt(
             fd_name: l.fd_name.clone(),
             fd,
             unix_path: l.unix_path.as_ref().map(|path| listen::SocketFile {
-                path: path.into(),
+                path: path.clone(),
                 id: l.unix_id,
             }),
         });

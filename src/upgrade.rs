@@ -8,6 +8,7 @@
 //! Anything unexpected makes the whole state refused.
 
 use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Duration, Instant};
 
 use crate::rules::{Exec, Phase, Ready, Role, Shutdown, Worker};
@@ -45,7 +46,9 @@ pub struct ListenerState {
     pub fd: RawFd,
     pub name: String,
     pub fd_name: String,
-    pub unix_path: Option<String>,
+    /// The socket file a unix listener bound: any bytes, as the path was
+    /// given (not necessarily UTF-8).
+    pub unix_path: Option<std::path::PathBuf>,
     /// The socket file's device and inode numbers (absent from the states
     /// of versions that did not record them).
     pub unix_id: Option<FileId>,
@@ -219,13 +222,17 @@ impl Line<'_> {
         Ok(self.maybe(i)?.map(|ns| self.clock.instant_of(ns)))
     }
 
-    /// Free text, hex-encoded.
-    fn text(&self, i: usize) -> Result<String, String> {
+    /// Bytes, hex-encoded.
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, String> {
         self.fields
             .get(i)
             .and_then(|v| unhex(v))
-            .and_then(|v| String::from_utf8(v).ok())
             .ok_or_else(|| self.bad())
+    }
+
+    /// Free text, hex-encoded.
+    fn text(&self, i: usize) -> Result<String, String> {
+        String::from_utf8(self.bytes(i)?).map_err(|_| self.bad())
     }
 }
 
@@ -301,7 +308,7 @@ impl State {
                 hex(l.fd_name.as_bytes()),
                 l.unix_path
                     .as_ref()
-                    .map_or("-".into(), |p| hex(p.as_bytes())),
+                    .map_or("-".into(), |p| hex(p.as_os_str().as_bytes())),
                 fmt_id(l.unix_id)
             );
         }
@@ -523,7 +530,9 @@ impl State {
                 fd: l.int32(1)?,
                 name: l.text(2)?,
                 fd_name: l.text(3)?,
-                unix_path: Some(l.text(4)?).filter(|p| !p.is_empty()),
+                unix_path: Some(l.bytes(4)?)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| std::ffi::OsString::from_vec(p).into()),
                 unix_id: parse_id(l.fields.get(5)).ok_or_else(|| l.bad())?,
             }),
             "pid_file" => self.pid_file_fd = Some(l.int32(1)?),
@@ -665,7 +674,8 @@ mod tests {
                 fd: 3,
                 name: "127.0.0.1:80".into(),
                 fd_name: "web".into(),
-                unix_path: Some("/tmp/a b.sock".into()),
+                // Not UTF-8: a path is bytes.
+                unix_path: Some(std::ffi::OsStr::from_bytes(b"/tmp/a b\xff.sock").into()),
                 unix_id: Some((2049, 1234567)),
             }],
             pid_file_fd: Some(9),
@@ -724,15 +734,16 @@ mod tests {
             }
         );
         assert_eq!(s.phase.shutdown, Shutdown::Running);
-        let listeners: Vec<(RawFd, &str, Option<&str>)> = s
+        let listeners: Vec<(RawFd, &str, Option<&std::path::Path>)> = s
             .listeners
             .iter()
             .map(|l| (l.fd, l.name.as_str(), l.unix_path.as_deref()))
             .collect();
         let sock = "/tmp/tmp.lKHyQKwhpu/s.sock";
+        let sock_path = std::path::Path::new(sock);
         assert_eq!(
             listeners,
-            [(3, "127.0.0.1:41234", None), (4, sock, Some(sock))]
+            [(3, "127.0.0.1:41234", None), (4, sock, Some(sock_path))]
         );
         assert_eq!(s.listeners[0].fd_name, "127.0.0.1_41234");
         assert_eq!(s.listeners[1].unix_id, Some((65024, 10_011_115)));

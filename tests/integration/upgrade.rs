@@ -115,6 +115,42 @@ fn no_request_fails_across_20_live_upgrades_and_everything_works_after() {
     eprintln!("{requests} requests, none failed, across 20 live upgrades");
 }
 
+/// A unix socket whose path is not UTF-8 keeps its name across a live
+/// upgrade: the new image serves it, and removes that very file at exit.
+#[test]
+fn a_non_utf8_socket_path_survives_an_upgrade_and_is_removed_at_exit() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("upgrade-bytes");
+    dir.mode("run");
+    let exe = private_copy(&dir, "start_server");
+    let sock = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"s\xff\xfe.sock"));
+    let mut path_arg = b"--path=".to_vec();
+    path_arg.extend_from_slice(sock.as_os_str().as_bytes());
+    let mut server = Server::spawn(
+        Command::new(&exe)
+            .arg(std::ffi::OsStr::from_bytes(&path_arg))
+            .args(["--interval=0", &probe(), dir.path().to_str().unwrap()]),
+    );
+    dir.report(1, &server);
+    assert!(sock.exists());
+    server.signal("USR2");
+    server.wait_line("upgraded in place");
+    // The adopted socket is the same file, still served.
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    server.signal("HUP");
+    let env = dir.report(2, &server);
+    let ports = &env["env.SERVER_STARTER_PORT"];
+    assert!(ports.contains(".sock="), "{ports}");
+    assert!(server.stop().success(), "{}", server.log());
+    assert!(!sock.exists(), "the socket file is left behind");
+    assert_eq!(
+        dir.entries().iter().filter(|e| e.contains("sock")).count(),
+        0
+    );
+}
+
 #[test]
 fn a_new_version_installed_at_the_same_path_takes_over() {
     let dir = TempDir::new("upgrade-new-version");
