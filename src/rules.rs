@@ -81,6 +81,11 @@ pub enum Say {
 }
 
 /// What the rules ask of the world.
+///
+/// The host delivers a worker's exec report (`on_exec`) before its exit
+/// (`on_exit`) and before its READY=1 (`on_ready`): an exit read first
+/// would be taken for a worker that never ran, and READY=1 counts only
+/// from a program that runs.
 pub trait Host {
     /// Starts a worker of `generation`: its pid, or why it could not.
     fn spawn(&mut self, generation: u64) -> Result<Pid, String>;
@@ -99,17 +104,13 @@ pub trait Host {
     fn reopen_log(&mut self);
     /// Sends `sig` to a process that is not a worker (one the workers
     /// left behind).
-    fn kill(&mut self, pid: Pid, sig: i32) {
-        self.signal(pid, sig);
-    }
+    fn kill(&mut self, pid: Pid, sig: i32);
     /// The processes still running under us that are not workers (nor our
     /// own helpers): what the workers left behind.
-    fn leftovers(&mut self) -> Vec<Pid> {
-        Vec::new()
-    }
+    fn leftovers(&mut self) -> Vec<Pid>;
     /// Every worker with its role, and how many restarts were given up:
     /// the fuller state beside the status file.
-    fn state(&mut self, _workers: &[(u64, Pid, Shown)], _restarts_given_up: u64) {}
+    fn state(&mut self, workers: &[(u64, Pid, Shown)], restarts_given_up: u64);
 }
 
 /// What start_server tells the service manager that started it, in

@@ -573,7 +573,7 @@ impl Shell {
         for (key, value) in pairs {
             match key {
                 "READY" if value == "1" => {
-                    // A running program has certainly been executed.
+                    // Its exec report first (the order the rules ask for).
                     self.on_report(pid);
                     self.core.on_ready(pid, &mut self.effects);
                 }

@@ -821,6 +821,15 @@ fn signals_usr1_usr2_and_the_ignored_ones() {
         fn reopen_log(&mut self) {
             self.1 += 1;
         }
+        fn kill(&mut self, pid: Pid, sig: i32) {
+            self.0.kill(pid, sig)
+        }
+        fn leftovers(&mut self) -> Vec<Pid> {
+            self.0.leftovers()
+        }
+        fn state(&mut self, workers: &[(u64, Pid, Shown)], given_up: u64) {
+            self.0.state(workers, given_up)
+        }
     }
     let (mut core, _, t) = running(rules(Personality::StartServer, None), settings(&[]));
     let mut sh = Reopens::default();
