@@ -74,6 +74,37 @@ pub fn reset_disposition(sig: i32) -> io::Result<()> {
     }
 }
 
+/// Whether `sig`'s disposition is SIG_IGN (false where it cannot be
+/// read).
+pub fn is_ignored(sig: i32) -> bool {
+    /// The kernel's `struct sigaction`, as rt_sigaction(2) writes it.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let mut old = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: no new action is given; old is a valid, writable kernel
+    // sigaction; the size is the kernel's sigset size (8 bytes).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig as libc::c_long,
+            std::ptr::null::<KernelSigaction>(),
+            &mut old as *mut KernelSigaction,
+            8 as libc::c_long,
+        )
+    };
+    ret == 0 && old.handler == libc::SIG_IGN
+}
+
 /// A non-blocking, close-on-exec signalfd for `set`.
 pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
     // SAFETY: -1 asks for a new descriptor; set is initialised.
