@@ -6,17 +6,7 @@ use crate::support::*;
 fn restart_waits_for_the_new_generation_and_stop_for_the_exit() {
     let dir = TempDir::new("clients");
     dir.mode("run");
-    let probe = probe();
-    let (pid, st) = (dir.s("pid"), dir.s("status"));
-    let mut server = Server::start(&[
-        "--interval=0.2",
-        "--pid-file",
-        &pid,
-        "--status-file",
-        &st,
-        &probe,
-        dir.path().to_str().unwrap(),
-    ]);
+    let (mut server, pid, st) = probe_server(&dir, &["--interval=0.2"]);
     let first = server.wait_worker(1);
     wait_status(&dir.join("status"), &[1], &server);
     let Ended { code, err, .. } =
@@ -176,17 +166,7 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
 fn status_names_the_file_it_cannot_read() {
     let dir = TempDir::new("status-unreadable");
     dir.mode("run");
-    let probe = probe();
-    let (pid, st) = (dir.s("pid"), dir.s("status"));
-    let mut server = Server::start(&[
-        "--interval=0",
-        "--pid-file",
-        &pid,
-        "--status-file",
-        &st,
-        &probe,
-        dir.path().to_str().unwrap(),
-    ]);
+    let (mut server, pid, st) = probe_server(&dir, &["--interval=0"]);
     wait_status(&dir.join("status"), &[1], &server);
     // A state file named after another status file: none there.
     let other = dir.s("other");

@@ -16,16 +16,6 @@ fn stat_field(pid: u32, n: usize) -> Option<u32> {
     after.split_whitespace().nth(n)?.parse().ok()
 }
 
-/// start_server with `options`, a pid file and a status file in `dir`,
-/// running the probe; and the pid and status file arguments.
-fn probe_server(dir: &TempDir, options: &[&str]) -> (Server, String, String) {
-    let (pid, st) = (dir.s("pid"), dir.s("status"));
-    let (pid_arg, st_arg) = (format!("--pid-file={pid}"), format!("--status-file={st}"));
-    let mut args = options.to_vec();
-    args.extend([&pid_arg[..], &st_arg]);
-    (start_probe(dir, &args), pid, st)
-}
-
 /// The pid a probe's helper wrote, once it has.
 fn helper_pid(dir: &TempDir, generation: u64, server: &Server) -> u32 {
     let path = dir.join(&format!("{generation}.helper"));

@@ -144,6 +144,16 @@ pub fn start_probe(dir: &TempDir, options: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// start_server with `options`, a pid file and a status file in `dir`,
+/// running the probe; and the pid and status file arguments.
+pub fn probe_server(dir: &TempDir, options: &[&str]) -> (Server, String, String) {
+    let (pid, st) = (dir.s("pid"), dir.s("status"));
+    let (pid_arg, st_arg) = (format!("--pid-file={pid}"), format!("--status-file={st}"));
+    let mut args = options.to_vec();
+    args.extend([&pid_arg[..], &st_arg]);
+    (start_probe(dir, &args), pid, st)
+}
+
 /// A process's environment as the kernel holds it, entry by entry.
 pub fn raw_environ(pid: u32) -> Vec<(String, String)> {
     std::fs::read(format!("/proc/{pid}/environ"))
