@@ -1,8 +1,6 @@
 //! The process tree, as /proc shows it: what is still running under us
 //! once the workers are gone.
 
-use std::collections::HashMap;
-
 use crate::sys::Pid;
 
 /// One process: its parent, and whether it has already ended (a zombie
@@ -52,7 +50,7 @@ pub fn descendants(root: Pid, except: &[Pid]) -> Vec<Pid> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut table: HashMap<Pid, Entry> = HashMap::new();
+    let mut table: Vec<(Pid, Entry)> = Vec::new();
     for entry in dir.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -67,29 +65,30 @@ pub fn descendants(root: Pid, except: &[Pid]) -> Vec<Pid> {
             .as_deref()
             .and_then(parse_stat)
         {
-            table.insert(pid, e);
+            table.push((pid, e));
         }
     }
     under(root, except, &table)
 }
 
-fn under(root: Pid, except: &[Pid], table: &HashMap<Pid, Entry>) -> Vec<Pid> {
-    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
-    for (&pid, e) in table {
-        children.entry(e.parent).or_default().push(pid);
-    }
+/// The tree under `root` in `table` (pid, entry), but the subtrees of
+/// `except` and the processes that have ended. A plain list: the table
+/// holds a host's processes at most, read at shutdown.
+fn under(root: Pid, except: &[Pid], table: &[(Pid, Entry)]) -> Vec<Pid> {
     let mut found = Vec::new();
+    let mut seen = vec![root];
     let mut todo = vec![root];
     while let Some(p) = todo.pop() {
-        for &c in children.get(&p).map_or(&[][..], Vec::as_slice) {
-            // A pid is its own parent only in a corrupt table: never loop.
-            if c == root || except.contains(&c) || found.contains(&c) {
+        for (c, e) in table.iter().filter(|(_, e)| e.parent == p) {
+            // Each process once: a corrupt table (a cycle) never loops.
+            if except.contains(c) || seen.contains(c) {
                 continue;
             }
-            if table.get(&c).is_some_and(|e| !e.ended) {
-                found.push(c);
+            seen.push(*c);
+            if !e.ended {
+                found.push(*c);
             }
-            todo.push(c);
+            todo.push(*c);
         }
     }
     found.sort_unstable();
@@ -110,7 +109,7 @@ mod tests {
 
     #[test]
     fn the_tree_under_a_root_without_the_excepted_and_the_ended() {
-        let t: HashMap<Pid, Entry> = [
+        let t: Vec<(Pid, Entry)> = [
             (10, 1, false),
             (11, 10, false), // a worker's helper
             (12, 11, false), // its child
