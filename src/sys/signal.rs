@@ -35,74 +35,65 @@ pub fn sigprocmask_set(set: &SigSet) -> io::Result<()> {
     }
 }
 
-/// Sets the disposition of `sig` to SIG_DFL. Made with the raw system
-/// call: the C library refuses the numbers it reserves for itself (32-34),
-/// which an ignored disposition inherited from our parent would otherwise
-/// keep ignored in every worker.
-pub fn reset_disposition(sig: i32) -> io::Result<()> {
-    /// The kernel's `struct sigaction` (x86_64 and others without
-    /// sa_restorer quirks for SIG_DFL): handler, flags, restorer, mask.
-    #[repr(C)]
-    struct KernelSigaction {
-        handler: libc::sighandler_t,
-        flags: libc::c_ulong,
-        restorer: usize,
-        mask: u64,
-    }
-    let act = KernelSigaction {
+/// The kernel's `struct sigaction` (x86_64 and others without
+/// sa_restorer quirks for SIG_DFL): handler, flags, restorer, mask.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// rt_sigaction(2) itself, not the C library's wrapper, which refuses the
+/// numbers it reserves for itself (32-34): an ignored disposition
+/// inherited from our parent there would otherwise stay ignored in every
+/// worker. Sets `sig` to SIG_DFL when `reset`; the previous disposition's
+/// handler.
+fn rt_sigaction(sig: i32, reset: bool) -> io::Result<libc::sighandler_t> {
+    let default = KernelSigaction {
         handler: libc::SIG_DFL,
         flags: 0,
         restorer: 0,
         mask: 0,
     };
-    // SAFETY: act is a valid kernel sigaction for the duration of the
-    // call; the old action is not requested; the size is the kernel's
-    // sigset size (8 bytes).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            sig as libc::c_long,
-            &act as *const KernelSigaction,
-            std::ptr::null_mut::<KernelSigaction>(),
-            8 as libc::c_long,
-        )
-    };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Whether `sig`'s disposition is SIG_IGN (false where it cannot be
-/// read).
-pub fn is_ignored(sig: i32) -> bool {
-    /// The kernel's `struct sigaction`, as rt_sigaction(2) writes it.
-    #[repr(C)]
-    struct KernelSigaction {
-        handler: libc::sighandler_t,
-        flags: libc::c_ulong,
-        restorer: usize,
-        mask: u64,
-    }
     let mut old = KernelSigaction {
         handler: libc::SIG_DFL,
         flags: 0,
         restorer: 0,
         mask: 0,
     };
-    // SAFETY: no new action is given; old is a valid, writable kernel
-    // sigaction; the size is the kernel's sigset size (8 bytes).
+    let new: *const KernelSigaction = match reset {
+        true => &default,
+        false => std::ptr::null(),
+    };
+    // SAFETY: new is null or a valid kernel sigaction for the duration
+    // of the call; old is valid and writable; the size is the kernel's
+    // sigset size (8 bytes).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_rt_sigaction,
             sig as libc::c_long,
-            std::ptr::null::<KernelSigaction>(),
+            new,
             &mut old as *mut KernelSigaction,
             8 as libc::c_long,
         )
     };
-    ret == 0 && old.handler == libc::SIG_IGN
+    match ret {
+        0 => Ok(old.handler),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Sets the disposition of `sig` to SIG_DFL.
+pub fn reset_disposition(sig: i32) -> io::Result<()> {
+    rt_sigaction(sig, true).map(drop)
+}
+
+/// Whether `sig`'s disposition is SIG_IGN (false where it cannot be
+/// read).
+pub fn is_ignored(sig: i32) -> bool {
+    rt_sigaction(sig, false).is_ok_and(|handler| handler == libc::SIG_IGN)
 }
 
 /// A non-blocking, close-on-exec signalfd for `set`.
