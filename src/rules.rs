@@ -151,8 +151,10 @@ impl Shown {
 pub enum Ready {
     /// Still alive at this instant (--interval).
     After(Instant),
-    /// It sent READY=1 (or not yet).
-    Notified(bool),
+    /// By READY=1, not sent yet.
+    Awaiting,
+    /// By READY=1, which it sent.
+    Said,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -195,13 +197,16 @@ pub struct Worker {
 
 impl Worker {
     /// When a starting worker counts as started, if its program runs.
-    fn ready_at(&self) -> Option<(Instant, bool)> {
+    fn ready_at(&self) -> Option<Attempt> {
         let Role::Starting { restart, ready, .. } = self.role else {
             return None;
         };
         match (ready, self.exec) {
-            (Ready::After(at), Exec::Done) => Some((at, restart)),
-            (Ready::Notified(true), Exec::Done) => Some((self.spawned, restart)),
+            (Ready::After(at), Exec::Done) => Some(Attempt { at, restart }),
+            (Ready::Said, Exec::Done) => Some(Attempt {
+                at: self.spawned,
+                restart,
+            }),
             _ => None,
         }
     }
@@ -226,6 +231,14 @@ pub enum ExecReport {
     },
 }
 
+/// A start of a worker and its time: an attempt due, or a new worker up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attempt {
+    pub at: Instant,
+    /// In a restart: old workers await it.
+    pub restart: bool,
+}
+
 /// The timers of a restart, beside the workers' roles (a worker starting
 /// is a role of its own): none, the next attempt after a failure, or the
 /// kill-old delay, during which the new worker may die and its own retry
@@ -244,16 +257,16 @@ pub enum Restart {
     /// replacement is due.
     KillOldAt {
         at: Instant,
-        retry: Option<(Instant, bool)>,
+        retry: Option<Attempt>,
     },
 }
 
 impl Restart {
-    /// The next attempt: when, and whether old workers await it.
-    pub fn retry(self) -> Option<(Instant, bool)> {
+    /// The next attempt to start a worker.
+    pub fn retry(self) -> Option<Attempt> {
         match self {
             Restart::Idle => None,
-            Restart::RetryAt { at, restart } => Some((at, restart)),
+            Restart::RetryAt { at, restart } => Some(Attempt { at, restart }),
             Restart::KillOldAt { retry, .. } => retry,
         }
     }
@@ -267,10 +280,10 @@ impl Restart {
     }
 
     /// The same, with the next attempt set (or dropped).
-    pub fn with_retry(self, retry: Option<(Instant, bool)>) -> Restart {
+    pub fn with_retry(self, retry: Option<Attempt>) -> Restart {
         match (self, retry) {
             (Restart::KillOldAt { at, .. }, retry) => Restart::KillOldAt { at, retry },
-            (_, Some((at, restart))) => Restart::RetryAt { at, restart },
+            (_, Some(Attempt { at, restart })) => Restart::RetryAt { at, restart },
             (_, None) => Restart::Idle,
         }
     }
@@ -481,10 +494,9 @@ impl Core {
     /// the next deadline and the firing read.
     fn dues(&self) -> Vec<(Instant, Due)> {
         let workers = &self.phase.workers;
-        let ready = workers.iter().filter_map(|w| {
-            w.ready_at()
-                .map(|(at, restart)| (at, Due::Ready(w.pid, restart)))
-        });
+        let ready = workers
+            .iter()
+            .filter_map(|w| w.ready_at().map(|a| (a.at, Due::Ready(w.pid, a.restart))));
         let late = workers
             .iter()
             .filter_map(|w| Some((w.give_up()?, Due::NotReady(w.pid))));
@@ -506,7 +518,7 @@ impl Core {
                 self.phase
                     .restart
                     .retry()
-                    .map(|(at, r)| (at, Due::Retry(r))),
+                    .map(|a| (a.at, Due::Retry(a.restart))),
             )
             .chain(
                 self.phase
@@ -664,7 +676,7 @@ impl Core {
             Ok(pid) => {
                 sh.say(Say::Original, format!("starting new worker {pid}"));
                 let ready = match self.rules.ready_timeout {
-                    Some(_) => Ready::Notified(false),
+                    Some(_) => Ready::Awaiting,
                     None => Ready::After(after(now, self.rules.interval)),
                 };
                 self.phase.workers.push(Worker {
@@ -686,10 +698,10 @@ impl Core {
                     return;
                 }
                 let wait = backoff(self.phase.failures.max(FAST_RETRIES + 1));
-                self.phase.restart = self
-                    .phase
-                    .restart
-                    .with_retry(Some((after(now, wait), restart)));
+                self.phase.restart = self.phase.restart.with_retry(Some(Attempt {
+                    at: after(now, wait),
+                    restart,
+                }));
             }
         }
     }
@@ -776,7 +788,7 @@ impl Core {
         if at <= now {
             self.spawn(restart, now, sh);
         } else {
-            self.phase.restart = self.phase.restart.with_retry(Some((at, restart)));
+            self.phase.restart = self.phase.restart.with_retry(Some(Attempt { at, restart }));
         }
     }
 
@@ -916,10 +928,10 @@ impl Core {
         };
         match &mut w.role {
             Role::Starting {
-                ready: ready @ Ready::Notified(false),
+                ready: ready @ Ready::Awaiting,
                 ..
             } => {
-                *ready = Ready::Notified(true);
+                *ready = Ready::Said;
                 sh.say(Say::Note, format!("new worker {pid} is ready"));
             }
             _ => sh.say(
@@ -1162,7 +1174,7 @@ impl Core {
                 Say::Note,
                 format!("received HUP while {under_way}, will restart once that is done"),
             );
-        } else if let Some((_, restart)) = self.phase.restart.retry() {
+        } else if let Some(Attempt { restart, .. }) = self.phase.restart.retry() {
             self.phase.restart = self.phase.restart.with_retry(None);
             // A failing start: try the (presumably fixed) deployment now.
             sh.say(Say::Original, "received HUP, spawning a new worker".into());

@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Duration, Instant};
 
-use crate::rules::{Exec, Phase, Ready, Role, Shutdown, Worker};
+use crate::rules::{Attempt, Exec, Phase, Ready, Role, Shutdown, Worker};
 use crate::sys::{self, Pid};
 
 pub use crate::env::{CHECK_VAR, STATE_VAR};
@@ -270,8 +270,8 @@ impl State {
         out += &format!("last_restart {}\n", ns(self.phase.last_restart));
         out += &format!(
             "retry {} {}\n",
-            opt(self.phase.restart.retry().map(|r| ns(r.0))),
-            b(self.phase.restart.retry().is_some_and(|r| r.1))
+            opt(self.phase.restart.retry().map(|r| ns(r.at))),
+            b(self.phase.restart.retry().is_some_and(|r| r.restart))
         );
         out += &format!(
             "kill_old_at {}\n",
@@ -327,7 +327,8 @@ impl State {
                 } => {
                     let (ready_at, notified) = match ready {
                         Ready::After(at) => (Some(ns(at)), false),
-                        Ready::Notified(n) => (None, n),
+                        Ready::Awaiting => (None, false),
+                        Ready::Said => (None, true),
                     };
                     format!(
                         "starting {} {} {} {}",
@@ -487,7 +488,7 @@ impl State {
             "retry" => {
                 let retry = l
                     .maybe_at(1)?
-                    .map(|t| l.flag(2).map(|r| (t, r)))
+                    .map(|at| l.flag(2).map(|restart| Attempt { at, restart }))
                     .transpose()?;
                 self.phase.restart = self.phase.restart.with_retry(retry);
             }
@@ -576,7 +577,8 @@ impl State {
                 restart: l.flag(7)?,
                 ready: match l.maybe_at(8)? {
                     Some(t) => Ready::After(t),
-                    None => Ready::Notified(l.flag(9)?),
+                    None if l.flag(9)? => Ready::Said,
+                    None => Ready::Awaiting,
                 },
                 give_up: l.maybe_at(10)?,
             },
@@ -629,7 +631,10 @@ mod tests {
                 last_restart: c.now - Duration::from_secs(3),
                 restart: Restart::KillOldAt {
                     at: t(4),
-                    retry: Some((t(5), true)),
+                    retry: Some(Attempt {
+                        at: t(5),
+                        restart: true,
+                    }),
                 },
                 shutdown: Shutdown::Stopping {
                     kill_at: Some(t(9)),
@@ -645,7 +650,7 @@ mod tests {
                         spawned: t(1),
                         role: Role::Starting {
                             restart: true,
-                            ready: Ready::Notified(false),
+                            ready: Ready::Awaiting,
                             give_up: Some(t(99)),
                         },
                         exec: Exec::Pending,

@@ -448,7 +448,7 @@ fn lifecycle_3_early_deaths_count_as_failures_and_hup_cuts_the_wait() {
     core.on_exit(101, exited(1), t, &mut sh);
     assert_eq!(core.phase.failures, 6);
     assert_eq!(sh.said("died unexpectedly with status:256, restarting"), 1);
-    let (at, _) = core.phase.restart.retry().expect("a backed-off retry");
+    let at = core.phase.restart.retry().expect("a backed-off retry").at;
     assert!(at > t);
     core.on_signal(libc::SIGHUP, t, &mut sh);
     assert_eq!(sh.spawned.len(), 2, "the HUP retried at once");
@@ -897,7 +897,10 @@ fn a_death_during_the_kill_old_delay_runs_both_timers() {
     core.on_exit(102, exited(1), t + SEC / 2, &mut sh);
     let Restart::KillOldAt {
         at,
-        retry: Some((retry_at, false)),
+        retry: Some(Attempt {
+            at: retry_at,
+            restart: false,
+        }),
     } = core.phase.restart
     else {
         panic!("{:?}", core.phase.restart);
@@ -915,7 +918,10 @@ fn a_death_during_the_kill_old_delay_runs_both_timers() {
 #[test]
 fn restart_timers_keep_each_other() {
     let t = Instant::now();
-    let retry = Some((t, true));
+    let retry = Some(Attempt {
+        at: t,
+        restart: true,
+    });
     let both = Restart::Idle.with_retry(retry).with_kill_old_at(Some(t));
     assert_eq!(both, Restart::KillOldAt { at: t, retry });
     assert_eq!(
