@@ -60,12 +60,11 @@ pub struct Setup {
     pub image: Image,
 }
 
-/// Our own program: its path (where a new version gets installed), the
-/// arguments we were run with, and the environment to run it with.
+/// Our own program: its path (where a new version gets installed) and the
+/// arguments we were run with (its environment is `Setup::base_env`).
 pub struct Image {
     pub exe: PathBuf,
     pub argv: Vec<std::ffi::OsString>,
-    pub env: Vars,
 }
 
 /// What a descriptor in the poll set stands for.
@@ -803,8 +802,8 @@ impl Shell {
         let exe = &self.effects.s.image.exe;
         note!("upgrading in place: executing {}", exe.display());
         let state = self.snapshot().encode(&Clock::read());
-        let image = &self.effects.s.image;
-        match UpgradeCheck::start(exe, &image.argv, &image.env, &state, Instant::now()) {
+        let (argv, env) = (&self.effects.s.image.argv, &self.effects.s.base_env);
+        match UpgradeCheck::start(exe, argv, env, &state, Instant::now()) {
             Ok(check) => self.upgrade_check = Some(check),
             Err(why) => warning!("not upgrading: {why}; carrying on"),
         }
@@ -847,7 +846,7 @@ impl Shell {
         for &fd in &carried {
             let _ = sys::set_cloexec(fd, false);
         }
-        let mut env = io.s.image.env.clone();
+        let mut env = io.s.base_env.clone();
         env::set(&mut env, upgrade::STATE_VAR, state);
         let err = match exec_args(&exe, &io.s.image.argv, &env) {
             Ok((path, argv, envp)) => sys::execve(&path, &argv, &envp),

@@ -120,7 +120,6 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
     let image = Image {
         exe: own_path(argv0),
         argv: std::env::args_os().collect(),
-        env: base_env.clone(),
     };
     Ok(Plan {
         cfg,
