@@ -27,7 +27,7 @@ use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
 use crate::sys::{self, Pid, WaitStatus};
-use crate::upgrade::{self, Clock, ListenerState, State};
+use crate::upgrade::{self, Clock, ListenerState, NotifyState, RelayState, State};
 use crate::upgrade_check::{UpgradeCheck, Verdict};
 use crate::users::Ids;
 
@@ -733,9 +733,10 @@ impl Shell {
                 })
                 .collect(),
             pid_file_fd: io.s.pid_file.as_ref().map(PidFile::raw_fd),
-            notify: io.s.notify.as_ref().map(|n| {
-                let id = n.file.as_ref().and_then(|f| f.id);
-                (n.fd.as_raw_fd(), n.address.clone(), id)
+            notify: io.s.notify.as_ref().map(|n| NotifyState {
+                fd: n.fd.as_raw_fd(),
+                address: n.address.clone(),
+                id: n.file.as_ref().and_then(|f| f.id),
             }),
             reports: io
                 .reports
@@ -747,7 +748,11 @@ impl Shell {
                 .iter()
                 .map(|r| {
                     let (pid, fd, pending) = r.parts();
-                    (pid, fd, pending.to_vec())
+                    RelayState {
+                        pid,
+                        fd,
+                        pending: pending.to_vec(),
+                    }
                 })
                 .collect(),
             logger: io.s.output.logger(),
@@ -771,10 +776,10 @@ impl Shell {
         for (pid, fd) in state.reports {
             io.reports.push((pid, adopt(fd, "exec report")?));
         }
-        for (pid, fd, pending) in state.relays {
-            let fd = adopt(fd, "output relay")?;
+        for r in state.relays {
+            let fd = adopt(r.fd, "output relay")?;
             io.relays.push(
-                Relay::restore(pid, fd, pending)
+                Relay::restore(r.pid, fd, r.pending)
                     .map_err(|e| format!("output relay: {}", errtext(&e)))?,
             );
         }

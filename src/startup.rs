@@ -387,11 +387,11 @@ fn adopt(
         _ => return Err("the pid file does not match the command line".into()),
     };
     let notify = match (cfg.readiness, &state.notify) {
-        (config::Readiness::Notify, Some((fd, address, id))) => Some(Notify {
-            fd: sys::take_inherited(*fd)
-                .map_err(|_| format!("notify descriptor {fd} is not open"))?,
-            address: address.clone(),
-            file: Notify::file_of(address, *id),
+        (config::Readiness::Notify, Some(n)) => Some(Notify {
+            fd: sys::take_inherited(n.fd)
+                .map_err(|_| format!("notify descriptor {} is not open", n.fd))?,
+            address: n.address.clone(),
+            file: Notify::file_of(&n.address, n.id),
         }),
         (config::Readiness::Interval, None) => None,
         _ => return Err("the readiness socket does not match the command line".into()),

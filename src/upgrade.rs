@@ -54,6 +54,25 @@ pub struct ListenerState {
     pub unix_id: Option<FileId>,
 }
 
+/// The notification socket handed over: its descriptor, its
+/// NOTIFY_SOCKET address, and its file's device and inode numbers when
+/// it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyState {
+    pub fd: RawFd,
+    pub address: String,
+    pub id: Option<FileId>,
+}
+
+/// An output relay handed over: its worker, its pipe, and the bytes not
+/// yet logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayState {
+    pub pid: i32,
+    pub fd: RawFd,
+    pub pending: Vec<u8>,
+}
+
 /// One reading of both clocks: instants become CLOCK_MONOTONIC
 /// nanoseconds, which mean the same after exec, and back.
 #[derive(Debug, Clone, Copy)]
@@ -106,11 +125,10 @@ pub struct State {
     pub pid_file_fd: Option<RawFd>,
     /// The notification socket: descriptor, address, and its file's
     /// device and inode numbers when it has one.
-    pub notify: Option<(RawFd, String, Option<FileId>)>,
+    pub notify: Option<NotifyState>,
     /// The exec report pipes of workers whose exec is pending.
     pub reports: Vec<(Pid, RawFd)>,
-    /// Output relays: worker pid, pipe, bytes not yet logged.
-    pub relays: Vec<(i32, RawFd, Vec<u8>)>,
+    pub relays: Vec<RelayState>,
     pub logger: Option<i32>,
 }
 
@@ -315,8 +333,13 @@ impl State {
         if let Some(fd) = self.pid_file_fd {
             out += &format!("pid_file {fd}\n");
         }
-        if let Some((fd, address, id)) = &self.notify {
-            out += &format!("notify {fd} {} {}\n", hex(address.as_bytes()), fmt_id(*id));
+        if let Some(n) = &self.notify {
+            out += &format!(
+                "notify {} {} {}\n",
+                n.fd,
+                hex(n.address.as_bytes()),
+                fmt_id(n.id)
+            );
         }
         for w in &self.phase.workers {
             let role = match w.role {
@@ -356,8 +379,8 @@ impl State {
                 ns(w.spawned)
             );
         }
-        for (pid, fd, pending) in &self.relays {
-            out += &format!("relay {pid} {fd} {}\n", hex(pending));
+        for r in &self.relays {
+            out += &format!("relay {} {} {}\n", r.pid, r.fd, hex(&r.pending));
         }
         if let Some(pid) = self.logger {
             out += &format!("logger {pid}\n");
@@ -376,7 +399,7 @@ impl State {
             .workers
             .iter()
             .map(|w| ("worker", w.pid))
-            .chain(self.relays.iter().map(|r| ("relay", r.0)))
+            .chain(self.relays.iter().map(|r| ("relay", r.pid)))
             .chain(self.logger.map(|p| ("log command", p)));
         for (what, pid) in pids {
             if pid <= 1 {
@@ -429,13 +452,13 @@ impl State {
             .chain(
                 self.notify
                     .as_ref()
-                    .map(|n| ("notify", n.0, FileKind::Socket)),
+                    .map(|n| ("notify", n.fd, FileKind::Socket)),
             )
             .chain(exec)
             .chain(
                 self.relays
                     .iter()
-                    .map(|r| ("output relay", r.1, FileKind::Pipe)),
+                    .map(|r| ("output relay", r.fd, FileKind::Pipe)),
             )
             .collect()
     }
@@ -539,20 +562,21 @@ impl State {
             "pid_file" => self.pid_file_fd = Some(l.int32(1)?),
             "notify" => {
                 let id = parse_id(l.fields.get(3)).ok_or_else(|| l.bad())?;
-                self.notify = Some((l.int32(1)?, l.text(2)?, id))
+                self.notify = Some(NotifyState {
+                    fd: l.int32(1)?,
+                    address: l.text(2)?,
+                    id,
+                })
             }
             "worker" => {
                 let worker = self.read_worker(l)?;
                 self.phase.workers.push(worker);
             }
-            "relay" => self.relays.push((
-                l.int32(1)?,
-                l.int32(2)?,
-                l.fields
-                    .get(3)
-                    .and_then(|v| unhex(v))
-                    .ok_or_else(|| l.bad())?,
-            )),
+            "relay" => self.relays.push(RelayState {
+                pid: l.int32(1)?,
+                fd: l.int32(2)?,
+                pending: l.bytes(3)?,
+            }),
             "logger" => self.logger = Some(l.int32(1)?),
             "end" => return Ok(true),
             _ => return Err(l.bad()),
@@ -684,9 +708,17 @@ mod tests {
                 unix_id: Some((2049, 1234567)),
             }],
             pid_file_fd: Some(9),
-            notify: Some((10, "/run/start_server.1.0/notify".into(), Some((5, 6)))),
+            notify: Some(NotifyState {
+                fd: 10,
+                address: "/run/start_server.1.0/notify".into(),
+                id: Some((5, 6)),
+            }),
             reports: vec![(100, 11)],
-            relays: vec![(100, 12, b"partial".to_vec())],
+            relays: vec![RelayState {
+                pid: 100,
+                fd: 12,
+                pending: b"partial".to_vec(),
+            }],
             logger: Some(42),
         };
         assert_eq!(s.validate(), Ok(()));
