@@ -302,8 +302,7 @@ fn help_and_version() {
 
 #[test]
 fn a_second_instance_leaves_the_first_alone() {
-    let dir = TempDir::new("second-instance");
-    dir.mode("run");
+    let dir = TempDir::with_mode("second-instance", "run");
     let probe = probe();
     let (pid, sock) = (dir.s("pid"), dir.s("sock"));
     let mut first = Server::start(&[

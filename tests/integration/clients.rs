@@ -4,8 +4,7 @@ use crate::support::*;
 
 #[test]
 fn restart_waits_for_the_new_generation_and_stop_for_the_exit() {
-    let dir = TempDir::new("clients");
-    dir.mode("run");
+    let dir = TempDir::with_mode("clients", "run");
     let (mut server, pid, st) = probe_server(&dir, &["--interval=0.2"]);
     let first = server.wait_worker(1);
     wait_status(&dir.join("status"), &[1], &server);
@@ -67,8 +66,7 @@ fn clients_fail_clearly_when_nothing_runs() {
 
 #[test]
 fn restart_fails_when_the_status_file_is_missing_or_empty() {
-    let dir = TempDir::new("restart-no-status");
-    dir.mode("run");
+    let dir = TempDir::with_mode("restart-no-status", "run");
     let probe = probe();
     let pid = dir.s("pid");
     let mut server = Server::start(&[
@@ -100,8 +98,7 @@ fn restart_fails_when_the_status_file_is_missing_or_empty() {
 
 #[test]
 fn status_lists_the_workers_and_says_whether_one_serves() {
-    let dir = TempDir::new("status-client");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("status-client", "graceful");
     let probe = probe();
     let (pid, st) = (dir.s("pid"), dir.s("status"));
     let args = ["--status", "--pid-file", &pid, "--status-file", &st];
@@ -164,8 +161,7 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
 
 #[test]
 fn status_names_the_file_it_cannot_read() {
-    let dir = TempDir::new("status-unreadable");
-    dir.mode("run");
+    let dir = TempDir::with_mode("status-unreadable", "run");
     let (mut server, pid, st) = probe_server(&dir, &["--interval=0"]);
     wait_status(&dir.join("status"), &[1], &server);
     // A state file named after another status file: none there.

@@ -197,8 +197,7 @@ fn scenario(
     env: &[(&str, &str)],
     steps: &dyn Fn(&mut Run),
 ) -> (Outcome, Vec<(Instant, String)>) {
-    let dir = TempDir::new(name);
-    dir.mode(mode);
+    let dir = TempDir::with_mode(name, mode);
     // An envdir, for the scenarios that name it; and one whose ENVDIR
     // file names another.
     std::fs::create_dir(dir.join("env")).unwrap();

@@ -124,6 +124,18 @@ fn host_pid_of(args: &[&str]) -> u32 {
     found[0]
 }
 
+/// The test's directory, with the probe's `mode`, and a container of the
+/// test image running start_server with `options` and the probe working
+/// there; None where the skip rule lets the test skip.
+fn probe_container(test: &str, mode: &str, options: &[&str]) -> Option<(TempDir, Container)> {
+    let podman = podman()?;
+    let dir = TempDir::with_mode(&format!("ct-{test}"), mode);
+    let mut args = options.to_vec();
+    args.extend(["--", "/probe", "/d"]);
+    let c = Container::run(podman, test, &dir, &args);
+    Some((dir, c))
+}
+
 /// A container of the test image, removed when dropped.
 struct Container {
     name: String,
@@ -266,8 +278,7 @@ fn serves_restarts_under_load_and_stops_gracefully() {
 #[test]
 fn client_modes_in_the_container_exit_0() {
     let Some(podman) = podman() else { return };
-    let dir = TempDir::new("ct-clients");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("ct-clients", "graceful");
     // Kept after it stops (until dropped): podman exec reads the exec's
     // exit status from the container, which --rm removes at once.
     let mut c = Container::run_with(
@@ -309,15 +320,10 @@ fn client_modes_in_the_container_exit_0() {
 
 #[test]
 fn orphans_are_reaped_and_helpers_stopped_before_start_server_exits() {
-    let Some(podman) = podman() else { return };
-    let dir = TempDir::new("ct-orphans");
-    dir.mode("graceful helper");
-    let mut c = Container::run(
-        podman,
-        "orphans",
-        &dir,
-        &["--interval=0", "--", "/probe", "/d"],
-    );
+    let Some((dir, mut c)) = probe_container("orphans", "graceful helper", &["--interval=0"])
+    else {
+        return;
+    };
     dir.report(1, &c.server);
     wait_file_contains(&dir.join("1.helper"), "", &c.server);
     c.signal("HUP");
@@ -345,24 +351,19 @@ fn orphans_are_reaped_and_helpers_stopped_before_start_server_exits() {
 
 #[test]
 fn a_worker_ignoring_term_is_killed_by_drain_and_stop_timeouts() {
-    let Some(podman) = podman() else { return };
-    let dir = TempDir::new("ct-stubborn");
-    dir.mode("stubborn");
-    let mut c = Container::run(
-        podman,
+    let Some((dir, mut c)) = probe_container(
         "stubborn",
-        &dir,
+        "stubborn",
         &[
             "--interval=0",
             "--drain-timeout=0.3",
             "--stop-timeout=0.3",
             "--pid-file=/d/pid",
             "--status-file=/d/status",
-            "--",
-            "/probe",
-            "/d",
         ],
-    );
+    ) else {
+        return;
+    };
     wait_status(&dir.join("status"), &[1], &c.server);
     dir.report(1, &c.server);
     c.restart_expecting(0, "");
@@ -377,23 +378,18 @@ fn a_worker_ignoring_term_is_killed_by_drain_and_stop_timeouts() {
 
 #[test]
 fn a_restart_that_never_comes_up_is_given_up_and_the_old_generation_serves() {
-    let Some(podman) = podman() else { return };
-    let dir = TempDir::new("ct-give-up-restart");
-    dir.mode("run");
-    let c = Container::run(
-        podman,
+    let Some((dir, c)) = probe_container(
         "give-up-restart",
-        &dir,
+        "run",
         &[
             "--interval=1",
             "--start-retries=1",
             "--pid-file=/d/pid",
             "--status-file=/d/status",
-            "--",
-            "/probe",
-            "/d",
         ],
-    );
+    ) else {
+        return;
+    };
     wait_status(&dir.join("status"), &[1], &c.server);
     let first = status(&dir.join("status"))[0].1;
     dir.mode("exit 1");
@@ -409,21 +405,14 @@ fn a_restart_that_never_comes_up_is_given_up_and_the_old_generation_serves() {
 #[test]
 fn signal_group_reaches_what_a_wrapper_started() {
     let Some(podman) = podman() else { return };
-    let dir = TempDir::new("ct-signal-group");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("ct-signal-group", "graceful");
+    let args = ["--interval=0", "--signal-group", "--status-file=/d/status"];
+    let wrapped = ["--", "/probe", "wrap", "/d"];
     let mut c = Container::run(
         podman,
         "signal-group",
         &dir,
-        &[
-            "--interval=0",
-            "--signal-group",
-            "--status-file=/d/status",
-            "--",
-            "/probe",
-            "wrap",
-            "/d",
-        ],
+        &[&args[..], &wrapped].concat(),
     );
     dir.report(1, &c.server);
     c.signal("HUP");
@@ -439,15 +428,11 @@ fn signal_group_reaches_what_a_wrapper_started() {
 
 #[test]
 fn a_crash_loop_gives_up_with_status_3() {
-    let Some(podman) = podman() else { return };
-    let dir = TempDir::new("ct-crash");
-    dir.mode("exit 1");
-    let mut c = Container::run(
-        podman,
-        "crash",
-        &dir,
-        &["--interval=0", "--start-retries=2", "--", "/probe", "/d"],
-    );
+    let Some((_dir, mut c)) =
+        probe_container("crash", "exit 1", &["--interval=0", "--start-retries=2"])
+    else {
+        return;
+    };
     assert_eq!(c.wait_exit(), Some(3), "{}", c.server.log());
     c.server.wait_line("giving up (--start-retries=2)");
 }
@@ -530,8 +515,7 @@ fn ctrl_c_on_podman_run_it_reaches_only_start_server() {
     }
     // The probe tells which signal it got: TERM from start_server, not
     // the terminal's INT.
-    let dir = TempDir::new("ct-ctrl-c");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("ct-ctrl-c", "graceful");
     let mut c = Container::run_with(
         podman,
         "ctrl-c",

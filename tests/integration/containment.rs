@@ -26,8 +26,7 @@ fn helper_pid(dir: &TempDir, generation: u64, server: &Server) -> u32 {
 
 #[test]
 fn drain_timeout_kills_an_old_worker_that_ignores_its_signal() {
-    let dir = TempDir::new("drain");
-    dir.mode("stubborn");
+    let dir = TempDir::with_mode("drain", "stubborn");
     let (mut server, pid, st) = probe_server(&dir, &["--interval=0", "--drain-timeout=0.3"]);
     let old = server.wait_worker(1);
     dir.report(1, &server);
@@ -48,8 +47,7 @@ fn drain_timeout_kills_an_old_worker_that_ignores_its_signal() {
 
 #[test]
 fn stubborn_workers_at_shutdown_make_the_exit_status_2() {
-    let dir = TempDir::new("killed-status");
-    dir.mode("stubborn");
+    let dir = TempDir::with_mode("killed-status", "stubborn");
     let mut server = Server::start(&[
         "--interval=0",
         "--stop-timeout=0.2",
@@ -66,8 +64,7 @@ fn stubborn_workers_at_shutdown_make_the_exit_status_2() {
 
 #[test]
 fn a_worker_leads_its_own_group_so_a_terminal_interrupt_reaches_only_start_server() {
-    let dir = TempDir::new("groups");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("groups", "graceful");
     // start_server leads a group, as a shell's foreground job does; ^C
     // sends SIGINT to that whole group.
     let mut cmd = Command::new(bin());
@@ -94,8 +91,7 @@ fn wrapped(dir: &TempDir) -> String {
 #[test]
 fn signal_group_reaches_what_a_wrapper_started() {
     for group in [true, false] {
-        let dir = TempDir::new(&format!("signal-group-{group}"));
-        dir.mode("graceful");
+        let dir = TempDir::with_mode(&format!("signal-group-{group}"), "graceful");
         let script = wrapped(&dir);
         let mut args = vec!["--interval=0", "--", "sh", "-c", &script];
         if group {
@@ -161,8 +157,7 @@ fn helpers_come_back_and_are_stopped(server: &mut Server, dir: &TempDir, me: u32
 
 #[test]
 fn orphaned_helpers_come_back_to_start_server_and_are_stopped_with_it() {
-    let dir = TempDir::new("subreaper");
-    dir.mode("graceful helper");
+    let dir = TempDir::with_mode("subreaper", "graceful helper");
     let mut server = Server::start(&[
         "--interval=0",
         "--signal-on-hup=TERM",
@@ -176,8 +171,7 @@ fn orphaned_helpers_come_back_to_start_server_and_are_stopped_with_it() {
 
 #[test]
 fn as_pid_1_with_its_own_proc_helpers_are_stopped_too() {
-    let dir = TempDir::new("pid1-sweep");
-    dir.mode("graceful helper");
+    let dir = TempDir::with_mode("pid1-sweep", "graceful helper");
     let mut cmd = Command::new("unshare");
     cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
         .arg(bin())
@@ -239,8 +233,7 @@ impl InnerServer {
 
 #[test]
 fn start_retries_spent_with_nothing_serving_exits_3_and_leaves_nothing() {
-    let dir = TempDir::new("give-up");
-    dir.mode("exit 1");
+    let dir = TempDir::with_mode("give-up", "exit 1");
     let (mut server, _, _) = probe_server(&dir, &["--interval=0", "--start-retries=2"]);
     assert_eq!(server.wait_exit().code(), Some(3), "{}", server.log());
     assert_eq!(server.count("starting new worker"), 3);
@@ -257,8 +250,7 @@ fn start_retries_spent_with_nothing_serving_exits_3_and_leaves_nothing() {
 
 #[test]
 fn start_retries_spent_during_a_restart_keeps_the_old_generation_and_restart_fails() {
-    let dir = TempDir::new("give-up-restart");
-    dir.mode("run");
+    let dir = TempDir::with_mode("give-up-restart", "run");
     // An --interval the failing worker cannot pass: with 0, a worker whose
     // program runs counts as up at once, and the old one is signalled.
     let (mut server, pid, st) = probe_server(&dir, &["--interval=1", "--start-retries=1"]);

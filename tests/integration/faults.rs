@@ -16,8 +16,7 @@ fn run(cmd: &str, args: &[&str]) {
 
 #[test]
 fn an_envdir_with_a_fifo_a_device_and_an_overlong_line_neither_blocks_nor_breaks_spawns() {
-    let dir = TempDir::new("envdir-hostile");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("envdir-hostile", "graceful");
     let env = dir.join("env");
     std::fs::create_dir(&env).unwrap();
     run("mkfifo", &[env.join("BLOCK").to_str().unwrap()]);
@@ -61,8 +60,7 @@ fn bytes_read(pid: u32) -> u64 {
 #[test]
 fn the_envdir_is_not_read_again_on_every_turn_of_the_loop() {
     use std::os::unix::net::UnixDatagram;
-    let dir = TempDir::new("envdir-turns");
-    dir.mode("run");
+    let dir = TempDir::with_mode("envdir-turns", "run");
     let env = dir.join("env");
     std::fs::create_dir(&env).unwrap();
     // Reading the envdir once reads a megabyte.
@@ -318,8 +316,7 @@ fn with_small_tmpfs(dir: &TempDir, args: &[&str]) -> Option<Server> {
 
 #[test]
 fn a_full_filesystem_is_reported_and_restart_gives_up_at_its_timeout() {
-    let dir = TempDir::new("enospc");
-    dir.mode("run");
+    let dir = TempDir::with_mode("enospc", "run");
     let st = format!("{}/small/status", dir.path().display());
     let pid = dir.s("pid");
     let Some(mut server) = with_small_tmpfs(
@@ -365,8 +362,7 @@ fn a_full_filesystem_is_reported_and_restart_gives_up_at_its_timeout() {
 
 #[test]
 fn descriptor_exhaustion_during_a_hup_keeps_the_old_generation() {
-    let dir = TempDir::new("emfile");
-    dir.mode("run");
+    let dir = TempDir::with_mode("emfile", "run");
     let st = dir.join("status");
     let mut server = Server::start(&[
         "--interval=0",
@@ -406,8 +402,7 @@ fn fork_failure_as_an_unprivileged_user_is_retried_until_it_works() {
     {
         return;
     }
-    let dir = TempDir::new("eagain");
-    dir.mode("run");
+    let dir = TempDir::with_mode("eagain", "run");
     let start_server = copy_for_all(&dir, &bin(), "start_server");
     let probe = copy_for_all(&dir, &example("probe"), "probe");
     // As nobody, with room for two processes: start_server and one

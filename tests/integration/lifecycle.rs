@@ -5,8 +5,7 @@ use crate::support::*;
 
 #[test]
 fn hup_starts_a_new_generation_then_stops_the_old_one() {
-    let dir = TempDir::new("hup");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("hup", "graceful");
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
     let pid_arg = format!("--pid-file={}", dir.s("pid"));
@@ -55,8 +54,7 @@ fn hup_starts_a_new_generation_then_stops_the_old_one() {
 
 #[test]
 fn a_failed_restart_keeps_the_old_generation_serving() {
-    let dir = TempDir::new("failed-restart");
-    dir.mode("run");
+    let dir = TempDir::with_mode("failed-restart", "run");
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
     let mut server = start_probe(&dir, &["--interval=0.3", &st_arg]);
@@ -87,8 +85,7 @@ fn a_failed_restart_keeps_the_old_generation_serving() {
 
 #[test]
 fn consecutive_failures_back_off() {
-    let dir = TempDir::new("backoff");
-    dir.mode("exit 1");
+    let dir = TempDir::with_mode("backoff", "exit 1");
     let mut server = start_probe(&dir, &["--interval=0"]);
     // Workers pass the (zero) start check, then die at once: the first
     // three respawns keep the original's pace, then waits double, each
@@ -122,8 +119,7 @@ fn consecutive_failures_back_off() {
 
 #[test]
 fn a_crashed_worker_is_respawned() {
-    let dir = TempDir::new("crash");
-    dir.mode("run");
+    let dir = TempDir::with_mode("crash", "run");
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
     let mut server = start_probe(&dir, &["--interval=0", &st_arg]);
@@ -140,8 +136,7 @@ fn a_crashed_worker_is_respawned() {
 
 #[test]
 fn term_during_kill_old_delay_exits_promptly() {
-    let dir = TempDir::new("kill-old-delay");
-    dir.mode("run");
+    let dir = TempDir::with_mode("kill-old-delay", "run");
     let mut server = start_probe(&dir, &["--interval=0", "--kill-old-delay=60"]);
     let first = server.wait_worker(1);
     dir.report(1, &server);
@@ -164,8 +159,7 @@ fn term_during_kill_old_delay_exits_promptly() {
 
 #[test]
 fn fractional_kill_old_delay_then_old_workers_are_signalled() {
-    let dir = TempDir::new("fraction");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("fraction", "graceful");
     let mut server = start_probe(
         &dir,
         &[
@@ -192,8 +186,7 @@ fn signal_on_term_and_int_and_quit_shut_down_gracefully() {
         ("INT", "--signal-on-term=INT", "15"),
         ("QUIT", "", "15"),
     ] {
-        let dir = TempDir::new(&format!("shutdown-{sig}"));
-        dir.mode("graceful");
+        let dir = TempDir::with_mode(&format!("shutdown-{sig}"), "graceful");
         let mut extra = vec!["--interval=0"];
         if !custom.is_empty() {
             extra.push(custom);
@@ -211,8 +204,7 @@ fn signal_on_term_and_int_and_quit_shut_down_gracefully() {
 
 #[test]
 fn stray_signals_do_not_kill() {
-    let dir = TempDir::new("stray-signals");
-    dir.mode("run");
+    let dir = TempDir::with_mode("stray-signals", "run");
     let mut server = start_probe(&dir, &["--interval=0"]);
     server.wait_worker(1);
     dir.report(1, &server);
@@ -229,8 +221,7 @@ fn stray_signals_do_not_kill() {
 
 #[test]
 fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
-    let dir = TempDir::new("stubborn");
-    dir.mode("stubborn");
+    let dir = TempDir::with_mode("stubborn", "stubborn");
     let mut server = start_probe(&dir, &["--interval=0"]);
     let w = server.wait_worker(1);
     dir.report(1, &server);
@@ -247,8 +238,7 @@ fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
     );
     wait_gone(w, &server);
 
-    let dir = TempDir::new("stop-timeout");
-    dir.mode("stubborn");
+    let dir = TempDir::with_mode("stop-timeout", "stubborn");
     let mut server = start_probe(&dir, &["--interval=0", "--stop-timeout=0.2"]);
     let w = server.wait_worker(1);
     dir.report(1, &server);
@@ -266,8 +256,7 @@ fn stubborn_workers_get_kill_on_a_second_term_or_after_stop_timeout() {
 
 #[test]
 fn auto_restart_restarts_periodically() {
-    let dir = TempDir::new("auto-restart");
-    dir.mode("run");
+    let dir = TempDir::with_mode("auto-restart", "run");
     let mut server = start_probe(
         &dir,
         &[
@@ -290,8 +279,7 @@ fn auto_restart_restarts_periodically() {
 
 #[test]
 fn a_burst_of_hups_folds_into_a_follow_up_restart() {
-    let dir = TempDir::new("hup-burst");
-    dir.mode("run");
+    let dir = TempDir::with_mode("hup-burst", "run");
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
     let mut server = start_probe(&dir, &["--interval=0.2", &st_arg]);
@@ -313,8 +301,7 @@ fn a_burst_of_hups_folds_into_a_follow_up_restart() {
 
 #[test]
 fn children_we_did_not_spawn_are_reaped_quietly() {
-    let dir = TempDir::new("orphans");
-    dir.mode("run");
+    let dir = TempDir::with_mode("orphans", "run");
     let probe = probe();
     // The shell's background child becomes start_server's child at exec.
     let script = format!(
@@ -337,8 +324,7 @@ fn children_we_did_not_spawn_are_reaped_quietly() {
 
 #[test]
 fn usr1_reopens_the_log_file() {
-    let dir = TempDir::new("reopen");
-    dir.mode("run");
+    let dir = TempDir::with_mode("reopen", "run");
     let log = dir.join("log");
     let log_arg = format!("--log-file={}", log.display());
     let mut server = start_probe(&dir, &["--interval=0", &log_arg]);
@@ -356,8 +342,7 @@ fn usr1_reopens_the_log_file() {
 
 #[test]
 fn a_log_command_receives_the_output() {
-    let dir = TempDir::new("log-pipe");
-    dir.mode("run");
+    let dir = TempDir::with_mode("log-pipe", "run");
     let log = dir.join("piped");
     let log_arg = format!("--log-file=| cat >> {}", log.display());
     let mut server = start_probe(&dir, &["--interval=0", &log_arg]);
@@ -372,8 +357,7 @@ fn a_log_command_receives_the_output() {
 
 #[test]
 fn daemonize_detaches_and_reports_the_first_start() {
-    let dir = TempDir::new("daemonize");
-    dir.mode("run");
+    let dir = TempDir::with_mode("daemonize", "run");
     let probe = probe();
     let (pid, log) = (dir.s("pid"), dir.s("log"));
     let out = std::process::Command::new(bin())
@@ -443,8 +427,7 @@ fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
     if !tool_or_skip("unshare", &["--version"], "util-linux") {
         return;
     }
-    let dir = TempDir::new("pid1");
-    dir.mode("run");
+    let dir = TempDir::with_mode("pid1", "run");
     let probe = probe();
     // The worker's subshell leaves an orphan, which lands on PID 1: it
     // lives until the test writes to its FIFO.
@@ -484,8 +467,7 @@ fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
 
 #[test]
 fn a_log_command_that_stops_reading_never_stalls_start_server() {
-    let dir = TempDir::new("stuck-log");
-    dir.mode("run");
+    let dir = TempDir::with_mode("stuck-log", "run");
     let st = dir.join("status");
     let st_arg = format!("--status-file={}", st.display());
     let mut server = start_probe(

@@ -49,8 +49,7 @@ fn assert_private_path(address: &str) {
 
 #[test]
 fn the_old_generation_is_signalled_only_after_ready() {
-    let dir = TempDir::new("notify-handover");
-    dir.mode("notify graceful");
+    let dir = TempDir::with_mode("notify-handover", "notify graceful");
     // --interval=0: a start_server that took --interval for readiness
     // would hand over as soon as the new worker runs, long before the
     // checks below.
@@ -77,8 +76,7 @@ fn the_old_generation_is_signalled_only_after_ready() {
 
 #[test]
 fn ready_from_a_child_of_the_worker_counts_and_status_is_logged() {
-    let dir = TempDir::new("notify-child");
-    dir.mode("notify-child");
+    let dir = TempDir::with_mode("notify-child", "notify-child");
     let (mut server, st) = start(&dir, &[]);
     let first = wait_status(&st, &[1], &server)[0].1;
     server.wait_line(&format!("new worker {first} is ready"));
@@ -98,8 +96,7 @@ fn ready_from_a_child_of_the_worker_counts_and_status_is_logged() {
 
 #[test]
 fn a_worker_that_never_gets_ready_is_killed_and_retried() {
-    let dir = TempDir::new("notify-timeout");
-    dir.mode("notify");
+    let dir = TempDir::with_mode("notify-timeout", "notify");
     let (mut server, st) = start(&dir, &["--ready-timeout=0.3"]);
     let first = wait_status(&st, &[1], &server)[0].1;
     dir.mode("run");
@@ -122,8 +119,7 @@ fn a_worker_that_never_gets_ready_is_killed_and_retried() {
 
 #[test]
 fn a_worker_that_exits_before_ready_is_a_failed_start() {
-    let dir = TempDir::new("notify-exit");
-    dir.mode("notify");
+    let dir = TempDir::with_mode("notify-exit", "notify");
     let (mut server, st) = start(&dir, &[]);
     let first = wait_status(&st, &[1], &server)[0].1;
     dir.mode("exit 0");
@@ -139,8 +135,7 @@ fn a_worker_that_exits_before_ready_is_a_failed_start() {
 
 #[test]
 fn bad_notifications_are_reported_and_change_nothing() {
-    let dir = TempDir::new("notify-bad");
-    dir.mode("notify");
+    let dir = TempDir::with_mode("notify-bad", "notify");
     let (mut server, st) = start(&dir, &[]);
     let first = wait_status(&st, &[1], &server)[0].1;
     let address = notify_socket(&dir, 1, &server);
@@ -178,8 +173,7 @@ fn bad_notifications_are_reported_and_change_nothing() {
 
 #[test]
 fn malformed_and_oversized_notifications_from_a_worker_are_rejected() {
-    let dir = TempDir::new("notify-malformed");
-    dir.mode("notify");
+    let dir = TempDir::with_mode("notify-malformed", "notify");
     let probe = probe();
     let st = dir.join("status");
     // The worker is a shell that sends bad datagrams through python3, then
@@ -215,8 +209,7 @@ s.sendto(b'\\xff\\xfe=1', a)\"; exec {probe} {}",
 
 #[test]
 fn no_ready_to_signal_inversion_in_100_restarts() {
-    let dir = TempDir::new("notify-inversion");
-    dir.mode("notify graceful");
+    let dir = TempDir::with_mode("notify-inversion", "notify graceful");
     let (mut server, st) = start(&dir, &[]);
     wait_status(&st, &[1], &server);
     for generation in 2..=101u64 {
@@ -237,8 +230,7 @@ fn no_ready_to_signal_inversion_in_100_restarts() {
 
 #[test]
 fn start_server_tells_its_own_notify_socket_when_the_first_generation_is_up() {
-    let dir = TempDir::new("notify-upstream");
-    dir.mode("notify");
+    let dir = TempDir::with_mode("notify-upstream", "notify");
     let upstream = UnixDatagram::bind(dir.join("systemd")).unwrap();
     upstream.set_read_timeout(Some(DEADLINE)).unwrap();
     let probe = probe();

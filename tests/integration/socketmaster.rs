@@ -148,8 +148,7 @@ fn workers_get_fd_3_and_einhorn_fds_and_run_as_the_user() {
 
 #[test]
 fn hup_hands_over_and_a_new_worker_that_dies_keeps_the_old_ones() {
-    let dir = TempDir::new("sm-hup");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("sm-hup", "graceful");
     let probe = probe();
     let sock = dir.s("sm.sock");
     let listen = format!("-listen=unix://{sock}");
@@ -186,8 +185,7 @@ fn hup_hands_over_and_a_new_worker_that_dies_keeps_the_old_ones() {
 
 #[test]
 fn socketmaster_exits_with_the_last_workers_status() {
-    let dir = TempDir::new("sm-exit");
-    dir.mode("exit 7");
+    let dir = TempDir::with_mode("sm-exit", "exit 7");
     let probe = probe();
     let mut server = run(
         &dir,

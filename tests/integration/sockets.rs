@@ -61,8 +61,7 @@ fn ipv6_udp_and_unix_sockets_serve() {
 
 #[test]
 fn settings_come_from_the_environment_and_the_envdir() {
-    let dir = TempDir::new("settings-env");
-    dir.mode("run");
+    let dir = TempDir::with_mode("settings-env", "run");
     let probe = probe();
     let envdir = dir.join("env");
     std::fs::create_dir(&envdir).unwrap();
@@ -104,8 +103,7 @@ fn settings_come_from_the_environment_and_the_envdir() {
 #[test]
 fn an_unexecutable_deploy_after_hup_keeps_the_old_generation() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new("exec-after-hup");
-    dir.mode("run");
+    let dir = TempDir::with_mode("exec-after-hup", "run");
     let server_bin = dir.join("server");
     std::fs::copy(example("probe"), &server_bin).unwrap();
     let st = dir.join("status");

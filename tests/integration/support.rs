@@ -212,6 +212,14 @@ impl TempDir {
         TempDir(path)
     }
 
+    /// A directory of its own, with the probe's behaviour set (see
+    /// [`TempDir::mode`]).
+    pub fn with_mode(name: &str, mode: &str) -> TempDir {
+        let dir = TempDir::new(name);
+        dir.mode(mode);
+        dir
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }

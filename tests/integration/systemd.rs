@@ -107,8 +107,7 @@ fn wait_messages(log: &Path, count: usize, server: &Server) -> Vec<String> {
 
 #[test]
 fn the_whole_cycle_activation_ready_reload_failed_reload_and_stop() {
-    let dir = TempDir::new("systemd");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("systemd", "graceful");
     let (port, log) = (free_port(), dir.join("notify.log"));
     let (pid_file, st) = (dir.s("pid"), dir.s("status"));
     let probe = probe();
@@ -188,8 +187,7 @@ fn the_whole_cycle_activation_ready_reload_failed_reload_and_stop() {
 
 #[test]
 fn an_abstract_notify_address_is_reached_too() {
-    let dir = TempDir::new("systemd-abstract");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("systemd-abstract", "graceful");
     let (port, log) = (free_port(), dir.join("notify.log"));
     let address = format!("@start_server-test-{}", std::process::id());
     let probe = probe();
@@ -219,8 +217,7 @@ fn an_abstract_notify_address_is_reached_too() {
 #[test]
 fn an_unreachable_or_full_notify_socket_is_one_warning_and_nothing_more() {
     use std::os::unix::net::UnixDatagram;
-    let dir = TempDir::new("systemd-unreachable");
-    dir.mode("graceful");
+    let dir = TempDir::with_mode("systemd-unreachable", "graceful");
     let probe = probe();
     let st = dir.join("status");
     // Never read: its queue fills after a few messages.

@@ -120,8 +120,7 @@ fn no_request_fails_across_20_live_upgrades_and_everything_works_after() {
 #[test]
 fn a_non_utf8_socket_path_survives_an_upgrade_and_is_removed_at_exit() {
     use std::os::unix::ffi::OsStrExt;
-    let dir = TempDir::new("upgrade-bytes");
-    dir.mode("run");
+    let dir = TempDir::with_mode("upgrade-bytes", "run");
     let exe = private_copy(&dir, "start_server");
     let sock = dir
         .path()
@@ -153,8 +152,7 @@ fn a_non_utf8_socket_path_survives_an_upgrade_and_is_removed_at_exit() {
 
 #[test]
 fn a_new_version_installed_at_the_same_path_takes_over() {
-    let dir = TempDir::new("upgrade-new-version");
-    dir.mode("run");
+    let dir = TempDir::with_mode("upgrade-new-version", "run");
     let exe = private_copy(&dir, "start_server");
     let probe = probe();
     let mut server = Server::spawn(Command::new(&exe).args([
@@ -244,8 +242,7 @@ fn previous_release() -> std::path::PathBuf {
 /// finishes the hand-over it started.
 #[test]
 fn an_upgrade_from_the_previous_release_takes_over() {
-    let dir = TempDir::new("upgrade-previous");
-    dir.mode("run");
+    let dir = TempDir::with_mode("upgrade-previous", "run");
     let exe = dir.join("start_server");
     std::fs::copy(previous_release(), &exe).unwrap();
     let probe = probe();
@@ -451,8 +448,7 @@ fn a_symlink_flip_then_usr2_runs_the_new_target() {
 /// new image then ran forever): start_server exits.
 #[test]
 fn usr2_with_the_last_worker_exiting_during_shutdown_still_exits() {
-    let dir = TempDir::new("upgrade-shutdown");
-    dir.mode("stubborn");
+    let dir = TempDir::with_mode("upgrade-shutdown", "stubborn");
     let probe = probe();
     let mut server = Server::start(&["--interval=0", &probe, dir.path().to_str().unwrap()]);
     let worker: u32 = dir.report(1, &server)["pid"].parse().unwrap();
