@@ -214,7 +214,7 @@ fn scenario(
     std::fs::write(dir.join("env2/GREETING"), "second\n").unwrap();
     // The program: a copy of the probe, for scenarios that change it.
     let probe = dir.join("server");
-    std::fs::copy(example("probe"), &probe).unwrap();
+    copy_program(&example("probe"), &probe);
     let probe = probe.display().to_string();
     let port = free_port().to_string();
     let args: Vec<String> = args

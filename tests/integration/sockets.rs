@@ -105,7 +105,7 @@ fn an_unexecutable_deploy_after_hup_keeps_the_old_generation() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::with_mode("exec-after-hup", "run");
     let server_bin = dir.join("server");
-    std::fs::copy(example("probe"), &server_bin).unwrap();
+    copy_program(&example("probe"), &server_bin);
     let st = dir.join("status");
     let mut server = Server::start(&[
         "--interval=0",

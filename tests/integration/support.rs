@@ -188,6 +188,29 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
+/// Writes `contents` to a new file at `path` from a child process (`cat`),
+/// never through a descriptor of this process: a test in another thread
+/// that forks would hold that descriptor open until its child executes,
+/// and executing the file meanwhile fails with "Text file busy".
+pub fn write_program(path: &Path, contents: &[u8]) {
+    use std::io::Write;
+    let mut cat = Command::new("sh")
+        .args(["-c", "cat > \"$0\""])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cat.stdin.take().unwrap().write_all(contents).unwrap();
+    assert!(cat.wait().unwrap().success(), "writing {}", path.display());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A copy of the program at `from`, made as [`write_program`] makes one.
+pub fn copy_program(from: &Path, to: &Path) {
+    write_program(to, &std::fs::read(from).unwrap());
+}
+
 /// A copy of `program` in `dir`, which every user may enter: for tests
 /// that run it as another user, wherever the checkout lives (a directory
 /// only its owner can enter included).
@@ -195,7 +218,7 @@ pub fn copy_for_all(dir: &TempDir, program: &Path, name: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let copy = dir.join(name);
-    std::fs::copy(program, &copy).unwrap();
+    copy_program(program, &copy);
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     copy
 }

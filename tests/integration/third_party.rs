@@ -17,6 +17,34 @@ fn has_module(module: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Someone else's server, its application written to `file` in a directory
+/// of its own, under start_server on a free port with readiness by
+/// notification and `options`; `command` makes its command line from the
+/// address. The directory, start_server, the address and the status file.
+fn serve(
+    name: &str,
+    (file, app): (&str, &str),
+    options: &[&str],
+    command: impl FnOnce(&str) -> Vec<String>,
+) -> (TempDir, Server, String, std::path::PathBuf) {
+    let dir = TempDir::new(name);
+    std::fs::write(dir.join(file), app).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let st = dir.join("status");
+    let mut args = vec![
+        format!("--port={addr}"),
+        format!("--status-file={}", st.display()),
+        format!("--dir={}", dir.path().display()),
+        "--readiness=notify".to_string(),
+    ];
+    args.extend(options.iter().map(|o| o.to_string()));
+    args.push("--".into());
+    args.extend(command(&addr));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    (dir, server, addr, st)
+}
+
 const WSGI_APP: &str = r#"
 import os
 def app(environ, start_response):
@@ -30,23 +58,17 @@ fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
     if !std::path::Path::new("/usr/bin/gunicorn").exists() || !has_module("gunicorn") {
         return skip("gunicorn is not installed (apt-get install gunicorn)");
     }
-    let dir = TempDir::new("gunicorn");
-    std::fs::write(dir.join("app.py"), WSGI_APP).unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let st = dir.join("status");
-    let mut server = Server::start(&[
-        &format!("--port={addr}"),
-        &format!("--status-file={}", st.display()),
-        &format!("--dir={}", dir.path().display()),
-        "--readiness=notify",
-        "--",
-        PYTHON,
-        "/usr/bin/gunicorn",
-        "--workers=2",
-        "--graceful-timeout=20",
-        "app:app",
-    ]);
+    let (_dir, mut server, addr, st) = serve("gunicorn", ("app.py", WSGI_APP), &[], |_| {
+        [
+            PYTHON,
+            "/usr/bin/gunicorn",
+            "--workers=2",
+            "--graceful-timeout=20",
+            "app:app",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
     wait_status(&st, &[1], &server);
     server.wait_line("Gunicorn arbiter booted");
     let load = Load::start(&addr, 4, "hello from gunicorn");
@@ -141,23 +163,16 @@ fn puma_hot_restarts_on_ready_through_the_sd_notify_gem() {
     if !has_puma {
         return skip("puma is not installed (apt-get install puma ruby-sd-notify)");
     }
-    let dir = TempDir::new("puma");
-    std::fs::write(dir.join("config.ru"), RACK_APP).unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let st = dir.join("status");
-    let mut server = Server::start(&[
-        &format!("--port={addr}"),
-        &format!("--status-file={}", st.display()),
-        &format!("--dir={}", dir.path().display()),
-        "--readiness=notify",
-        "--ready-timeout=30",
-        "--",
+    let (_dir, mut server, addr, st) = serve(
         "puma",
-        "--bind",
-        &format!("tcp://{addr}"),
-        "config.ru",
-    ]);
+        ("config.ru", RACK_APP),
+        &["--ready-timeout=30"],
+        |addr| {
+            ["puma", "--bind", &format!("tcp://{addr}"), "config.ru"]
+                .map(String::from)
+                .to_vec()
+        },
+    );
     wait_status(&st, &[1], &server);
     // Hand-overs only, no load: under load a request failed about once in
     // several full runs, which this test cannot tell apart from puma's own

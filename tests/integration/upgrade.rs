@@ -8,7 +8,7 @@ use crate::support::*;
 /// A private copy of the binary, so that tests can replace it.
 fn private_copy(dir: &TempDir, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);
-    std::fs::copy(bin(), &path).unwrap();
+    copy_program(&bin(), &path);
     path
 }
 
@@ -34,7 +34,7 @@ fn start_private_copy(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf,
 fn install(path: &std::path::Path, contents: &[u8], mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let tmp = path.with_extension("new");
-    std::fs::write(&tmp, contents).unwrap();
+    write_program(&tmp, contents);
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
@@ -85,31 +85,13 @@ fn no_request_fails_across_20_live_upgrades_and_everything_works_after() {
     // HUP, --restart and --stop reach the adopted workers.
     server.signal("HUP");
     server.wait_line(&format!("old worker {first} died"));
-    let out = Command::new(bin())
-        .args([
-            "--restart",
-            "--pid-file",
-            &pid,
-            "--status-file",
-            st.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let st_arg = st.to_str().unwrap();
+    let Ended { code, err, .. } =
+        run_to_end(&["--restart", "--pid-file", &pid, "--status-file", st_arg]);
+    assert_eq!(code, Some(0), "{err}");
     assert_eq!(status(&st)[0].0, 3);
-    let out = Command::new(bin())
-        .args(["--stop", "--pid-file", &pid])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Ended { code, err, .. } = run_to_end(&["--stop", "--pid-file", &pid]);
+    assert_eq!(code, Some(0), "{err}");
     assert!(server.wait_exit().success());
     assert!(!dir.join("pid").exists() && !dir.join("status").exists());
     eprintln!("{requests} requests, none failed, across 20 live upgrades");
@@ -244,7 +226,7 @@ fn previous_release() -> std::path::PathBuf {
 fn an_upgrade_from_the_previous_release_takes_over() {
     let dir = TempDir::with_mode("upgrade-previous", "run");
     let exe = dir.join("start_server");
-    std::fs::copy(previous_release(), &exe).unwrap();
+    copy_program(&previous_release(), &exe);
     let probe = probe();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
