@@ -117,19 +117,11 @@ fn without_specs_every_inherited_socket_is_adopted() {
         format!("127.0.0.1:{port}=3;{sock}=4")
     );
     assert_eq!(env_var(&env, "LISTEN_FDNAMES").unwrap(), "web:admin");
-    assert!(
-        get(&format!("127.0.0.1:{port}"))
-            .unwrap()
-            .starts_with("hello from generation 1")
-    );
+    assert_serves(&format!("127.0.0.1:{port}"), "hello from generation 1");
     // A restart keeps serving on the adopted socket.
     server.signal("HUP");
     wait_status(&st, &[2], &server);
-    assert!(
-        get(&format!("127.0.0.1:{port}"))
-            .unwrap()
-            .starts_with("hello from generation 2")
-    );
+    assert_serves(&format!("127.0.0.1:{port}"), "hello from generation 2");
     assert!(server.stop().success());
 }
 
@@ -151,10 +143,6 @@ fn an_inherited_descriptor_that_is_not_a_socket_is_reported() {
     );
     server.wait_line("ignoring inherited descriptor 3 (LISTEN_FDS): not a socket");
     wait_status(&st, &[1], &server);
-    assert!(
-        get(&format!("127.0.0.1:{port}"))
-            .unwrap()
-            .starts_with("hello")
-    );
+    assert_serves(&format!("127.0.0.1:{port}"), "hello");
     assert!(server.stop().success());
 }

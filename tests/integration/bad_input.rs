@@ -143,12 +143,7 @@ fn bad_environment_settings_are_rejected() {
         .args(["--pid-file", &dir.s("pid"), "true"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("invalid KILL_OLD_DELAY value 'soon'"),
-        "{stderr}"
-    );
+    assert_fails_saying(&out, "invalid KILL_OLD_DELAY value 'soon'");
     assert!(dir.entries().is_empty());
 }
 
@@ -225,14 +220,11 @@ fn a_socket_file_that_replaced_ours_is_not_removed_at_exit() {
     let sock = dir.join("app.sock");
     let st = dir.join("status");
     let start = || {
-        let server = Server::start(&[
-            &format!("--path={}", sock.display()),
-            &format!("--status-file={}", st.display()),
-            "--interval=0",
-            "--",
-            example("probe").to_str().unwrap(),
-            dir.path().to_str().unwrap(),
-        ]);
+        let (path_arg, st_arg) = (
+            format!("--path={}", sock.display()),
+            format!("--status-file={}", st.display()),
+        );
+        let server = start_probe(&dir, &[&path_arg, &st_arg, "--interval=0"]);
         wait_status(&st, &[1], &server);
         server
     };
@@ -322,12 +314,7 @@ fn a_second_instance_leaves_the_first_alone() {
         .args(["--pid-file", &pid, "--path", &sock, "true"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("another start_server (pid {})", first.pid)),
-        "{stderr}"
-    );
+    assert_fails_saying(&out, &format!("another start_server (pid {})", first.pid));
     // The first one's socket file and pid file are intact.
     assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
     assert_eq!(

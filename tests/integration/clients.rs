@@ -99,19 +99,11 @@ fn restart_fails_when_the_status_file_is_missing_or_empty() {
 #[test]
 fn status_lists_the_workers_and_says_whether_one_serves() {
     let dir = TempDir::with_mode("status-client", "graceful");
-    let probe = probe();
     let (pid, st) = (dir.s("pid"), dir.s("status"));
     let args = ["--status", "--pid-file", &pid, "--status-file", &st];
     // A worker that takes long to be up: start_server runs, nothing serves.
-    let mut server = Server::start(&[
-        "--interval=60",
-        "--pid-file",
-        &pid,
-        "--status-file",
-        &st,
-        &probe,
-        dir.path().to_str().unwrap(),
-    ]);
+    let files = ["--pid-file", &pid, "--status-file", &st];
+    let mut server = start_probe(&dir, &[&["--interval=60"][..], &files].concat());
     let first = server.wait_worker(1);
     wait_file_contains(&dir.join("status.state"), " starting\n", &server);
     let Ended { code, out, err } = run_to_end(&args);
@@ -125,16 +117,10 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
     );
     assert!(server.stop().success());
     // Serving: 0, with every generation and its role.
-    let mut server = Server::start(&[
-        "--interval=0",
-        "--kill-old-delay=60",
-        "--pid-file",
-        &pid,
-        "--status-file",
-        &st,
-        &probe,
-        dir.path().to_str().unwrap(),
-    ]);
+    let mut server = start_probe(
+        &dir,
+        &[&["--interval=0", "--kill-old-delay=60"][..], &files].concat(),
+    );
     let first = server.wait_worker(1);
     wait_status(&dir.join("status"), &[1], &server);
     server.signal("HUP");

@@ -43,19 +43,7 @@ fn soak_restarts_and_upgrades_under_load() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     assert!(restarts > 0, "SOAK_RESTARTS must be a positive number");
-    let dir = TempDir::new("soak");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let hello = example("hello").display().to_string();
-    let st = dir.join("status");
-    let server = Server::start(&[
-        &format!("--port={addr}"),
-        &format!("--status-file={}", st.display()),
-        "--interval=0.05",
-        "--",
-        &hello,
-    ]);
-    wait_status(&st, &[1], &server);
-    let load = Load::start(&addr, 4, "hello from generation");
+    let (_dir, server, _addr, st, load) = hello_under_load("soak", "--interval=0.05");
     let first = footprint(server.pid);
     let mut upgrades = 0;
     println!("restarts upgrades requests failed fds VmRSS(kB) children");
@@ -97,21 +85,30 @@ fn soak_restarts_and_upgrades_under_load() {
     println!("{requests} requests, none failed, {restarts} restarts, {upgrades} live upgrades");
 }
 
-fn hammer(name: &str, restarts: u64) {
+/// The example server under start_server with `interval`, on a free
+/// port, with a status file, once up, and four clients hammering it: the
+/// directory, start_server, the address, the status file, the load.
+fn hello_under_load(
+    name: &str,
+    interval: &str,
+) -> (TempDir, Server, String, std::path::PathBuf, Load) {
     let dir = TempDir::new(name);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let hello = example("hello").display().to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
     let st = dir.join("status");
-    let mut server = Server::start(&[
+    let server = Server::start(&[
         &format!("--port={addr}"),
         &format!("--status-file={}", st.display()),
-        "--interval=0.1",
+        interval,
         "--",
-        &hello,
+        example("hello").to_str().unwrap(),
     ]);
     wait_status(&st, &[1], &server);
     let load = Load::start(&addr, 4, "hello from generation");
+    (dir, server, addr, st, load)
+}
+
+fn hammer(name: &str, restarts: u64) {
+    let (_dir, mut server, addr, st, load) = hello_under_load(name, "--interval=0.1");
     load.restart(&server, &st, restarts, 10);
     let requests = load.finish();
     let body = get(&addr).unwrap();

@@ -121,6 +121,15 @@ pub struct Ended {
     pub err: String,
 }
 
+/// Fails unless the program that gave `out` exited 1 and said `needle`
+/// on stderr; its stderr.
+pub fn assert_fails_saying(out: &std::process::Output, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    stderr
+}
+
 /// Runs start_server with `args` to its end.
 pub fn run_to_end(args: &[&str]) -> Ended {
     let out = Command::new(bin()).args(args).output().unwrap();
@@ -652,6 +661,13 @@ pub fn get(addr: &str) -> std::io::Result<String> {
         }
         _ => Err(std::io::Error::other(format!("bad response: {out:?}"))),
     }
+}
+
+/// Fails unless a GET to `addr` answers with a body that starts with
+/// `prefix`.
+pub fn assert_serves(addr: &str, prefix: &str) {
+    let body = get(addr).unwrap();
+    assert!(body.starts_with(prefix), "{addr}: {body}");
 }
 
 /// Clients hammering an HTTP server with GETs until stopped, counting the

@@ -329,12 +329,8 @@ fn a_foreign_or_corrupted_state_is_refused_at_start_up() {
             ])
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(
-            stderr.contains("refusing the handed-over state") && stderr.contains(needle),
-            "{stderr}"
-        );
+        let stderr = assert_fails_saying(&out, "refusing the handed-over state");
+        assert!(stderr.contains(needle), "{stderr}");
         assert!(dir.entries().is_empty(), "{:?}", dir.entries());
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),

@@ -366,12 +366,7 @@ fn the_worker_library_says_when_a_descriptor_is_not_a_socket() {
         .env("SERVER_STARTER_PORT", "8080=3")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("descriptor 3 (8080) is not a socket"),
-        "{stderr}"
-    );
+    assert_fails_saying(&out, "descriptor 3 (8080) is not a socket");
 }
 
 #[test]
