@@ -106,14 +106,19 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
     let mut server = start_probe(&dir, &[&["--interval=60"][..], &files].concat());
     let first = server.wait_worker(1);
     wait_file_contains(&dir.join("status.state"), " starting\n", &server);
-    let Ended { code, out, err } = run_to_end(&args);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert_eq!(
-        out,
-        format!(
-            "start_server {} running\ngeneration 1 pid {first} starting\nno generation serving\n",
-            server.pid
-        )
+    let says = |code: i32, lines: &str, server: &Server| {
+        let Ended {
+            code: got,
+            out,
+            err,
+        } = run_to_end(&args);
+        assert_eq!(got, Some(code), "{out}{err}");
+        assert_eq!(out, format!("start_server {} running\n{lines}", server.pid));
+    };
+    says(
+        2,
+        &format!("generation 1 pid {first} starting\nno generation serving\n"),
+        &server,
     );
     assert!(server.stop().success());
     // Serving: 0, with every generation and its role.
@@ -126,14 +131,10 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
     server.signal("HUP");
     let second = server.wait_worker(2);
     server.wait_line("sleeping 60 secs before killing old workers");
-    let Ended { code, out, err } = run_to_end(&args);
-    assert_eq!(code, Some(0), "{out}{err}");
-    assert_eq!(
-        out,
-        format!(
-            "start_server {} running\ngeneration 1 pid {first} serving\ngeneration 2 pid {second} serving\n",
-            server.pid
-        )
+    says(
+        0,
+        &format!("generation 1 pid {first} serving\ngeneration 2 pid {second} serving\n"),
+        &server,
     );
     assert!(server.stop().success());
     // Not running: 1, and one line naming the file.

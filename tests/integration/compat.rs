@@ -298,9 +298,7 @@ fn side_by_side(
     env: &[(&str, &str)],
     steps: &dyn Fn(&mut Run),
 ) -> Option<Outcome> {
-    if !perl_or_skip() {
-        return None;
-    }
+    let true = perl_or_skip() else { return None };
     let (theirs, _) = scenario(PERL, name, mode, args, env, steps);
     let (ours, _) = scenario(bin().to_str().unwrap(), name, mode, args, env, steps);
     assert_eq!(ours, theirs, "ours (left) and the original (right) differ");
@@ -451,9 +449,7 @@ fn auto_restart_matches_server_starter() {
 /// reads the directory given, afresh.
 #[test]
 fn the_envdir_differs_from_the_original_as_the_manual_says() {
-    if !perl_or_skip() {
-        return;
-    }
+    let true = perl_or_skip() else { return };
     let args = [
         "--interval=0",
         "--status-file={dir}/status",
@@ -595,9 +591,7 @@ fn spawn_gaps(timed: &[(Instant, String)], n: usize) -> Vec<f64> {
 /// original's gaps, never as an absolute time.
 #[test]
 fn the_respawn_pace_matches_server_starter() {
-    if !perl_or_skip() {
-        return;
-    }
+    let true = perl_or_skip() else { return };
     let steps = |run: &mut Run| run.line("starting new worker", 4);
     let args = ["--interval=1"];
     let (_, theirs) = scenario(PERL, "compat-pace", "exit 3", &args, &[], &steps);
@@ -710,9 +704,7 @@ fn one_lower(specs: &[String], args: &[&str]) -> Vec<String> {
 #[test]
 fn port_specs_and_backlogs_match_server_starter() {
     use Expect::*;
-    if !perl_or_skip() {
-        return;
-    }
+    let true = perl_or_skip() else { return };
     let cases: &[(Expect, &[&str])] = &[
         (Accept, &["--port={P}"]),
         (Accept, &["--port=[127.0.0.1]:{P}"]),

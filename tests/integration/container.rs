@@ -65,9 +65,11 @@ fn hard_limit(name: &str) -> Option<u64> {
 /// fails fails the test: the image that ships is broken.
 fn podman() -> Option<&'static Podman> {
     static PODMAN: OnceLock<Result<Podman, String>> = OnceLock::new();
-    if !root_or_skip("podman with runc") || !tool_or_skip("podman", &["--version"], "podman") {
+    let true =
+        (root_or_skip("podman with runc") && tool_or_skip("podman", &["--version"], "podman"))
+    else {
         return None;
-    }
+    };
     let p = PODMAN.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("podman");
         let podman = Podman { root };
@@ -510,9 +512,9 @@ fn worker_threads(podman: &Podman, name: &str) -> Option<usize> {
 #[test]
 fn ctrl_c_on_podman_run_it_reaches_only_start_server() {
     let Some(podman) = podman() else { return };
-    if !tool_or_skip("script", &["--version"], "bsdutils") {
+    let true = tool_or_skip("script", &["--version"], "bsdutils") else {
         return;
-    }
+    };
     // The probe tells which signal it got: TERM from start_server, not
     // the terminal's INT.
     let dir = TempDir::with_mode("ct-ctrl-c", "graceful");

@@ -280,8 +280,7 @@ fn start_retries_spent_during_a_restart_keeps_the_old_generation_and_restart_fai
 #[test]
 fn shutdown_delay_keeps_serving_then_stops_gracefully() {
     let dir = TempDir::new("shutdown-delay");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let (_, addr) = free_addr();
     let port_arg = format!("--port={addr}");
     let mut server = Server::start(&[
         &port_arg,

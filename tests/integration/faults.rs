@@ -96,9 +96,9 @@ fn the_envdir_is_not_read_again_on_every_turn_of_the_loop() {
 
 #[test]
 fn pid_and_status_files_that_are_not_regular_files_are_refused_and_left_alone() {
-    if !root_or_skip("mknod(1) of a device node") {
+    let true = root_or_skip("mknod(1) of a device node") else {
         return;
-    }
+    };
     let dir = TempDir::new("hostile-files");
     let node = dir.join("null");
     run("mknod", &[node.to_str().unwrap(), "c", "1", "3"]);
@@ -156,8 +156,7 @@ fn pid_and_status_files_that_are_not_regular_files_are_refused_and_left_alone() 
 #[test]
 fn a_log_command_that_exits_is_started_again_and_workers_live_on() {
     let dir = TempDir::new("log-command-exits");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let (_, addr) = free_addr();
     let st = dir.join("status");
     // It says it started, takes one line and exits.
     let log = format!(
@@ -398,10 +397,11 @@ fn descriptor_exhaustion_during_a_hup_keeps_the_old_generation() {
 
 #[test]
 fn fork_failure_as_an_unprivileged_user_is_retried_until_it_works() {
-    if !root_or_skip("running as nobody") || !tool_or_skip("setpriv", &["--version"], "util-linux")
-    {
+    let true = (root_or_skip("running as nobody")
+        && tool_or_skip("setpriv", &["--version"], "util-linux"))
+    else {
         return;
-    }
+    };
     let dir = TempDir::with_mode("eagain", "run");
     let start_server = copy_for_all(&dir, &bin(), "start_server");
     let probe = copy_for_all(&dir, &example("probe"), "probe");

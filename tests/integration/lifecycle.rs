@@ -424,9 +424,9 @@ fn children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
-    if !tool_or_skip("unshare", &["--version"], "util-linux") {
+    let true = tool_or_skip("unshare", &["--version"], "util-linux") else {
         return;
-    }
+    };
     let dir = TempDir::with_mode("pid1", "run");
     let probe = probe();
     // The worker's subshell leaves an orphan, which lands on PID 1: it

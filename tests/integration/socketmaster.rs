@@ -11,7 +11,7 @@ fn socketmaster(dir: &TempDir) -> std::path::PathBuf {
     link
 }
 
-fn run(dir: &TempDir, args: &[&str]) -> Server {
+fn run(dir: &TempDir, args: &[impl AsRef<std::ffi::OsStr>]) -> Server {
     Server::spawn(Command::new(socketmaster(dir)).args(args))
 }
 
@@ -108,9 +108,9 @@ fn user_needs_root() {
 
 #[test]
 fn workers_get_fd_3_and_einhorn_fds_and_run_as_the_user() {
-    if !root_or_skip("-user=nobody") {
+    let true = root_or_skip("-user=nobody") else {
         return;
-    }
+    };
     let dir = TempDir::new("sm-env");
     let probe = copy_for_all(&dir, &example("probe"), "probe")
         .display()
@@ -206,17 +206,7 @@ fn output_is_relayed_line_by_line_with_the_pid() {
          head -c 10000 /dev/zero | tr '\\0' x; echo; printf 'last without newline'; : > {}/done.$$; exec sleep 100",
         dir.path().display()
     );
-    let mut server = run(
-        &dir,
-        &[
-            &format!("-listen=tcp4://127.0.0.1:{}", free_port()),
-            "-command=sh",
-            "-start=0",
-            "--",
-            "-c",
-            &script,
-        ],
-    );
+    let mut server = run(&dir, &socketmaster_sh("-start=0", &script));
     let first = server.wait_worker(1);
     // Once the first has trapped TERM and started writing, a second
     // worker writes at the same time.
@@ -269,14 +259,7 @@ fn syslog_without_dev_log_says_so_once_and_uses_stderr() {
     let dir = TempDir::new("sm-syslog");
     let mut server = run(
         &dir,
-        &[
-            &format!("-listen=tcp4://127.0.0.1:{}", free_port()),
-            "-command=sh",
-            "-syslog",
-            "--",
-            "-c",
-            "echo hello; exec sleep 100",
-        ],
+        &socketmaster_sh("-syslog", "echo hello; exec sleep 100"),
     );
     server.wait_line("socketmaster: warning: no syslog at /dev/log");
     let w = server.wait_worker(1);
@@ -288,8 +271,7 @@ fn syslog_without_dev_log_says_so_once_and_uses_stderr() {
 #[test]
 fn no_request_fails_across_20_socketmaster_restarts() {
     let dir = TempDir::new("sm-load");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let (_, addr) = free_addr();
     let hello = example("hello").display().to_string();
     let mut server = run(
         &dir,

@@ -87,6 +87,21 @@ pub fn tool_or_skip(program: &str, args: &[&str], package: &str) -> bool {
     ok
 }
 
+/// socketmaster's arguments for a worker that is the shell running
+/// `script`, on a free port, with `flag` (`-start=0`, `-syslog`).
+pub fn socketmaster_sh(flag: &str, script: &str) -> Vec<String> {
+    [
+        &format!("-listen=tcp4://127.0.0.1:{}", free_port()),
+        "-command=sh",
+        flag,
+        "--",
+        "-c",
+        script,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 /// Perl's Server::Starter, for side-by-side tests (.ci/run installs it).
 pub const PERL: &str = "/usr/bin/start_server";
 
@@ -336,6 +351,12 @@ pub fn now_ns() -> u128 {
         .as_nanos()
 }
 
+/// A port on 127.0.0.1 that was free a moment ago, and its address.
+pub fn free_addr() -> (u16, String) {
+    let port = free_port();
+    (port, format!("127.0.0.1:{port}"))
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -369,7 +390,13 @@ pub fn wait_gone(pid: u32, server: &Server) {
 
 /// Polls `probe` until it yields, or fails the test after DEADLINE with
 /// what it was waiting for and the supervisor's stderr.
-pub fn wait_for<T>(what: &str, server: &Server, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, server: &Server, probe: impl FnMut() -> Option<T>) -> T {
+    poll_until(what, || server.log(), probe)
+}
+
+/// Polls `probe` until it yields, or fails the test after DEADLINE with
+/// what it was waiting for and `log`.
+fn poll_until<T>(what: &str, log: impl Fn() -> String, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(v) = probe() {
@@ -378,7 +405,7 @@ pub fn wait_for<T>(what: &str, server: &Server, mut probe: impl FnMut() -> Optio
         if Instant::now() > deadline {
             panic!(
                 "timed out waiting for {what}\n--- start_server stderr ---\n{}",
-                server.log()
+                log()
             );
         }
         thread::sleep(Duration::from_millis(5));
@@ -537,22 +564,16 @@ impl Server {
         if let Some(s) = self.status {
             return s;
         }
+        let lines = Arc::clone(&self.lines);
         let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.status = Some(status);
-                self.wait_output_closed();
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "start_server did not exit\n--- start_server stderr ---\n{}",
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        let status = poll_until(
+            "start_server to exit",
+            || lines.0.lock().unwrap().lines.join("\n"),
+            || child.try_wait().unwrap(),
+        );
+        self.status = Some(status);
+        self.wait_output_closed();
+        status
     }
 
     /// Waits until both output streams are closed, so that every line is

@@ -120,8 +120,7 @@ fn a_python3_systemd_worker_takes_listen_fds_and_notifies() {
     }
     let dir = TempDir::new("python3-systemd");
     std::fs::write(dir.join("worker.py"), SYSTEMD_WORKER).unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let (_, addr) = free_addr();
     let st = dir.join("status");
     let mut server = Server::start(&[
         &format!("--port={addr}"),

@@ -49,8 +49,7 @@ fn exe_of(pid: u32) -> String {
 #[test]
 fn no_request_fails_across_20_live_upgrades_and_everything_works_after() {
     let dir = TempDir::new("upgrade-load");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let (_, addr) = free_addr();
     let hello = example("hello").display().to_string();
     let (st, pid) = (dir.join("status"), dir.s("pid"));
     let mut server = Server::start(&[
@@ -228,8 +227,7 @@ fn an_upgrade_from_the_previous_release_takes_over() {
     let exe = dir.join("start_server");
     copy_program(&previous_release(), &exe);
     let probe = probe();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let (_, addr) = free_addr();
     let st = dir.join("status");
     let mut server = Server::spawn(Command::new(&exe).args([
         &format!("--port={addr}"),
@@ -360,14 +358,7 @@ fn socketmaster_upgrades_on_usr1_and_keeps_relaying() {
     );
     // The worker relays, line by line, whatever the test writes to a fifo.
     let script = format!("echo before; exec cat {}", fifo.display());
-    let mut server = Server::spawn(Command::new(&link).args([
-        &format!("-listen=tcp4://127.0.0.1:{}", free_port()),
-        "-command=sh",
-        "-start=0",
-        "--",
-        "-c",
-        &script,
-    ]));
+    let mut server = Server::spawn(Command::new(&link).args(socketmaster_sh("-start=0", &script)));
     let w = server.wait_worker(1);
     server.wait_line(&format!("[{w}] before"));
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();

@@ -371,9 +371,9 @@ fn the_worker_library_says_when_a_descriptor_is_not_a_socket() {
 
 #[test]
 fn user_runs_workers_as_that_user() {
-    if !root_or_skip("--user=nobody") {
+    let true = root_or_skip("--user=nobody") else {
         return;
-    }
+    };
     let dir = TempDir::new("user");
     let probe = copy_for_all(&dir, &example("probe"), "probe");
     // The worker, as nobody, reaches the notification socket too.
