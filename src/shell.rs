@@ -12,12 +12,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::config::Settings;
+use crate::config::{Config, Settings};
 use crate::env::{self, Vars};
 use crate::listen::{self, Listener};
-use crate::log::errtext;
-use crate::log::{self, fatal, note, original, warning};
+use crate::log::{self, errtext, fatal, note, original, warning};
 use crate::notify::{self, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
@@ -40,6 +38,9 @@ pub struct Setup {
     /// The workers' environment before the envdir and protocol variables.
     pub base_env: Vars,
     pub envdir: Option<PathBuf>,
+    /// What the environment says of auto-restart and the kill-old delay,
+    /// read once by start-up (the envdir is read by the loop).
+    pub settings: Settings,
     pub listeners: Vec<Listener>,
     /// The sockets sit on 3, 4, ...: LISTEN_FDS can be offered.
     pub systemd_layout: bool,
@@ -334,7 +335,7 @@ impl Effects {
 
 impl Shell {
     pub fn new(setup: Setup) -> Shell {
-        let settings = Settings::from_vars(&setup.base_env).0;
+        let settings = setup.settings.clone();
         let rules = setup.config.rules.clone();
         let now = Instant::now();
         Shell {

@@ -30,6 +30,8 @@ pub struct Plan {
     /// The workers' environment before the envdir and protocol variables.
     base_env: Vars,
     envdir: Option<PathBuf>,
+    /// What the environment says of auto-restart and the kill-old delay.
+    settings: config::Settings,
     command: spawn::Command,
     image: Image,
     /// Sockets handed to us (LISTEN_FDS).
@@ -89,8 +91,9 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
         std::env::var("LISTEN_FDNAMES").ok().as_deref(),
     );
     let base_env = base_env(&cfg);
+    let (settings, problems) = config::Settings::from_vars(&base_env);
     if policy.env_settings
-        && let Some(problem) = config::Settings::from_vars(&base_env).1.into_iter().next()
+        && let Some(problem) = problems.into_iter().next()
     {
         return Err(problem);
     }
@@ -126,6 +129,7 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
         ids,
         base_env,
         envdir,
+        settings,
         command,
         image,
         inherited,
@@ -301,6 +305,7 @@ impl Plan {
             command: self.command,
             base_env: self.base_env,
             envdir: self.envdir,
+            settings: self.settings,
             listeners: r.listeners,
             systemd_layout: r.systemd_layout,
             pid_file: r.pid_file,
