@@ -39,6 +39,31 @@ pub fn overlay(vars: &mut Vars, over: &Vars) {
     }
 }
 
+/// An environment given as a base and the variables set over it (each
+/// name once in `over`): a program gets the base's variables that `over`
+/// does not name, in their order, then `over`'s. Composing it copies
+/// nothing.
+#[derive(Clone, Copy)]
+pub struct Layered<'a> {
+    pub base: &'a Vars,
+    pub over: &'a Vars,
+}
+
+impl<'a> Layered<'a> {
+    pub fn get(&self, name: &str) -> Option<&'a OsStr> {
+        get(self.over, name).or_else(|| get(self.base, name))
+    }
+
+    /// Every variable, in the order the program gets them.
+    pub fn iter(&self) -> impl Iterator<Item = &'a (OsString, OsString)> + use<'a> {
+        let over = self.over;
+        self.base
+            .iter()
+            .filter(move |(k, _)| !over.iter().any(|(name, _)| name == k))
+            .chain(over)
+    }
+}
+
 /// One entry per name, the first kept where it stands: what getenv(3)
 /// saw in the environment we were given.
 pub fn dedup(vars: Vars) -> Vars {
@@ -276,6 +301,23 @@ mod tests {
         assert_eq!(v, vars(&[("PATH", "/a"), ("X", "1")]));
         overlay(&mut v, &vars(&[("PATH", "/env"), ("Y", "2")]));
         assert_eq!(v, vars(&[("X", "1"), ("PATH", "/env"), ("Y", "2")]));
+    }
+
+    #[test]
+    fn layered_is_the_base_with_the_over_set_on_it() {
+        let base = vars(&[("PATH", "/a"), ("X", "1"), ("HOME", "/h"), ("Y", "2")]);
+        let over = vars(&[("Y", "3"), ("NEW", "n"), ("PATH", "/b")]);
+        let mut expected = base.clone();
+        overlay(&mut expected, &over);
+        let layered = Layered {
+            base: &base,
+            over: &over,
+        };
+        let got: Vars = layered.iter().cloned().collect();
+        assert_eq!(got, expected);
+        assert_eq!(layered.get("PATH"), Some(OsStr::new("/b")));
+        assert_eq!(layered.get("HOME"), Some(OsStr::new("/h")));
+        assert_eq!(layered.get("NONE"), None);
     }
 
     #[test]

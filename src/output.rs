@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::LogTarget;
-use crate::env::Vars;
+use crate::env::{Layered, Vars};
 use crate::listen::Layout;
 use crate::log::errtext;
 use crate::log::{note, warning};
@@ -139,9 +139,12 @@ impl Output {
         let sh =
             Command::new(&["/bin/sh".into(), "-c".into(), cmd.to_owned()], None).map_err(fail)?;
         let vars: Vars = std::env::vars_os().collect();
-        let child =
-            spawn::spawn_helper(&sh, &vars, &[(r.as_raw_fd(), 0), (out, 1), (err, 2)], false)
-                .map_err(fail)?;
+        let env = Layered {
+            base: &vars,
+            over: &Vars::new(),
+        };
+        let child = spawn::spawn_helper(&sh, env, &[(r.as_raw_fd(), 0), (out, 1), (err, 2)], false)
+            .map_err(fail)?;
         // The exec takes well under a millisecond: wait for its report,
         // but never longer than EXEC_REPORT_WAIT (a command still not
         // executed by then is taken as started; if it fails after all, its

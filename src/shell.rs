@@ -155,7 +155,7 @@ struct Effects {
 impl Host for Effects {
     fn spawn(&mut self, generation: u64) -> Result<Pid, String> {
         self.refresh();
-        let vars = self.worker_env(generation);
+        let over = self.worker_env(generation);
         let capture = match self.s.config.rules.policy.relay_output {
             true => match sys::pipe() {
                 Ok(pipe) => Some(pipe),
@@ -170,7 +170,11 @@ impl Host for Effects {
             .iter()
             .flat_map(|(_, w)| [(w.as_raw_fd(), 1), (w.as_raw_fd(), 2)])
             .collect();
-        let child = spawn::spawn(&self.s.command, &vars, &fds, self.s.ids.as_ref())
+        let env = env::Layered {
+            base: &self.s.base_env,
+            over: &over,
+        };
+        let child = spawn::spawn(&self.s.command, env, &fds, self.s.ids.as_ref())
             .map_err(|e| format!("unable to fork: {}", errtext(&e)))?;
         if let Some((r, _)) = capture {
             match Relay::new(child.pid, r) {
@@ -309,8 +313,9 @@ impl Effects {
         Some(settings)
     }
 
+    /// What a worker's environment sets over the base environment.
     fn worker_env(&self, generation: u64) -> Vars {
-        let mut vars = self.s.base_env.clone();
+        let mut vars = Vars::new();
         env::overlay(&mut vars, &self.envdir_vars);
         if let Some(n) = &self.s.notify {
             env::set(&mut vars, "NOTIFY_SOCKET", n.address.as_str());
@@ -852,9 +857,12 @@ impl Shell {
         for &fd in &carried {
             let _ = sys::set_cloexec(fd, false);
         }
-        let mut env = io.s.base_env.clone();
-        env::set(&mut env, upgrade::STATE_VAR, state);
-        let err = match exec_args(&exe, &io.s.image.argv, &env) {
+        let over = vec![(upgrade::STATE_VAR.into(), state.into())];
+        let env = env::Layered {
+            base: &io.s.base_env,
+            over: &over,
+        };
+        let err = match exec_args(&exe, &io.s.image.argv, env) {
             Ok((path, argv, envp)) => sys::execve(&path, &argv, &envp),
             Err(e) => e,
         };
@@ -873,13 +881,13 @@ impl Shell {
 fn exec_args(
     exe: &std::path::Path,
     argv: &[std::ffi::OsString],
-    env: &Vars,
+    env: env::Layered,
 ) -> std::io::Result<(std::ffi::CString, sys::CStrArray, sys::CStrArray)> {
     let path = sys::cstring(exe.as_os_str())?;
     let argv = argv
         .iter()
         .map(|a| sys::cstring(a))
         .collect::<std::io::Result<Vec<_>>>()?;
-    let envp = spawn::env_cstrings(env);
-    Ok((path, sys::CStrArray::new(argv), sys::CStrArray::new(envp)))
+    let (envp, _) = spawn::envp(env);
+    Ok((path, sys::CStrArray::new(&argv), envp))
 }

@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::env::{self, PID_PLACEHOLDER, Vars};
-use crate::sys::{self, CStrArray, ChildScript, Pid};
+use crate::env::{Layered, PID_PLACEHOLDER};
+use crate::sys::{self, CStrArray, CStrArrayBuilder, ChildScript, Pid};
 use crate::users::Ids;
 
 /// The search path execvp uses when PATH is unset.
@@ -56,7 +56,7 @@ impl Command {
 
     /// The paths to try, in order: the program itself if it has a slash,
     /// else each PATH directory (from the environment the program gets).
-    fn candidates(&self, vars: &Vars) -> Vec<CString> {
+    fn candidates(&self, env: Layered) -> Vec<CString> {
         if let Some(p) = &self.program {
             return vec![p.clone()];
         }
@@ -67,7 +67,9 @@ impl Command {
         if program.contains(&b'/') {
             return vec![first.clone()];
         }
-        let path = env::get(vars, "PATH").map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
+        let path = env
+            .get("PATH")
+            .map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
         path.split(|&b| b == b':')
             .filter_map(|dir| {
                 let mut full = if dir.is_empty() {
@@ -103,16 +105,27 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         .find(|p| runnable(p))
 }
 
-/// `NAME=value` C strings for execve (variables holding a NUL are left out).
-pub fn env_cstrings(vars: &Vars) -> Vec<CString> {
-    vars.iter()
-        .filter_map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
-        .collect()
+/// The environment as execve takes it (variables holding a NUL are left
+/// out), and where LISTEN_PID's value starts in its buffer when it is the
+/// placeholder.
+pub fn envp(env: Layered) -> (CStrArray, Option<usize>) {
+    let (mut count, mut size) = (0usize, 0usize);
+    for (k, v) in env.iter() {
+        count = count.saturating_add(1);
+        size = size
+            .saturating_add(k.len())
+            .saturating_add(v.len())
+            .saturating_add(2);
+    }
+    let mut b = CStrArrayBuilder::with_capacity(count, size);
+    let mut pid_slot = None;
+    for (k, v) in env.iter() {
+        let start = b.push(&[k.as_bytes(), b"=", v.as_bytes()]);
+        if k == "LISTEN_PID" && v == PID_PLACEHOLDER {
+            pid_slot = start.map(|s| s.saturating_add(k.len()).saturating_add(1));
+        }
+    }
+    (b.finish(), pid_slot)
 }
 
 /// A started child and the pipe that reports its exec.
@@ -121,17 +134,17 @@ pub struct Spawned {
     pub report: OwnedFd,
 }
 
-/// Starts a worker: `cmd` with environment `vars` and the descriptor
+/// Starts a worker: `cmd` with environment `env` and the descriptor
 /// moves `fds` (`(from, to)`: `from`'s file ends up on `to`), leading a
 /// process group of its own, so that signals a terminal generates for our
 /// group reach us alone.
 pub fn spawn(
     cmd: &Command,
-    vars: &Vars,
+    env: Layered,
     fds: &[(RawFd, RawFd)],
     ids: Option<&Ids>,
 ) -> io::Result<Spawned> {
-    spawn_with(cmd, vars, fds, None, ids, true)
+    spawn_with(cmd, env, fds, None, ids, true)
 }
 
 /// A helper of our own (a log command, an upgrade check): nothing of ours
@@ -139,32 +152,22 @@ pub fn spawn(
 /// process group of its own, to be stopped with all it started.
 pub fn spawn_helper(
     cmd: &Command,
-    vars: &Vars,
+    env: Layered,
     fds: &[(RawFd, RawFd)],
     new_group: bool,
 ) -> io::Result<Spawned> {
-    spawn_with(cmd, vars, fds, Some(3), None, new_group)
+    spawn_with(cmd, env, fds, Some(3), None, new_group)
 }
 
 fn spawn_with(
     cmd: &Command,
-    vars: &Vars,
+    env: Layered,
     fds: &[(RawFd, RawFd)],
     cloexec_from: Option<RawFd>,
     ids: Option<&Ids>,
     new_group: bool,
 ) -> io::Result<Spawned> {
-    let mut pid_slot = None;
-    let envp: Vec<CString> = env_cstrings(vars)
-        .into_iter()
-        .enumerate()
-        .map(|(i, kv)| {
-            if kv.as_bytes().strip_prefix(b"LISTEN_PID=") == Some(PID_PLACEHOLDER.as_bytes()) {
-                pid_slot = Some((i, "LISTEN_PID=".len()));
-            }
-            kv
-        })
-        .collect();
+    let (envp, pid_slot) = envp(env);
     let park_fd = fds
         .iter()
         .map(|&(_, to)| to.saturating_add(1))
@@ -174,9 +177,9 @@ fn spawn_with(
     let mut script = ChildScript {
         fds: fds.to_vec(),
         dir: cmd.dir.clone(),
-        programs: cmd.candidates(vars),
-        argv: CStrArray::new(cmd.argv.clone()),
-        envp: CStrArray::new(envp),
+        programs: cmd.candidates(env),
+        argv: CStrArray::new(&cmd.argv),
+        envp,
         park_fd,
         cloexec_from,
         ids: ids.map(|i| (i.uid, i.gid, i.groups.clone())),
@@ -239,5 +242,38 @@ pub fn describe_failure(cmd: &Command, step: u8, errno: i32) -> String {
             cmd.program().to_string_lossy()
         ),
         _ => format!("unable to exec {}: {why}", cmd.program().to_string_lossy()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::Vars;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn envp_holds_every_variable_once_and_finds_the_pid_slot() {
+        let base = vars(&[("PATH", "/bin"), ("LISTEN_PID", "1"), ("BAD", "a\0b")]);
+        let over = vars(&[("LISTEN_FDS", "1"), ("LISTEN_PID", PID_PLACEHOLDER)]);
+        let (array, slot) = envp(Layered {
+            base: &base,
+            over: &over,
+        });
+        let strings = array.strings();
+        assert_eq!(
+            strings,
+            [&b"PATH=/bin"[..], b"LISTEN_FDS=1", b"LISTEN_PID=0000000000"]
+        );
+        let at = slot.unwrap();
+        let whole: usize = strings.iter().map(|s| s.len() + 1).sum();
+        assert_eq!(at, whole - 1 - PID_PLACEHOLDER.len());
+        let (_, none) = envp(Layered {
+            base: &base,
+            over: &Vars::new(),
+        });
+        assert_eq!(none, None);
     }
 }

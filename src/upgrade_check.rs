@@ -53,14 +53,19 @@ impl UpgradeCheck {
         state: &str,
         now: Instant,
     ) -> Result<UpgradeCheck, String> {
-        let mut env = env.clone();
-        env::set(&mut env, upgrade::STATE_VAR, state);
-        env::set(&mut env, upgrade::CHECK_VAR, "1");
+        let over: Vars = vec![
+            (upgrade::STATE_VAR.into(), state.into()),
+            (upgrade::CHECK_VAR.into(), "1".into()),
+        ];
+        let env = env::Layered {
+            base: env,
+            over: &over,
+        };
         let cmd = Command::new(argv, None).map_err(|e| errtext(&e))?;
         let cmd = cmd.with_program(exe).map_err(|e| errtext(&e))?;
         let (r, w) = sys::pipe().map_err(|e| errtext(&e))?;
         sys::set_nonblocking(r.as_raw_fd()).map_err(|e| errtext(&e))?;
-        let child = spawn::spawn_helper(&cmd, &env, &[(w.as_raw_fd(), 1)], true)
+        let child = spawn::spawn_helper(&cmd, env, &[(w.as_raw_fd(), 1)], true)
             .map_err(|e| format!("unable to run {}: {}", exe.display(), errtext(&e)))?;
         Ok(UpgradeCheck {
             pid: child.pid,

@@ -4,29 +4,90 @@
 
 use super::*;
 
-/// A NULL-terminated array of C strings, as `execve` takes it. Built before
-/// fork so that the child only reads it (but for the pid slot).
+/// A NULL-terminated array of C strings, as `execve` takes it, the strings
+/// one after another in a single buffer. Built before the clone, so that
+/// the child only reads it (but for the pid slot).
 pub struct CStrArray {
     /// Each string with its NUL.
-    strings: Vec<Vec<u8>>,
+    bytes: Vec<u8>,
     ptrs: Vec<*const libc::c_char>,
 }
 
 impl CStrArray {
-    pub fn new(strings: Vec<CString>) -> CStrArray {
-        let strings: Vec<Vec<u8>> = strings
-            .into_iter()
-            .map(CString::into_bytes_with_nul)
-            .collect();
-        // The pointers stay valid when the Vec moves: each string's bytes
-        // live in their own heap allocation.
-        let mut ptrs: Vec<_> = strings.iter().map(|s| s.as_ptr().cast()).collect();
-        ptrs.push(std::ptr::null());
-        CStrArray { strings, ptrs }
+    /// The array of these strings.
+    pub fn new(strings: &[CString]) -> CStrArray {
+        let size = strings.iter().map(|s| s.as_bytes_with_nul().len()).sum();
+        let mut b = CStrArrayBuilder::with_capacity(strings.len(), size);
+        for s in strings {
+            b.push(&[s.as_bytes()]);
+        }
+        b.finish()
     }
 
     pub(super) fn as_ptr(&self) -> *const *const libc::c_char {
         self.ptrs.as_ptr()
+    }
+
+    /// The strings, without their NULs, as the pointers find them.
+    #[cfg(test)]
+    pub fn strings(&self) -> Vec<&[u8]> {
+        let ends = self.bytes.iter().enumerate().filter(|(_, b)| **b == 0);
+        let mut start = 0;
+        let mut out = Vec::new();
+        for ((end, _), &ptr) in ends.zip(&self.ptrs) {
+            assert_eq!(ptr, self.bytes[start..].as_ptr().cast());
+            out.push(&self.bytes[start..end]);
+            start = end + 1;
+        }
+        assert_eq!(out.len() + 1, self.ptrs.len());
+        assert!(self.ptrs.last().unwrap().is_null());
+        out
+    }
+}
+
+/// Makes a [`CStrArray`] one string at a time: two allocations in all
+/// when the capacities given are enough.
+pub struct CStrArrayBuilder {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl CStrArrayBuilder {
+    pub fn with_capacity(strings: usize, bytes: usize) -> CStrArrayBuilder {
+        CStrArrayBuilder {
+            bytes: Vec::with_capacity(bytes),
+            starts: Vec::with_capacity(strings),
+        }
+    }
+
+    /// Appends the string that `parts` make, joined; returns where it
+    /// starts in the buffer, or None (and appends nothing) when a part
+    /// holds a NUL.
+    pub fn push(&mut self, parts: &[&[u8]]) -> Option<usize> {
+        if parts.iter().any(|p| p.contains(&0)) {
+            return None;
+        }
+        let start = self.bytes.len();
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
+        self.bytes.push(0);
+        self.starts.push(start);
+        Some(start)
+    }
+
+    pub fn finish(self) -> CStrArray {
+        // The pointers stay valid when the buffer's Vec moves into the
+        // array: its bytes live in their own heap allocation, which
+        // nothing resizes afterwards.
+        let base = self.bytes.as_ptr();
+        let mut ptrs = Vec::with_capacity(self.starts.len().saturating_add(1));
+        ptrs.extend(self.starts.iter().map(|&s| base.wrapping_add(s).cast()));
+        ptrs.push(std::ptr::null());
+        CStrArray {
+            bytes: self.bytes,
+            ptrs,
+        }
     }
 }
 
@@ -51,10 +112,10 @@ pub struct ChildScript {
     /// The user to become: `(uid, gid, supplementary groups)`, set in that
     /// order's reverse (groups, gid, uid) while still root.
     pub ids: Option<(u32, u32, Vec<u32>)>,
-    /// `(envp index, byte offset)`: where the child writes its own pid in
-    /// decimal, NUL-terminated (LISTEN_PID). The string must have room for
-    /// PID_DIGITS bytes there.
-    pub pid_slot: Option<(usize, usize)>,
+    /// Where in envp's buffer the child writes its own pid in decimal,
+    /// NUL-terminated (LISTEN_PID's value): there must be room for
+    /// PID_DIGITS bytes and the NUL.
+    pub pid_slot: Option<usize>,
     /// Lead a process group of its own (so that the group, the child and
     /// whatever it starts, can be signalled as one).
     pub new_group: bool,
@@ -236,12 +297,10 @@ fn place_fds(fds: &[(RawFd, RawFd)], park_fd: RawFd) -> Result<(), i32> {
     Ok(())
 }
 
-/// In the child: its own pid in decimal, NUL-terminated, at `(envp
-/// index, byte offset)` (LISTEN_PID's value), without allocating.
-fn write_own_pid(envp: &mut CStrArray, (index, offset): (usize, usize)) {
-    if let Some(string) = envp.strings.get_mut(index)
-        && string.len() > offset.saturating_add(PID_DIGITS)
-    {
+/// In the child: its own pid in decimal, NUL-terminated, at byte `at` of
+/// envp's buffer (LISTEN_PID's value), without allocating.
+fn write_own_pid(envp: &mut CStrArray, at: usize) {
+    if envp.bytes.len() > at.saturating_add(PID_DIGITS) {
         // Decimal digits of our own pid, on the stack (least significant
         // first), then into the slot. A u32 has at most PID_DIGITS digits.
         // SAFETY: getpid is async-signal-safe.
@@ -258,16 +317,16 @@ fn write_own_pid(envp: &mut CStrArray, (index, offset): (usize, usize)) {
         }
         // Written through the Vec's own pointer, in the memory the child
         // shares with its parent (which drops the script once the child
-        // has executed); envp's pointer to this string (from as_ptr) stays
-        // valid alongside as_mut_ptr.
-        let dst = string.as_mut_ptr();
+        // has executed); envp's pointers into this buffer (made by
+        // finish) stay valid alongside as_mut_ptr.
+        let dst = envp.bytes.as_mut_ptr();
         for (i, &d) in digits.iter().take(n).rev().enumerate() {
-            // SAFETY: offset + i < offset + PID_DIGITS < string.len(),
-            // checked above.
-            unsafe { *dst.add(offset.saturating_add(i)) = d };
+            // SAFETY: at + i < at + PID_DIGITS < bytes.len(), checked
+            // above.
+            unsafe { *dst.add(at.saturating_add(i)) = d };
         }
         // SAFETY: as above; the NUL ends the value.
-        unsafe { *dst.add(offset.saturating_add(n)) = 0 };
+        unsafe { *dst.add(at.saturating_add(n)) = 0 };
     }
 }
 
