@@ -65,13 +65,16 @@ use config::Config;
 use log::{errtext, fatal};
 use startup::Started;
 
+/// The allocator the binary uses (see `sys::arena`).
+#[doc(hidden)]
+pub use sys::Arena;
+
 /// Exit status for bad usage and failures before the first worker runs.
 const EXIT_FAILURE: i32 = 1;
 
 /// The program: returns the exit status.
 #[doc(hidden)]
 pub fn main() -> i32 {
-    keep_the_allocator_warm();
     // From here on every catchable signal is an event for the loop: none
     // can kill us before we are ready for it.
     let blocked = match signals::block_all() {
@@ -118,22 +121,6 @@ fn answer_check() -> i32 {
     };
     let _ = sys::write_all(1, format!("{answer}\n").as_bytes());
     code
-}
-
-/// musl's allocator unmaps a size class's pages as soon as their last
-/// block is freed, and maps them again for the next: start-up, which
-/// allocates and frees in bursts, spent a fifth of its time in mmap and
-/// munmap. One small block of each common size is kept for the
-/// process's life (about 13 KB, reserved and never written: zeroing them
-/// would cost more than it saves), so those pages stay mapped.
-fn keep_the_allocator_warm() {
-    const SIZES: [usize; 20] = [
-        16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 240, 320, 400, 512, 640, 800, 1024, 1536, 2048,
-        4096,
-    ];
-    for size in SIZES {
-        std::mem::forget(Vec::<u8>::with_capacity(size));
-    }
 }
 
 /// Makes sure descriptors 0-2 are open, so that no socket or file of ours

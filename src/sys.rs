@@ -61,6 +61,7 @@ pub fn strerror(errno: i32) -> String {
     msg.to_string_lossy().into_owned()
 }
 
+mod arena;
 mod child;
 mod fd;
 mod inherited;
@@ -68,6 +69,7 @@ mod process;
 mod signal;
 mod socket;
 
+pub use arena::Arena;
 pub use child::*;
 pub use fd::*;
 pub use inherited::*;
