@@ -165,11 +165,11 @@ const OPTIONS: &[Opt] = &[
         set: |p, v| { p.cfg.rules.start_retries = Some(v.number(parse_count)?); Ok(()) } },
     Opt { name: "signal-group", arg: "", help: "signal each server's whole process group",
         set: |p, _| { p.cfg.signal_group = true; Ok(()) } },
-    Opt { name: "readiness", arg: "interval|notify",
-        help: "a new server is up after --interval, or\nwhen it sends READY=1 on NOTIFY_SOCKET",
-        set: |p, v| { p.cfg.readiness = v.parse(parse_readiness)?; Ok(()) } },
+    Opt { name: "readiness", arg: "MODE",
+        help: "a new server is up after --interval, or:\nnotify: when it sends READY=1 on\nNOTIFY_SOCKET; accept: when it waits on a\nsocket; einhorn: when it sends worker:ack",
+        set: |p, v| { p.cfg.rules.readiness = v.parse(parse_readiness)?; Ok(()) } },
     Opt { name: "ready-timeout", arg: "SECONDS",
-        help: "with notify: kill a server not ready by\nthen and retry (default 60)",
+        help: "with a --readiness mode: kill a server not\nready by then and retry (default 60)",
         set: |p, v| { p.cfg.rules.ready_timeout = Some(v.number(parse_ready_timeout)?); Ok(()) } },
     Opt { name: "protocols", arg: "LIST",
         help: "fd-passing variables servers get: any of\nserver-starter,systemd,einhorn (all)",
@@ -392,10 +392,18 @@ fn check_placements(ports: &[PortSpec]) -> Result<(), String> {
 }
 
 fn parse_readiness(s: &str) -> Result<Readiness, String> {
-    match s {
-        "interval" => Ok(Readiness::Interval),
-        "notify" => Ok(Readiness::Notify),
-        _ => Err("expected 'interval' or 'notify'".into()),
+    Readiness::parse(s).ok_or_else(|| format!("expected {}", readiness_names(" or ")))
+}
+
+/// 'interval', 'notify', 'accept' or 'einhorn'.
+fn readiness_names(last: &str) -> String {
+    let names: Vec<String> = Readiness::NAMES
+        .iter()
+        .map(|(n, _)| format!("'{n}'"))
+        .collect();
+    match names.split_last() {
+        Some((tail, head)) if !head.is_empty() => format!("{}{last}{tail}", head.join(", ")),
+        _ => names.join(""),
     }
 }
 
@@ -589,9 +597,9 @@ fn mode_of(p: Parsed) -> Result<Mode, String> {
 /// notification.
 fn run_mode(mut cfg: Config) -> Mode {
     cfg.rules.policy = cfg.personality.policy();
-    cfg.rules.ready_timeout = match cfg.readiness {
-        Readiness::Notify => Some(cfg.rules.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT)),
+    cfg.rules.ready_timeout = match cfg.rules.readiness {
         Readiness::Interval => None,
+        _ => Some(cfg.rules.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT)),
     };
     Mode::Run(Box::new(cfg))
 }
@@ -661,15 +669,13 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
             }
             "user" => cfg.user = Some(value(&mut parser)?).filter(|u| !u.is_empty()),
             "readiness" => {
-                cfg.readiness = match value(&mut parser)?.as_str() {
-                    "interval" => Readiness::Interval,
-                    "notify" => Readiness::Notify,
-                    other => {
-                        return Err(format!(
-                            "invalid value \"{other}\" for flag -readiness: interval or notify"
-                        ));
-                    }
-                }
+                let v = value(&mut parser)?;
+                cfg.rules.readiness = Readiness::parse(&v).ok_or_else(|| {
+                    format!(
+                        "invalid value \"{v}\" for flag -readiness: {}",
+                        readiness_names(" or ").replace('\'', "")
+                    )
+                })?;
             }
             "ready-timeout" => {
                 let v = value(&mut parser)?;
@@ -767,8 +773,10 @@ left. SIGUSR1 upgrades socketmaster itself in place.
   -command=PATH      the program to run, looked up in PATH
   -start=MILLIS      how long a new worker must run before the old ones
                      are stopped (default 3000)
-  -readiness=notify  stop the old ones when the new one sends READY=1
-  -ready-timeout=S   with notify: kill a worker not ready by then (60)
+  -readiness=MODE    stop the old ones when the new one is ready: notify
+                     (it sends READY=1), accept (it waits on the socket),
+                     einhorn (it sends worker:ack)
+  -ready-timeout=S   with a MODE: kill a worker not ready by then (60)
   -syslog            log to the local syslog instead of stderr
   -user=LOGIN        run workers as this user (root only)
 
@@ -950,7 +958,7 @@ mod tests {
             (&["--fd-names=a::b", "x"], "'' is not a valid name"),
             (
                 &["--readiness=soon", "x"],
-                "expected 'interval' or 'notify'",
+                "expected 'interval', 'notify', 'accept' or 'einhorn'",
             ),
             (&["--ready-timeout=0", "x"], "must be more than 0"),
         ] {

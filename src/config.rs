@@ -38,8 +38,6 @@ pub struct Config {
     pub protocols: Protocols,
     /// Explicit LISTEN_FDNAMES names, in socket order.
     pub fd_names: Vec<String>,
-    /// What makes a new worker count as started.
-    pub readiness: Readiness,
     /// The user workers run as (`--user`, `-user`).
     pub user: Option<String>,
     /// Which program's behaviour this is.
@@ -149,6 +147,26 @@ pub enum Readiness {
     Interval,
     /// It sent READY=1 on NOTIFY_SOCKET.
     Notify,
+    /// The kernel shows it waiting on a listening socket.
+    Accept,
+    /// It sent einhorn's `worker:ack` on EINHORN_SOCK_PATH.
+    Einhorn,
+}
+
+impl Readiness {
+    pub const NAMES: &[(&str, Readiness)] = &[
+        ("interval", Readiness::Interval),
+        ("notify", Readiness::Notify),
+        ("accept", Readiness::Accept),
+        ("einhorn", Readiness::Einhorn),
+    ];
+
+    pub fn parse(s: &str) -> Option<Readiness> {
+        Readiness::NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, r)| *r)
+    }
 }
 
 /// The settings Server::Starter reads from its environment, which the
@@ -187,8 +205,10 @@ pub struct Rules {
     /// How long to keep serving after TERM/INT/QUIT before the workers are
     /// signalled.
     pub shutdown_delay: Duration,
-    /// With readiness by notification: how long a new worker may take to
-    /// send READY=1 (none: readiness is --interval's).
+    /// What makes a new worker count as started.
+    pub readiness: Readiness,
+    /// With readiness other than --interval's: how long a new worker may
+    /// take to be ready (none: readiness is --interval's).
     pub ready_timeout: Option<Duration>,
     pub policy: Policy,
 }
@@ -203,6 +223,7 @@ impl Default for Rules {
             drain_timeout: None,
             start_retries: None,
             shutdown_delay: Duration::ZERO,
+            readiness: Readiness::Interval,
             ready_timeout: None,
             policy: Personality::StartServer.policy(),
         }

@@ -55,6 +55,7 @@ mod upgrade;
 mod upgrade_check;
 mod users;
 mod wait;
+mod waiters;
 pub mod worker;
 
 use std::fs::File;

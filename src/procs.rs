@@ -27,7 +27,7 @@ fn parse_stat(stat: &str) -> Option<Entry> {
 /// Whether /proc shows our own pid namespace: one mounted for another
 /// (as after `unshare --pid` without a new mount) names other processes
 /// by our numbers.
-fn proc_is_ours() -> bool {
+pub fn proc_is_ours() -> bool {
     std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str()?.parse::<u32>().ok())

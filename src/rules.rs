@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{after, fmt_secs};
 pub use crate::config::Rules;
-use crate::config::Settings;
+use crate::config::{Readiness, Settings};
 use crate::sig::{self, Signal};
 use crate::wait::{Pid, WaitStatus};
 
@@ -100,6 +100,9 @@ pub trait Host {
     fn tell_parent(&mut self, code: i32);
     /// The upgrade signal arrived.
     fn upgrade(&mut self);
+    /// Whether a process of worker `pid`'s tree waits on one of the
+    /// listening sockets (--readiness=accept).
+    fn look(&mut self, pid: Pid) -> Seen;
     /// USR1 (start_server): reopen the log.
     fn reopen_log(&mut self);
     /// Sends `sig` to a process that is not a worker (one the workers
@@ -151,10 +154,36 @@ impl Shown {
 pub enum Ready {
     /// Still alive at this instant (--interval).
     After(Instant),
-    /// By READY=1, not sent yet.
+    /// By READY=1 or einhorn's ACK, not sent yet.
     Awaiting,
-    /// By READY=1, which it sent.
+    /// By waiting on a socket (--readiness=accept), not seen yet: the
+    /// host looks at `next`, then `step` later, the step doubling up to
+    /// LOOK_STEP_MAX. `warned`: it said the worker cannot be seen.
+    Looking {
+        next: Instant,
+        step: Duration,
+        warned: bool,
+    },
+    /// By READY=1 or an ACK, which it sent, or by waiting on a socket,
+    /// which it was seen doing.
     Said,
+}
+
+/// The first look at a new worker's sockets comes this long after its
+/// spawn...
+pub const LOOK_STEP_FIRST: Duration = Duration::from_millis(1);
+/// ...and the gap between looks doubles up to this.
+pub const LOOK_STEP_MAX: Duration = Duration::from_millis(32);
+
+/// What a look at a starting worker found (--readiness=accept).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// A process of its tree waits on one of the listening sockets.
+    Waiting,
+    /// None does yet.
+    NotYet,
+    /// It cannot be seen, and why: it counts as not ready.
+    Unseen(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -336,6 +365,8 @@ enum Due {
     Ready(Pid, bool),
     /// A starting worker is not ready by --ready-timeout.
     NotReady(Pid),
+    /// Time to look whether a starting worker waits on a socket.
+    Look(Pid),
     /// The next attempt after a failed start (`true`: in a restart).
     Retry(bool),
     /// The kill-old delay is over: the old workers get their signal.
@@ -497,6 +528,14 @@ impl Core {
         let ready = workers
             .iter()
             .filter_map(|w| w.ready_at().map(|a| (a.at, Due::Ready(w.pid, a.restart))));
+        let looks = workers.iter().filter_map(|w| match w.role {
+            Role::Starting {
+                ready: Ready::Looking { next, .. },
+                give_up: Some(_),
+                ..
+            } => Some((next, Due::Look(w.pid))),
+            _ => None,
+        });
         let late = workers
             .iter()
             .filter_map(|w| Some((w.give_up()?, Due::NotReady(w.pid))));
@@ -513,6 +552,7 @@ impl Core {
             Shutdown::Sweeping { at, .. } => Some(at),
         };
         ready
+            .chain(looks)
             .chain(late)
             .chain(
                 self.phase
@@ -675,9 +715,14 @@ impl Core {
         match sh.spawn(self.phase.generation) {
             Ok(pid) => {
                 sh.say(Say::Original, format!("starting new worker {pid}"));
-                let ready = match self.rules.ready_timeout {
-                    Some(_) => Ready::Awaiting,
-                    None => Ready::After(after(now, self.rules.interval)),
+                let ready = match (self.rules.ready_timeout, self.rules.readiness) {
+                    (None, _) => Ready::After(after(now, self.rules.interval)),
+                    (Some(_), Readiness::Accept) => Ready::Looking {
+                        next: after(now, LOOK_STEP_FIRST),
+                        step: LOOK_STEP_FIRST,
+                        warned: false,
+                    },
+                    (Some(_), _) => Ready::Awaiting,
                 };
                 self.phase.workers.push(Worker {
                     pid,
@@ -921,8 +966,13 @@ impl Core {
         }
     }
 
-    /// A worker (or one of its descendants) sent READY=1.
+    /// A worker (or one of its descendants) sent READY=1, or einhorn's
+    /// ACK: each counts only under its own --readiness.
     pub fn on_ready(&mut self, pid: Pid, sh: &mut dyn Host) {
+        let what = match self.rules.readiness {
+            Readiness::Einhorn => "worker:ack",
+            _ => "READY=1",
+        };
         let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
@@ -936,7 +986,7 @@ impl Core {
             }
             _ => sh.say(
                 Say::Note,
-                format!("worker {pid} sent READY=1 again, ignored"),
+                format!("worker {pid} sent {what} again, ignored"),
             ),
         }
     }
@@ -1281,6 +1331,7 @@ impl Core {
         match due {
             Due::Ready(pid, restart) => self.promote(pid, restart, now, sh),
             Due::NotReady(pid) => self.not_ready(pid, sh),
+            Due::Look(pid) => self.look(pid, now, sh),
             Due::Retry(restart) => {
                 self.phase.restart = self.phase.restart.with_retry(None);
                 self.spawn(restart, now, sh);
@@ -1302,6 +1353,68 @@ impl Core {
                 );
                 self.begin_restart(now, sh);
             }
+        }
+    }
+
+    /// Looks whether a starting worker waits on a socket: then it is
+    /// ready; else the next look is due a doubled step later. One that
+    /// cannot be seen is said so, once, and stays not ready.
+    fn look(&mut self, pid: Pid, now: Instant, sh: &mut dyn Host) {
+        let Some(w) = self.phase.workers.iter().find(|w| w.pid == pid) else {
+            return;
+        };
+        let Role::Starting {
+            ready: Ready::Looking { step, warned, .. },
+            ..
+        } = w.role
+        else {
+            return;
+        };
+        // Its program runs before anything of it can wait: until then,
+        // the next look comes as soon.
+        if w.exec != Exec::Done {
+            if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid)
+                && let Role::Starting {
+                    ready: Ready::Looking { next, .. },
+                    ..
+                } = &mut w.role
+            {
+                *next = after(now, step);
+            }
+            return;
+        }
+        let seen = sh.look(pid);
+        let (ready, line) = match seen {
+            Seen::Waiting => (
+                Ready::Said,
+                Some((Say::Note, format!("new worker {pid} waits on the sockets"))),
+            ),
+            other => {
+                let line = match other {
+                    Seen::Unseen(why) if !warned => Some((
+                        Say::Warning,
+                        format!(
+                            "unable to see whether new worker {pid} waits on the sockets: \
+                             {why}; it counts as not ready"
+                        ),
+                    )),
+                    _ => None,
+                };
+                let next = Ready::Looking {
+                    next: after(now, step),
+                    step: step.saturating_mul(2).min(LOOK_STEP_MAX),
+                    warned: warned || line.is_some(),
+                };
+                (next, line)
+            }
+        };
+        if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid)
+            && let Role::Starting { ready: r, .. } = &mut w.role
+        {
+            *r = ready;
+        }
+        if let Some((kind, line)) = line {
+            sh.say(kind, line);
         }
     }
 

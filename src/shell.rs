@@ -20,7 +20,7 @@ use crate::notify::{self, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
-use crate::rules::{Core, ExecReport, Host, Say, Shown, Upstream};
+use crate::rules::{Core, ExecReport, Host, Say, Seen, Shown, Upstream};
 use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
@@ -28,6 +28,7 @@ use crate::sys::{self, Pid, WaitStatus};
 use crate::upgrade::{self, Clock, ListenerState, NotifyState, RelayState, State};
 use crate::upgrade_check::{UpgradeCheck, Verdict};
 use crate::users::Ids;
+use crate::waiters;
 
 /// Everything the supervisor runs with, prepared by `main`.
 pub struct Setup {
@@ -192,6 +193,16 @@ impl Host for Effects {
         if !(self.s.config.signal_group && sys::kill_group(pid, sig).is_ok()) {
             let _ = sys::kill(pid, sig);
         }
+    }
+
+    fn look(&mut self, pid: Pid) -> Seen {
+        let sockets: Vec<u64> = self
+            .s
+            .listeners
+            .iter()
+            .filter_map(|l| sys::inode(l.raw()).ok())
+            .collect();
+        waiters::look(pid, &sockets)
     }
 
     fn kill(&mut self, pid: Pid, sig: i32) {

@@ -242,13 +242,14 @@ pub fn acquire(mut plan: Plan, blocked: &sys::SigSet) -> Result<Started, String>
     }
     // Made by the process that will serve (after daemonizing), and last:
     // nothing can fail after it but the supervisor, which removes it.
-    let notify =
-        match cfg.readiness {
-            config::Readiness::Interval => None,
-            config::Readiness::Notify => Some(Notify::create(plan.ids.as_ref()).map_err(|e| {
+    let notify = match cfg.rules.readiness {
+        config::Readiness::Interval | config::Readiness::Accept => None,
+        config::Readiness::Notify | config::Readiness::Einhorn => {
+            Some(Notify::create(plan.ids.as_ref()).map_err(|e| {
                 format!("unable to create the notification socket: {}", errtext(&e))
-            })?),
-        };
+            })?)
+        }
+    };
     let (pid_file, listeners) = held.hand_over();
     let resources = Resources {
         systemd_layout: layout.systemd,
@@ -391,14 +392,14 @@ fn adopt(
         (None, None) => None,
         _ => return Err("the pid file does not match the command line".into()),
     };
-    let notify = match (cfg.readiness, &state.notify) {
-        (config::Readiness::Notify, Some(n)) => Some(Notify {
+    let notify = match (cfg.rules.readiness, &state.notify) {
+        (config::Readiness::Notify | config::Readiness::Einhorn, Some(n)) => Some(Notify {
             fd: sys::take_inherited(n.fd)
                 .map_err(|_| format!("notify descriptor {} is not open", n.fd))?,
             address: n.address.clone(),
             file: Notify::file_of(&n.address, n.id),
         }),
-        (config::Readiness::Interval, None) => None,
+        (config::Readiness::Interval | config::Readiness::Accept, None) => None,
         _ => return Err("the readiness socket does not match the command line".into()),
     };
     let signals = signals::Signals::new(blocked)

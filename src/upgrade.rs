@@ -169,6 +169,44 @@ fn parse_id(field: Option<&&str>) -> Option<Option<(u64, u64)>> {
     }
 }
 
+/// A worker's role in a `worker` line.
+fn role_text(role: Role, clock: &Clock) -> String {
+    let ns = |t: Instant| clock.ns_of(t);
+    let b = |v: bool| u8::from(v);
+    match role {
+        Role::Starting {
+            restart,
+            ready,
+            give_up,
+        } => {
+            let (ready_at, notified) = match ready {
+                Ready::After(at) => (Some(ns(at)), false),
+                Ready::Awaiting | Ready::Looking { .. } => (None, false),
+                Ready::Said => (None, true),
+            };
+            // A pending look (--readiness=accept) comes last: its
+            // next time, its step in ns, whether it warned.
+            let look = match ready {
+                Ready::Looking { next, step, warned } => {
+                    format!(" look {} {} {}", ns(next), step.as_nanos(), b(warned))
+                }
+                _ => String::new(),
+            };
+            format!(
+                "starting {} {} {} {}{look}",
+                b(restart),
+                opt(ready_at),
+                b(notified),
+                opt(give_up.map(ns))
+            )
+        }
+        Role::Current => "current".into(),
+        Role::Old { signalled, kill_at } => {
+            format!("old {} {}", b(signalled), opt(kill_at.map(ns)))
+        }
+    }
+}
+
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
@@ -342,30 +380,7 @@ impl State {
             );
         }
         for w in &self.phase.workers {
-            let role = match w.role {
-                Role::Starting {
-                    restart,
-                    ready,
-                    give_up,
-                } => {
-                    let (ready_at, notified) = match ready {
-                        Ready::After(at) => (Some(ns(at)), false),
-                        Ready::Awaiting => (None, false),
-                        Ready::Said => (None, true),
-                    };
-                    format!(
-                        "starting {} {} {} {}",
-                        b(restart),
-                        opt(ready_at),
-                        b(notified),
-                        opt(give_up.map(ns))
-                    )
-                }
-                Role::Current => "current".into(),
-                Role::Old { signalled, kill_at } => {
-                    format!("old {} {}", b(signalled), opt(kill_at.map(ns)))
-                }
-            };
+            let role = role_text(w.role, clock);
             let report = self.reports.iter().find(|(p, _)| *p == w.pid);
             let exec = match (w.exec, report) {
                 (Exec::Pending, Some((_, fd))) => format!("pending {fd}"),
@@ -599,10 +614,15 @@ impl State {
         let role = match l.fields.get(6) {
             Some(&"starting") => Role::Starting {
                 restart: l.flag(7)?,
-                ready: match l.maybe_at(8)? {
-                    Some(t) => Ready::After(t),
-                    None if l.flag(9)? => Ready::Said,
-                    None => Ready::Awaiting,
+                ready: match (l.maybe_at(8)?, l.fields.get(11)) {
+                    (Some(t), _) => Ready::After(t),
+                    (None, _) if l.flag(9)? => Ready::Said,
+                    (None, Some(&"look")) => Ready::Looking {
+                        next: l.at(12)?,
+                        step: Duration::from_nanos(l.uint64(13)?),
+                        warned: l.flag(14)?,
+                    },
+                    (None, _) => Ready::Awaiting,
                 },
                 give_up: l.maybe_at(10)?,
             },
@@ -737,6 +757,17 @@ mod tests {
             restart: false,
             ready: Ready::After(t(4)),
             give_up: None,
+        };
+        assert_eq!(State::decode(&s2.encode(&c), &c), Ok(s2.clone()));
+        // A pending look (--readiness=accept) resumes where it was.
+        s2.phase.workers[0].role = Role::Starting {
+            restart: true,
+            ready: Ready::Looking {
+                next: t(5),
+                step: Duration::from_millis(8),
+                warned: true,
+            },
+            give_up: Some(t(60)),
         };
         assert_eq!(State::decode(&s2.encode(&c), &c), Ok(s2));
     }

@@ -24,6 +24,11 @@ struct Fake {
     state: (Vec<(u64, Pid, Shown)>, u64),
     /// What the service manager was told.
     upstream: Vec<Upstream>,
+    /// Every look at a starting worker (--readiness=accept), and what the
+    /// next ones find: the workers seen waiting, or why none can be seen.
+    looks: Vec<Pid>,
+    waiting: Vec<Pid>,
+    unseen: Option<String>,
 }
 
 impl Host for Fake {
@@ -57,6 +62,14 @@ impl Host for Fake {
     }
     fn upgrade(&mut self) {
         self.upgrades += 1;
+    }
+    fn look(&mut self, pid: Pid) -> Seen {
+        self.looks.push(pid);
+        match &self.unseen {
+            Some(why) => Seen::Unseen(why.clone()),
+            None if self.waiting.contains(&pid) => Seen::Waiting,
+            None => Seen::NotYet,
+        }
     }
     fn reopen_log(&mut self) {}
     fn kill(&mut self, pid: Pid, sig: i32) {
@@ -338,6 +351,117 @@ fn a_worker_not_ready_by_ready_timeout_is_killed_and_retried() {
     core.on_ready(102, &mut sh);
     core.on_timers(t0 + 3 * SEC, &mut sh);
     assert_eq!(sh.generations(), [2]);
+}
+
+fn accepting(ready_timeout: Duration) -> Rules {
+    Rules {
+        readiness: Readiness::Accept,
+        ..rules(Personality::StartServer, Some(ready_timeout))
+    }
+}
+
+/// Runs the timers as the loop would, up to `until`: the instants they
+/// fell due at.
+fn run_timers(core: &mut Core, sh: &mut Fake, until: Instant) -> Vec<Instant> {
+    let mut fired = Vec::new();
+    while let Some(at) = core.next_deadline().filter(|&at| at <= until) {
+        core.on_timers(at, sh);
+        fired.push(at);
+    }
+    fired
+}
+
+#[test]
+fn accept_readiness_looks_from_1_ms_backing_off_to_32_ms_and_hands_over_once_seen() {
+    let t0 = Instant::now();
+    let mut core = Core::new(accepting(60 * SEC), settings(&[]), t0);
+    let mut sh = Fake::default();
+    core.start(t0, &mut sh);
+    // No look before its program runs.
+    core.on_timers(t0 + Duration::from_millis(1), &mut sh);
+    assert!(sh.looks.is_empty());
+    core.on_exec(101, ExecReport::Executed, &mut sh);
+    let ms = Duration::from_millis;
+    let fired = run_timers(&mut core, &mut sh, t0 + ms(200));
+    let gaps: Vec<u128> = fired
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    assert_eq!(&gaps[..6], [1, 2, 4, 8, 16, 32]);
+    assert!(gaps[6..].iter().all(|&g| g == 32), "{gaps:?}");
+    assert_eq!(sh.looks.len(), fired.len());
+    assert!(sh.status.is_empty(), "not up until seen waiting");
+    sh.waiting.push(101);
+    let next = core.next_deadline().unwrap();
+    core.on_timers(next, &mut sh);
+    assert_eq!(sh.said("new worker 101 waits on the sockets"), 1);
+    assert_eq!(sh.generations(), [1]);
+    assert_eq!(sh.up, 1);
+    // Up: no more looks, and nothing due (no wake-up when idle).
+    let looks = sh.looks.len();
+    assert_eq!(core.next_deadline(), None);
+    assert_eq!(sh.looks.len(), looks);
+}
+
+#[test]
+fn under_accept_the_old_worker_is_signalled_only_once_the_new_one_is_seen_waiting() {
+    let t0 = Instant::now();
+    let mut core = Core::new(accepting(60 * SEC), settings(&[]), t0);
+    let mut sh = Fake::default();
+    core.start(t0, &mut sh);
+    core.on_exec(101, ExecReport::Executed, &mut sh);
+    sh.waiting.push(101);
+    run_timers(&mut core, &mut sh, t0 + SEC);
+    core.on_signal(libc::SIGHUP, t0 + SEC, &mut sh);
+    core.on_exec(102, ExecReport::Executed, &mut sh);
+    // Loading for 5 s: looked at all along, the old one untouched.
+    run_timers(&mut core, &mut sh, t0 + 6 * SEC);
+    assert!(sh.signals.is_empty());
+    assert!(sh.looks.iter().filter(|&&p| p == 102).count() > 100);
+    sh.waiting.push(102);
+    let seen = core.next_deadline().unwrap();
+    assert!(seen <= t0 + 6 * SEC + Duration::from_millis(32));
+    core.on_timers(seen, &mut sh);
+    assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+    assert_eq!(sh.said("killing old workers"), 1);
+    assert_eq!(sh.generations(), [1, 2]);
+}
+
+#[test]
+fn a_worker_that_cannot_be_seen_is_said_once_and_fails_at_ready_timeout() {
+    let t0 = Instant::now();
+    let mut core = Core::new(accepting(2 * SEC), settings(&[]), t0);
+    let mut sh = Fake {
+        unseen: Some("unable to read /proc/101/fd: Permission denied".into()),
+        ..Fake::default()
+    };
+    core.start(t0, &mut sh);
+    core.on_exec(101, ExecReport::Executed, &mut sh);
+    run_timers(&mut core, &mut sh, t0 + 2 * SEC);
+    assert_eq!(
+        sh.said(
+            "unable to see whether new worker 101 waits on the sockets: unable to read \
+             /proc/101/fd: Permission denied; it counts as not ready"
+        ),
+        1
+    );
+    assert_eq!(sh.signals, [(101, libc::SIGKILL)]);
+    assert!(sh.status.is_empty());
+    // Killed: no more looks while its exit is awaited.
+    let looks = sh.looks.len();
+    run_timers(&mut core, &mut sh, t0 + 3 * SEC);
+    assert_eq!(sh.looks.len(), looks);
+}
+
+#[test]
+fn an_ack_again_is_named_as_such() {
+    let r = Rules {
+        readiness: Readiness::Einhorn,
+        ..rules(Personality::StartServer, Some(SEC))
+    };
+    let (mut core, mut sh, _) = running(r, settings(&[]));
+    core.on_ready(101, &mut sh);
+    assert_eq!(sh.said("worker 101 sent worker:ack again, ignored"), 1);
 }
 
 #[test]
@@ -817,6 +941,9 @@ fn signals_usr1_usr2_and_the_ignored_ones() {
         fn tell_parent(&mut self, _: i32) {}
         fn upgrade(&mut self) {
             self.0.upgrade()
+        }
+        fn look(&mut self, pid: Pid) -> Seen {
+            self.0.look(pid)
         }
         fn reopen_log(&mut self) {
             self.1 += 1;

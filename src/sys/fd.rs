@@ -37,14 +37,24 @@ pub fn is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
-/// The file type bits (`S_IFMT`) of what descriptor `fd` refers to.
-pub fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a whole stat into the buffer when it succeeds,
     // and only then is it read.
     cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded, so the buffer is initialised.
-    Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
+    Ok(unsafe { st.assume_init() })
+}
+
+/// The file type bits (`S_IFMT`) of what descriptor `fd` refers to.
+pub fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
+    Ok(fstat(fd)?.st_mode & libc::S_IFMT)
+}
+
+/// The inode number of what descriptor `fd` refers to (for a socket, the
+/// number /proc shows as `socket:[N]`).
+pub fn inode(fd: RawFd) -> io::Result<u64> {
+    Ok(fstat(fd)?.st_ino)
 }
 
 /// Points standard input, output or error (`to`, 0 to 2) at `fd`'s file.

@@ -83,3 +83,21 @@ pub fn setsid() -> io::Result<()> {
     // SAFETY: setsid has no memory-safety preconditions.
     cvt(unsafe { libc::setsid() }).map(drop)
 }
+
+/// Reads `buf.len()` bytes at address `addr` of process `pid`'s memory
+/// (process_vm_readv: the caller must be allowed to trace it). Returns how
+/// many were read.
+pub fn read_process_memory(pid: Pid, addr: usize, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes buf, valid for writes of its length; the
+    // kernel only reads `remote`, checking the other process's memory
+    // itself (EFAULT where it is not mapped).
+    cvt_size(unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) })
+}
