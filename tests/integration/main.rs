@@ -1,6 +1,7 @@
 //! start_server's integration tests: the real binary, real workers, real
 //! sockets on loopback and in per-test temp dirs.
 
+mod accept;
 mod activation;
 mod bad_input;
 mod clients;
