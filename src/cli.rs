@@ -582,6 +582,11 @@ fn mode_of(p: Parsed) -> Result<Mode, String> {
     }
     check_placements(&cfg.ports)?;
     check_paths(&cfg.paths)?;
+    if cfg.rules.readiness == Readiness::Einhorn && !cfg.protocols.einhorn {
+        return Err(
+            "--readiness=einhorn needs the einhorn protocol (add einhorn to --protocols)".into(),
+        );
+    }
     let sockets = cfg.ports.len().saturating_add(cfg.paths.len());
     if cfg.fd_names.len() > sockets && sockets > 0 {
         return Err(format!(

@@ -33,6 +33,7 @@ mod cli;
 mod client;
 mod clock;
 mod config;
+mod einhorn;
 mod env;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]

@@ -1,4 +1,6 @@
-//! The socket workers send `READY=1` to (`--readiness=notify`).
+//! The socket workers send `READY=1` to (`--readiness=notify`), or
+//! einhorn's `worker:ack` (`--readiness=einhorn`: a stream socket, as
+//! einhorn's EINHORN_SOCK_PATH is).
 //!
 //! NOTIFY_SOCKET is a filesystem path, as systemd always hands out: many
 //! sd_notify libraries (the `sd-notify` crate, Ruby's `sd_notify` gem,
@@ -20,15 +22,39 @@ use crate::log::{note, warning};
 use crate::sys;
 use crate::users::Ids;
 
-/// The socket's name in its directory.
-const NAME: &str = "notify";
+/// Which readiness messages a socket takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Channel {
+    /// sd_notify datagrams (NOTIFY_SOCKET).
+    Notify,
+    /// einhorn's control connections (EINHORN_SOCK_PATH).
+    Einhorn,
+}
+
+impl Channel {
+    /// The socket's name in its directory.
+    fn name(self) -> &'static str {
+        match self {
+            Channel::Notify => "notify",
+            Channel::Einhorn => "einhorn.sock",
+        }
+    }
+
+    fn socket(self, path: Option<&Path>) -> std::io::Result<(OwnedFd, String)> {
+        match self {
+            Channel::Notify => sys::notify_socket(path),
+            Channel::Einhorn => sys::control_socket(path),
+        }
+    }
+}
 /// Attempts at a fresh directory name per parent directory.
 const ATTEMPTS: u32 = 100;
 
-/// Readiness by notification.
+/// Readiness by notification, or by einhorn's ACK.
 pub struct Notify {
+    pub channel: Channel,
     pub fd: OwnedFd,
-    /// The NOTIFY_SOCKET value workers get.
+    /// The NOTIFY_SOCKET (or EINHORN_SOCK_PATH) value workers get.
     pub address: String,
     /// The socket file, when the address is a path: removed at exit with
     /// its directory.
@@ -39,12 +65,13 @@ impl Notify {
     /// Creates the socket. With `ids` (workers run as another user), the
     /// directory and the socket are group-owned by the workers' group,
     /// which may reach the socket but not change the directory.
-    pub fn create(ids: Option<&Ids>) -> std::io::Result<Notify> {
+    pub fn create(channel: Channel, ids: Option<&Ids>) -> std::io::Result<Notify> {
         let mut last = None;
         for parent in parents() {
-            match create_in(&parent, ids) {
+            match create_in(channel, &parent, ids) {
                 Ok((fd, path)) => {
                     return Ok(Notify {
+                        channel,
                         fd,
                         address: path.to_string_lossy().into_owned(),
                         file: Some(SocketFile {
@@ -56,7 +83,7 @@ impl Notify {
                 Err(e) => last = Some((parent, e)),
             }
         }
-        let (fd, address) = sys::notify_socket(None)?;
+        let (fd, address) = channel.socket(None)?;
         let why = last.map_or(String::new(), |(dir, e)| {
             format!(" (in {}: {})", dir.display(), errtext(&e))
         });
@@ -65,6 +92,7 @@ impl Notify {
              address {address}, which some sd_notify libraries cannot reach"
         );
         Ok(Notify {
+            channel,
             fd,
             address,
             file: None,
@@ -118,7 +146,11 @@ fn parents() -> Vec<PathBuf> {
 
 /// A fresh directory (mode 0700, or 0710 for the workers' group) in
 /// `parent`, and the socket bound in it.
-fn create_in(parent: &Path, ids: Option<&Ids>) -> std::io::Result<(OwnedFd, PathBuf)> {
+fn create_in(
+    channel: Channel,
+    parent: &Path,
+    ids: Option<&Ids>,
+) -> std::io::Result<(OwnedFd, PathBuf)> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let pid = sys::getpid();
     let mut attempt = 0;
@@ -132,9 +164,9 @@ fn create_in(parent: &Path, ids: Option<&Ids>) -> std::io::Result<(OwnedFd, Path
             Err(e) => return Err(e),
         }
     };
-    let path = dir.join(NAME);
+    let path = dir.join(channel.name());
     let made = (|| {
-        let (fd, _) = sys::notify_socket(Some(&path))?;
+        let (fd, _) = channel.socket(Some(&path))?;
         if let Some(ids) = ids {
             for (p, mode) in [(&dir, 0o710), (&path, 0o660)] {
                 std::os::unix::fs::chown(p, None, Some(ids.gid))?;

@@ -13,10 +13,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Settings};
+use crate::einhorn;
 use crate::env::{self, Vars};
 use crate::listen::{self, Listener};
 use crate::log::{self, errtext, fatal, note, original, warning};
-use crate::notify::{self, Limited, Notify};
+use crate::notify::{self, Channel, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
@@ -75,8 +76,11 @@ enum Source {
     Signals,
     /// A starting worker's exec report.
     Report(Pid),
-    /// The socket workers send READY=1 to.
+    /// The socket workers send READY=1 (or connect to with einhorn's
+    /// ACK) to.
     Notify,
+    /// An einhorn control connection (an index into the connections).
+    Ack(usize),
     /// A worker's output, relayed (an index into the relays).
     Relay(usize),
     /// The log, waited on to take more relayed output.
@@ -151,6 +155,8 @@ struct Effects {
     statuses: Limited,
     /// The upgrade signal arrived: the loop starts the check.
     upgrade_requested: bool,
+    /// einhorn control connections being read.
+    acks: Vec<einhorn::Conn>,
 }
 
 impl Host for Effects {
@@ -328,8 +334,13 @@ impl Effects {
     fn worker_env(&self, generation: u64) -> Vars {
         let mut vars = Vars::new();
         env::overlay(&mut vars, &self.envdir_vars);
-        if let Some(n) = &self.s.notify {
-            env::set(&mut vars, "NOTIFY_SOCKET", n.address.as_str());
+        match &self.s.notify {
+            Some(n) if n.channel == Channel::Einhorn => {
+                env::set(&mut vars, "EINHORN_MASTER_PID", sys::getpid().to_string());
+                env::set(&mut vars, "EINHORN_SOCK_PATH", n.address.as_str());
+            }
+            Some(n) => env::set(&mut vars, "NOTIFY_SOCKET", n.address.as_str()),
+            None => {}
         }
         env::add_protocol_vars(
             &mut vars,
@@ -369,6 +380,7 @@ impl Shell {
                 ignored: Limited::new("ignored notifications", now),
                 statuses: Limited::new("worker STATUS= lines", now),
                 upgrade_requested: false,
+                acks: Vec::new(),
             },
             upgrade_check: None,
             stopped_by: None,
@@ -445,6 +457,9 @@ impl Shell {
         if let Some(n) = &self.effects.s.notify {
             set.add(n.fd.as_raw_fd(), libc::POLLIN, Source::Notify);
         }
+        for (i, c) in self.effects.acks.iter().enumerate() {
+            set.add(c.fd.as_raw_fd(), libc::POLLIN, Source::Ack(i));
+        }
         // Workers' output is read only while the log takes it; otherwise we
         // wait for the log to drain, and the workers wait on their pipes.
         let sink_ready = sys::writable_now(log::sink_fd());
@@ -466,10 +481,12 @@ impl Shell {
             warning!("poll failed: {}", errtext(&e));
         }
         let mut readable_relays = Vec::new();
+        let mut readable_acks = Vec::new();
         for source in set.ready() {
             match source {
                 Source::Report(pid) => self.on_report(pid),
                 Source::Notify => self.on_notifications(),
+                Source::Ack(i) => readable_acks.push(i),
                 Source::Relay(i) => readable_relays.push(i),
                 Source::UpgradeCheck => {
                     if let Some(check) = &mut self.upgrade_check {
@@ -481,6 +498,7 @@ impl Shell {
                 Source::Signals | Source::LogDrained => {}
             }
         }
+        self.on_acks(&readable_acks);
         if sink_ready {
             for (i, r) in self.effects.relays.iter_mut().enumerate() {
                 if readable_relays.contains(&i) || r.has_pending() {
@@ -550,8 +568,18 @@ impl Shell {
     }
 
     /// Reads the waiting notifications (a batch at most), acts on those from
-    /// workers, and reports the others in one line.
+    /// workers, and reports the others in one line; or takes the waiting
+    /// einhorn connections.
     fn on_notifications(&mut self) {
+        if self
+            .effects
+            .s
+            .notify
+            .as_ref()
+            .is_some_and(|n| n.channel == Channel::Einhorn)
+        {
+            return self.on_connections();
+        }
         let mut buf = [0u8; notify::MESSAGE_MAX];
         for _ in 0..notify::BATCH {
             let Some(n) = &self.effects.s.notify else {
@@ -603,6 +631,102 @@ impl Shell {
             }
         }
         Ok(())
+    }
+
+    /// Takes the waiting einhorn connections (a batch at most); beyond
+    /// CONNS_MAX open, they are closed unread.
+    fn on_connections(&mut self) {
+        for _ in 0..notify::BATCH {
+            let Some(n) = &self.effects.s.notify else {
+                return;
+            };
+            match sys::accept_with_peer(n.fd.as_fd()) {
+                Ok(Some((fd, peer))) if self.effects.acks.len() < einhorn::CONNS_MAX => {
+                    self.effects.acks.push(einhorn::Conn::new(fd, peer))
+                }
+                Ok(Some((_, peer))) => {
+                    let line = format_args!(
+                        "ignoring an einhorn connection from pid {}: {} already open",
+                        peer.unwrap_or(0),
+                        einhorn::CONNS_MAX
+                    );
+                    self.effects.ignored.report(line, true, Instant::now());
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warning!("unable to accept an einhorn connection: {}", errtext(&e));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads the einhorn connections that are readable, acts on their
+    /// lines, and closes those that are over: at end of file, after an
+    /// ACK (einhorn replies nothing to one), or on a bad line.
+    fn on_acks(&mut self, readable: &[usize]) {
+        let mut over = Vec::new();
+        for &i in readable {
+            let Some(conn) = self.effects.acks.get_mut(i) else {
+                continue;
+            };
+            let peer = conn.peer;
+            let (lines, end) = conn.read();
+            // Its complete lines first, up to an ACK or a bad line.
+            let mut done = false;
+            for line in lines {
+                done = match self.on_ack_line(peer, &line) {
+                    Ok(acked) => acked,
+                    Err(why) => {
+                        let line = format_args!("ignoring an einhorn message: {why}");
+                        self.effects.ignored.report(line, true, Instant::now());
+                        true
+                    }
+                };
+                if done {
+                    break;
+                }
+            }
+            if let einhorn::End::Dropped(why) = &end
+                && !done
+            {
+                let line = format_args!("ignoring an einhorn connection: {why}");
+                self.effects.ignored.report(line, true, Instant::now());
+            }
+            if done || end != einhorn::End::Open {
+                over.push(i);
+            }
+        }
+        // From the last, so that the indices left stay right.
+        over.sort_unstable();
+        over.dedup();
+        for i in over.into_iter().rev() {
+            if i < self.effects.acks.len() {
+                self.effects.acks.swap_remove(i);
+            }
+        }
+    }
+
+    /// One line from an einhorn connection: whether it was an ACK that
+    /// counts, or why it is refused.
+    fn on_ack_line(&mut self, peer: Option<Pid>, line: &[u8]) -> Result<bool, String> {
+        let pid = match einhorn::parse(line)? {
+            einhorn::Message::Ack(pid) => pid,
+            einhorn::Message::Other => return Ok(false),
+        };
+        let sender = peer.ok_or("a connection without credentials")?;
+        if !self.core.is_worker(pid) {
+            return Err(format!("worker:ack for pid {pid}, which is not a worker"));
+        }
+        if self.worker_for(sender) != Some(pid) {
+            return Err(format!(
+                "worker:ack for worker {pid} from pid {sender}, which is not it or its descendant"
+            ));
+        }
+        // Its exec report first (the order the rules ask for).
+        self.on_report(pid);
+        self.core.on_ready(pid, &mut self.effects);
+        Ok(true)
     }
 
     /// The worker `sender` is, or descends from.
@@ -851,6 +975,9 @@ impl Shell {
     /// Executes our program with the state as it is now; returns only if
     /// that fails.
     fn exec_self(&mut self) {
+        // ACKs already written are read first: the connections end here.
+        let all: Vec<usize> = (0..self.effects.acks.len()).collect();
+        self.on_acks(&all);
         let exe = self.effects.s.image.exe.clone();
         let state = self.snapshot().encode(&Clock::read());
         let io = &mut self.effects;

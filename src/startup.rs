@@ -16,7 +16,7 @@ use crate::config::{self, Config};
 use crate::env::{self, Vars};
 use crate::listen::{self, Listener};
 use crate::log::{errtext, original, warning};
-use crate::notify::Notify;
+use crate::notify::{Channel, Notify};
 use crate::output::Output;
 use crate::shell::{Image, Setup, Shell};
 use crate::status::{LockError, PidFile};
@@ -244,11 +244,19 @@ pub fn acquire(mut plan: Plan, blocked: &sys::SigSet) -> Result<Started, String>
     // nothing can fail after it but the supervisor, which removes it.
     let notify = match cfg.rules.readiness {
         config::Readiness::Interval | config::Readiness::Accept => None,
-        config::Readiness::Notify | config::Readiness::Einhorn => {
-            Some(Notify::create(plan.ids.as_ref()).map_err(|e| {
+        config::Readiness::Notify => Some(
+            Notify::create(Channel::Notify, plan.ids.as_ref()).map_err(|e| {
                 format!("unable to create the notification socket: {}", errtext(&e))
-            })?)
-        }
+            })?,
+        ),
+        config::Readiness::Einhorn => Some(
+            Notify::create(Channel::Einhorn, plan.ids.as_ref()).map_err(|e| {
+                format!(
+                    "unable to create the einhorn control socket: {}",
+                    errtext(&e)
+                )
+            })?,
+        ),
     };
     let (pid_file, listeners) = held.hand_over();
     let resources = Resources {
@@ -393,7 +401,11 @@ fn adopt(
         _ => return Err("the pid file does not match the command line".into()),
     };
     let notify = match (cfg.rules.readiness, &state.notify) {
-        (config::Readiness::Notify | config::Readiness::Einhorn, Some(n)) => Some(Notify {
+        (r @ (config::Readiness::Notify | config::Readiness::Einhorn), Some(n)) => Some(Notify {
+            channel: match r {
+                config::Readiness::Einhorn => Channel::Einhorn,
+                _ => Channel::Notify,
+            },
             fd: sys::take_inherited(n.fd)
                 .map_err(|_| format!("notify descriptor {} is not open", n.fd))?,
             address: n.address.clone(),

@@ -146,6 +146,60 @@ pub fn local_addr(fd: RawFd) -> io::Result<LocalAddr> {
 pub fn notify_socket(path: Option<&Path>) -> io::Result<(OwnedFd, String)> {
     let fd = socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
     setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    bound_at(fd, path)
+}
+
+/// A unix stream socket listening for einhorn's control messages:
+/// non-blocking, close-on-exec, bound to `path` or to an abstract name the
+/// kernel picks. Returns it and its address, as [`notify_socket`] does.
+pub fn control_socket(path: Option<&Path>) -> io::Result<(OwnedFd, String)> {
+    let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
+    let bound = bound_at(fd, path)?;
+    listen(bound.0.as_fd(), 64)?;
+    Ok(bound)
+}
+
+/// Accepts a connection on a listening unix socket, non-blocking and
+/// close-on-exec: it and its peer's pid (SO_PEERCRED, checked by the
+/// kernel), or None when no connection waits.
+pub fn accept_with_peer(fd: BorrowedFd) -> io::Result<Option<(OwnedFd, Option<Pid>)>> {
+    // SAFETY: accept4 with null address pointers has no memory-safety
+    // preconditions.
+    let conn = cvt_r(|| unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    });
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+    let conn = unsafe { OwnedFd::from_raw_fd(conn) };
+    // SAFETY: an all-zero ucred is valid; len says its size.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid out-pointers of the stated size.
+    let got = cvt(unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    });
+    let pid = got.ok().map(|_| cred.pid).filter(|&p| p > 0);
+    Ok(Some((conn, pid)))
+}
+
+/// `fd` bound to `path`, or to an abstract name the kernel picks; with its
+/// address as a NOTIFY_SOCKET-style value (the path, or `@name`).
+fn bound_at(fd: OwnedFd, path: Option<&Path>) -> io::Result<(OwnedFd, String)> {
     if let Some(path) = path {
         bind_unix(fd.as_fd(), path)?;
         return Ok((fd, path.to_string_lossy().into_owned()));

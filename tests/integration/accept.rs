@@ -381,6 +381,12 @@ impl Running {
     fn restart(&self, generation: u64) -> i128 {
         let before = self.server.timed_lines().len();
         self.server.signal("HUP");
+        self.handed_over(before, generation)
+    }
+
+    /// Once the new generation is up: the same delay, for a restart that
+    /// began after line `before`.
+    fn handed_over(&self, before: usize, generation: u64) -> i128 {
         let status = wait_status(&self.status, &[generation], &self.server);
         let new = status[0].1;
         // The new generation's processes (the worker and its children,
@@ -520,4 +526,28 @@ fn twenty_restarts_are_never_early_for_python_uvicorn_and_node() {
     for case in [&PYTHON, &UVICORN, &NODE_CASE] {
         hand_over_waits_for_the_new_generation(case, QUICK_LOAD, 20);
     }
+}
+
+/// A live upgrade while the new generation loads: the new image carries
+/// the look on, and the hand-over still waits for the new generation.
+#[test]
+fn a_live_upgrade_during_a_pending_look_carries_it_on() {
+    let Some(run) = Running::start(&PYTHON, LOAD, 0) else {
+        return;
+    };
+    let before = run.server.timed_lines().len();
+    run.server.signal("HUP");
+    let new = run.server.wait_worker(2);
+    run.server.signal("USR2");
+    run.server.wait_line("upgraded in place");
+    let delay = run.handed_over(before, 2);
+    assert!(delay >= 0, "signalled early:\n{}", run.server.log());
+    let lines = run.server.lines();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(
+        at("upgraded in place") < at(&format!("new worker {new} waits on the sockets")),
+        "{}",
+        run.server.log()
+    );
+    assert_serves(&run.addr, PYTHON.expect);
 }

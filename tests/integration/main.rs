@@ -8,6 +8,7 @@ mod clients;
 mod compat;
 mod container;
 mod containment;
+mod einhorn;
 mod faults;
 mod layout;
 mod lifecycle;

@@ -263,6 +263,10 @@ fn workers_get_systemd_and_einhorn_variables() {
     );
     assert_eq!(r["env.EINHORN_FDS"], "3 4");
     assert_eq!(r["fds"], "0,1,2,3,4");
+    // einhorn's control socket is --readiness=einhorn's alone.
+    for name in ["env.EINHORN_MASTER_PID", "env.EINHORN_SOCK_PATH"] {
+        assert!(!r.contains_key(name), "{name} set");
+    }
     assert!(server.stop().success());
 
     // Only the protocols asked for.

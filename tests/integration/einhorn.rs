@@ -1,0 +1,285 @@
+//! --readiness=einhorn: a new worker is up when it sends einhorn's
+//! `worker:ack` on EINHORN_SOCK_PATH. With a real client (goji's `bind`
+//! package), and with stand-ins for what goji never sends: the escaped
+//! YAML form, lines that must not count, ACKs from outside the worker's
+//! tree.
+
+use std::path::PathBuf;
+
+use crate::support::*;
+
+/// A goji server: loads for 1 s, then serves; goji's `bind.Ready()` ACKs.
+const GOJI: &str = r#"package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/zenazn/goji"
+)
+
+func main() {
+	time.Sleep(time.Second)
+	fmt.Fprintf(os.Stderr, "loaded %d\n", os.Getpid())
+	goji.Get("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello from goji")
+	})
+	goji.Serve()
+}
+"#;
+
+/// Debian's goji (golang-github-zenazn-goji-dev), built once per run.
+fn goji_server() -> Option<PathBuf> {
+    let goji = "/usr/share/gocode/src/github.com/zenazn/goji";
+    if !std::path::Path::new(goji).exists() {
+        skip("goji is not installed (apt-get install golang-github-zenazn-goji-dev)");
+        return None;
+    }
+    let true = tool_or_skip("go", &["version"], "golang-go") else {
+        return None;
+    };
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    Some(
+        BUILT
+            .get_or_init(|| {
+                let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("goji");
+                let dir = root.join("src/hello");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("main.go"), GOJI).unwrap();
+                let out = std::process::Command::new("go")
+                    .args(["build", "-o", "hello", "."])
+                    .current_dir(&dir)
+                    .env("GOPATH", format!("{}:/usr/share/gocode", root.display()))
+                    .env("GO111MODULE", "off")
+                    .env("GOCACHE", root.join("cache"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "go build: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                dir.join("hello")
+            })
+            .clone(),
+    )
+}
+
+#[test]
+fn goji_acks_and_only_then_is_the_old_generation_signalled() {
+    let Some(goji) = goji_server() else {
+        return;
+    };
+    let dir = TempDir::new("einhorn-goji");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let st = dir.join("status");
+    // goji stops gracefully on INT (and USR2 under einhorn); TERM would
+    // end it at once.
+    let server = Server::start(&[
+        &format!("--port={addr}"),
+        &format!("--status-file={}", st.display()),
+        "--readiness=einhorn",
+        "--signal-on-hup=INT",
+        "--signal-on-term=INT",
+        "--",
+        goji.to_str().unwrap(),
+    ]);
+    wait_status(&st, &[1], &server);
+    assert_serves(&addr, "hello from goji");
+    let first = server.wait_worker(1);
+    let env = raw_environ(first);
+    assert_eq!(
+        env_var(&env, "EINHORN_MASTER_PID"),
+        Some(server.pid.to_string())
+    );
+    let sock = env_var(&env, "EINHORN_SOCK_PATH").unwrap();
+    assert!(sock.ends_with("/einhorn.sock"), "{sock}");
+    assert_eq!(env_var(&env, "NOTIFY_SOCKET"), None);
+    for generation in 2..=4 {
+        let before = server.lines().len();
+        server.signal("HUP");
+        wait_status(&st, &[generation], &server);
+        let lines = server.lines()[before..].to_vec();
+        let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+        let acked = at("bind: ACKing to einhorn").expect("goji's ACK");
+        let signalled = at("killing old workers").expect("the old generation's signal");
+        assert!(
+            acked < signalled,
+            "signalled before the ACK:\n{}",
+            lines.join("\n")
+        );
+        assert!(at("is ready").is_some_and(|r| r > acked && r < signalled));
+        assert_serves(&addr, "hello from goji");
+    }
+    // Goji stopped gracefully (by INT) each time, and at the end.
+    assert_eq!(server.count("Goji stopped"), 3);
+    let mut server = server;
+    assert_eq!(server.stop().code(), Some(0));
+    assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+}
+
+/// A worker that speaks to EINHORN_SOCK_PATH as `mode` says, then waits
+/// on its socket (a blocking accept: seen by the kernel, which must not
+/// count under einhorn).
+const WORKER: &str = r#"
+import os, socket, sys, time
+mode = sys.argv[1]
+pid = os.getpid()
+def send(data):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(os.environ["EINHORN_SOCK_PATH"])
+    s.sendall(data)
+    s.close()
+ack = b'{"command": "worker:ack", "pid": %d}' % pid
+if mode == "slow":
+    time.sleep(1.5)
+    send(ack + b"\n")
+elif mode == "json":
+    send(ack + b"\n")
+elif mode == "yaml":
+    send(b"---%%0Acommand: worker:ack%%0Apid: %d%%0A\n" % pid)
+elif mode == "unknown-then-ack":
+    send(b'{"command": "state"}\n' + ack + b"\n")
+elif mode == "child":
+    if os.fork() == 0:
+        send(ack + b"\n")
+        os._exit(0)
+    os.wait()
+elif mode == "no-newline":
+    send(ack)
+elif mode == "other-pid":
+    send(b'{"command": "worker:ack", "pid": %d}\n' % os.getppid())
+elif mode == "garbage":
+    send(b"worker:ack please\n")
+sys.stderr.write("said %s\n" % mode)
+sys.stderr.flush()
+listener = socket.socket(fileno=3)
+while True:
+    listener.accept()[0].close()
+"#;
+
+/// start_server with the stand-in worker in `mode`, a 1 s ready timeout
+/// and no retry.
+fn stand_in(dir: &TempDir, mode: &str) -> Server {
+    std::fs::write(dir.join("worker.py"), WORKER).unwrap();
+    Server::start(&[
+        &format!("--port=127.0.0.1:{}", free_port()),
+        "--readiness=einhorn",
+        "--ready-timeout=1",
+        "--start-retries=0",
+        "--",
+        "python3",
+        &dir.s("worker.py"),
+        mode,
+    ])
+}
+
+#[test]
+fn acks_that_count_json_yaml_after_an_unknown_command_and_from_a_child() {
+    for mode in ["json", "yaml", "unknown-then-ack", "child"] {
+        let dir = TempDir::new(&format!("einhorn-{mode}"));
+        let mut server = stand_in(&dir, mode);
+        let pid = server.wait_worker(1);
+        server.wait_line(&format!("new worker {pid} is ready"));
+        assert_eq!(server.count("ignoring"), 0, "{mode}:\n{}", server.log());
+        assert_eq!(server.stop().code(), Some(0));
+    }
+}
+
+#[test]
+fn acks_that_do_not_count_leave_the_worker_not_ready() {
+    for (mode, said) in [
+        ("no-newline", None),
+        (
+            "other-pid",
+            Some("worker:ack for pid START_SERVER, which is not a worker"),
+        ),
+        (
+            "garbage",
+            Some("ignoring an einhorn message: not a JSON object"),
+        ),
+        // Waiting on the socket is the accept mode's sign, not einhorn's.
+        ("waits", None),
+    ] {
+        let dir = TempDir::new(&format!("einhorn-{mode}"));
+        let mut server = stand_in(&dir, mode);
+        let pid = server.wait_worker(1);
+        server.wait_line(&format!("said {mode}"));
+        server.wait_line(&format!("new worker {pid} is not ready after 1 s"));
+        if let Some(said) = said {
+            let said = said.replace("START_SERVER", &server.pid.to_string());
+            assert_eq!(server.count(&said), 1, "{mode}:\n{}", server.log());
+        }
+        assert_eq!(server.count("is ready"), 0, "{mode}:\n{}", server.log());
+        assert_eq!(
+            server.wait_exit().code(),
+            Some(3),
+            "{mode}:\n{}",
+            server.log()
+        );
+    }
+}
+
+#[test]
+fn an_ack_from_outside_the_workers_tree_does_not_count() {
+    use std::io::Write;
+    let dir = TempDir::new("einhorn-outside");
+    let mut server = stand_in(&dir, "waits");
+    let pid = server.wait_worker(1);
+    server.wait_line("said waits");
+    let sock = env_var(&raw_environ(pid), "EINHORN_SOCK_PATH").unwrap();
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    writeln!(c, r#"{{"command": "worker:ack", "pid": {pid}}}"#).unwrap();
+    drop(c);
+    let me = std::process::id();
+    server.wait_line(&format!(
+        "worker:ack for worker {pid} from pid {me}, which is not it or its descendant"
+    ));
+    server.wait_line(&format!("new worker {pid} is not ready after 1 s"));
+    assert_eq!(server.count("is ready"), 0);
+    assert_eq!(server.wait_exit().code(), Some(3));
+}
+
+#[test]
+fn einhorn_readiness_without_the_einhorn_protocol_is_refused() {
+    let dir = TempDir::new("einhorn-refused");
+    let out = run_to_end(&[
+        "--port=127.0.0.1:0",
+        &format!("--pid-file={}", dir.s("pid")),
+        "--readiness=einhorn",
+        "--protocols=server-starter,systemd",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        out.err.trim(),
+        "start_server: fatal: --readiness=einhorn needs the einhorn protocol (add einhorn to --protocols)",
+    );
+    assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+}
+
+/// A live upgrade while a worker has not ACKed yet: the new image takes
+/// the control socket over, and the ACK, sent after, counts.
+#[test]
+fn a_live_upgrade_before_the_ack_carries_the_wait_on() {
+    let dir = TempDir::new("einhorn-upgrade");
+    std::fs::write(dir.join("worker.py"), WORKER).unwrap();
+    let mut server = Server::start(&[
+        &format!("--port=127.0.0.1:{}", free_port()),
+        "--readiness=einhorn",
+        "--ready-timeout=20",
+        "--",
+        "python3",
+        &dir.s("worker.py"),
+        "slow",
+    ]);
+    let pid = server.wait_worker(1);
+    server.signal("USR2");
+    server.wait_line("upgraded in place");
+    assert_eq!(server.count("is ready"), 0, "{}", server.log());
+    server.wait_line(&format!("new worker {pid} is ready"));
+    assert_eq!(server.stop().code(), Some(0));
+}
