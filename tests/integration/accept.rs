@@ -190,21 +190,13 @@ fn go_server() -> PathBuf {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("main.go"), GO).unwrap();
             std::fs::write(dir.join("go.mod"), "module hello\n\ngo 1.19\n").unwrap();
-            let out = std::process::Command::new("go")
-                .args(["build", "-o", "hello", "."])
-                .current_dir(&dir)
-                .env("GOCACHE", dir.join("cache"))
-                .env("GOPATH", dir.join("gopath"))
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOPROXY", "off")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "go build: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dir.join("hello")
+            let gopath = dir.join("gopath").display().to_string();
+            let env = [
+                ("GOPATH", gopath),
+                ("GOFLAGS", "-mod=mod".to_string()),
+                ("GOPROXY", "off".to_string()),
+            ];
+            go_build(&dir, &env)
         })
         .clone()
 }

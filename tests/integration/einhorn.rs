@@ -48,20 +48,11 @@ fn goji_server() -> Option<PathBuf> {
                 let dir = root.join("src/hello");
                 std::fs::create_dir_all(&dir).unwrap();
                 std::fs::write(dir.join("main.go"), GOJI).unwrap();
-                let out = std::process::Command::new("go")
-                    .args(["build", "-o", "hello", "."])
-                    .current_dir(&dir)
-                    .env("GOPATH", format!("{}:/usr/share/gocode", root.display()))
-                    .env("GO111MODULE", "off")
-                    .env("GOCACHE", root.join("cache"))
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "go build: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                dir.join("hello")
+                let env = [
+                    ("GOPATH", format!("{}:/usr/share/gocode", root.display())),
+                    ("GO111MODULE", "off".to_string()),
+                ];
+                go_build(&dir, &env)
             })
             .clone(),
     )

@@ -795,3 +795,21 @@ pub fn start_in_pid_namespace(cmd: &mut Command) -> Option<Server> {
     server.wait_line("start_server (pid:1) starting now...");
     Some(server)
 }
+
+/// Builds the Go program `main.go` in `dir` (with the environment `env`
+/// added) into `dir/hello`, failing the test with go's own words.
+pub fn go_build(dir: &Path, env: &[(&str, String)]) -> PathBuf {
+    let out = Command::new("go")
+        .args(["build", "-o", "hello", "."])
+        .current_dir(dir)
+        .env("GOCACHE", dir.join("cache"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("hello")
+}
