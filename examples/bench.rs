@@ -13,13 +13,18 @@
 //! - hand-over latency: from a new worker's READY=1 to the old worker
 //!   receiving its signal (median of 100 restarts with
 //!   `--readiness=notify`; the original has only its fixed `--interval`),
-//!   and whether the old worker was ever signalled first.
+//!   and whether the old worker was ever signalled first;
+//! - with `--readiness=accept`: from a new worker's first wait on the
+//!   socket (a blocking accept, after a load of ACCEPT_LOAD) to the old
+//!   worker's signal (median and max of 20), and start_server's CPU time
+//!   per start, next to the same restarts with `--readiness=notify`.
 //!
 //! Run as `bench stamp`, it is the worker for the latency figure: it prints
 //! the wall-clock time at which it started, in nanoseconds, then waits to
 //! be killed. Run as `bench handover`, it is the worker for the hand-over:
 //! it prints `ready GEN TIME` just before sending READY=1, and
-//! `term GEN TIME` when its SIGTERM arrives.
+//! `term GEN TIME` when its SIGTERM arrives; as `bench accepting`, the
+//! same, `ready` just before it blocks in accept.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -94,7 +99,10 @@ fn main() {
         }
     }
     if args.get(1).map(String::as_str) == Some("handover") {
-        handover_worker();
+        handover_worker(false);
+    }
+    if args.get(1).map(String::as_str) == Some("accepting") {
+        handover_worker(true);
     }
     if args.get(1).map(String::as_str) == Some("lines") {
         write_lines(args[2].parse().unwrap());
@@ -222,12 +230,28 @@ fn main() {
         );
     }
     println!("hand-over: READY=1 to the old worker's signal");
-    let runs = handover(&ours, &me, &["--readiness=notify"], 100);
+    let (runs, _) = handover(&ours, &me, &["--readiness=notify"], 100, "handover");
     report_handover("ours, --readiness=notify", &runs);
     if let Some(perl) = &perl {
-        let runs = handover(perl, &me, &[], 5);
+        let (runs, _) = handover(perl, &me, &[], 5, "handover");
         report_handover("perl (fixed --interval=1)", &runs);
     }
+    println!(
+        "hand-over: the new worker's first wait on the socket (a blocking accept, after a {} ms load) to the old worker's signal",
+        ACCEPT_LOAD.as_millis()
+    );
+    let (runs, cpu) = handover(&ours, &me, &["--readiness=accept"], 20, "accepting");
+    report_handover("ours, --readiness=accept", &runs);
+    println!(
+        "                         max {:.3} ms; start_server's CPU per start {:.3} ms",
+        runs.iter().max().copied().unwrap_or(0) as f64 / 1e6,
+        cpu as f64 / 1e6
+    );
+    let (_, cpu) = handover(&ours, &me, &["--readiness=notify"], 20, "accepting-notify");
+    println!(
+        "                         the same restarts with --readiness=notify: CPU per start {:.3} ms",
+        cpu as f64 / 1e6
+    );
     relay(&ours, &me);
     println!();
     println!(
@@ -320,13 +344,32 @@ fn relay(bin: &str, me: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// How long `bench accepting` loads before it waits on its socket.
+const ACCEPT_LOAD: Duration = Duration::from_millis(300);
+
 /// `bench handover`: say when READY=1 is sent and when TERM arrives.
-fn handover_worker() -> ! {
+/// With `accepting`: load for ACCEPT_LOAD, then say `ready` right before
+/// blocking in accept (in a thread), and send READY=1 too (for the
+/// comparison with notify).
+fn handover_worker(accepting: bool) -> ! {
     let shutdown = start_server::worker::Shutdown::new().expect("block signals");
     let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_default();
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "ready {generation} {}", now_ns());
-    let _ = out.flush();
+    if accepting {
+        std::thread::sleep(ACCEPT_LOAD);
+        let listeners = start_server::worker::listeners().expect("the sockets");
+        let Some(start_server::worker::Socket::Tcp(l)) =
+            listeners.into_iter().next().map(|l| l.socket)
+        else {
+            panic!("no TCP socket");
+        };
+        let _ = writeln!(out, "ready {generation} {}", now_ns());
+        let _ = out.flush();
+        std::thread::spawn(move || while l.accept().is_ok() {});
+    } else {
+        let _ = writeln!(out, "ready {generation} {}", now_ns());
+        let _ = out.flush();
+    }
     let _ = start_server::worker::ready();
     let _ = shutdown.wait(&[]);
     let _ = writeln!(out, "term {generation} {}", now_ns());
@@ -336,14 +379,16 @@ fn handover_worker() -> ! {
 
 type Times = std::collections::HashMap<u64, i128>;
 
-/// Restarts `bin` `restarts` times; for each, the old worker's signal time
-/// minus the new worker's READY=1 time, in nanoseconds (negative: the old
-/// one was signalled before the new one was ready).
-fn handover(bin: &str, me: &str, extra: &[&str], restarts: u64) -> Vec<i128> {
+/// Restarts `bin` `restarts` times with `bench WORKER` as its worker; for
+/// each, the old worker's signal time minus the new worker's `ready` time,
+/// in nanoseconds (negative: the old one was signalled before the new one
+/// was ready); and the supervisor's CPU time per restart, in ns.
+fn handover(bin: &str, me: &str, extra: &[&str], restarts: u64, worker: &str) -> (Vec<i128>, u64) {
+    let worker = worker.trim_end_matches("-notify");
     let mut child = Command::new(bin)
         .args(["--port=127.0.0.1:0"])
         .args(extra)
-        .args(["--", me, "handover"])
+        .args(["--", me, worker])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -362,6 +407,7 @@ fn handover(bin: &str, me: &str, extra: &[&str], restarts: u64) -> Vec<i128> {
     while !ready.contains_key(&1) {
         next(&mut ready, &mut term);
     }
+    let cpu_before = cpu_ns(child.id());
     let mut runs = Vec::new();
     for generation in 2..=restarts + 1 {
         let _ = Command::new("sh")
@@ -373,12 +419,21 @@ fn handover(bin: &str, me: &str, extra: &[&str], restarts: u64) -> Vec<i128> {
         }
         runs.push(term[&(generation - 1)] - ready[&generation]);
     }
+    let cpu = (cpu_ns(child.id()) - cpu_before) / restarts.max(1);
     let _ = Command::new("sh")
         .arg("-c")
         .arg(format!("kill -TERM {}", child.id()))
         .status();
     let _ = child.wait();
-    runs
+    (runs, cpu)
+}
+
+/// The CPU time process `pid` has used, in ns (/proc/PID/schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn report_handover(name: &str, runs: &[i128]) {

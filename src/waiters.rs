@@ -136,8 +136,18 @@ fn in_process(pid: Pid, sockets: &[u64]) -> Result<Found, String> {
         let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
             continue;
         };
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
+        let target = match std::fs::read_link(entry.path()) {
+            Ok(target) => target,
+            // Closed meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                let path = entry.path();
+                return Err(format!(
+                    "unable to read {}: {}",
+                    path.display(),
+                    errtext(&e)
+                ));
+            }
         };
         match target.as_os_str().as_bytes() {
             b"anon_inode:[eventpoll]" => epolls.push(fd),

@@ -543,3 +543,47 @@ fn a_live_upgrade_during_a_pending_look_carries_it_on() {
     );
     assert_serves(&run.addr, PYTHON.expect);
 }
+
+/// A worker start_server may not look into (another user's, without
+/// CAP_SYS_PTRACE, as in a container's default capabilities) is named in
+/// one warning with the cause, and counts as not ready: its start fails at
+/// --ready-timeout, never on a blind timer.
+#[test]
+fn a_worker_that_cannot_be_seen_is_said_so_and_never_counts_as_ready() {
+    let true = root_or_skip("running a worker as another user") else {
+        return;
+    };
+    let true = tool_or_skip("setpriv", &["--version"], "util-linux") else {
+        return;
+    };
+    let dir = TempDir::with_mode("accept-unseen", "run");
+    std::fs::write(dir.join("server.py"), PY_BLOCKING).unwrap();
+    let mut server = Server::spawn(
+        std::process::Command::new("setpriv")
+            .args(["--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace", "--"])
+            .arg(bin())
+            .current_dir(dir.path())
+            .env("APP_LOAD", "0")
+            .args([
+                &format!("--port=127.0.0.1:{}", free_port()),
+                "--user=nobody",
+                "--readiness=accept",
+                "--ready-timeout=1",
+                "--start-retries=0",
+                "--",
+                "python3",
+                &dir.s("server.py"),
+            ]),
+    );
+    let pid = server.wait_worker(1);
+    server.wait_line(&format!(
+        "unable to see whether new worker {pid} waits on the sockets: unable to read \
+         /proc/{pid}/fd/0: Permission denied; it counts as not ready"
+    ));
+    server.wait_line(&format!(
+        "new worker {pid} is not ready after 1 s, killing it"
+    ));
+    assert_eq!(server.count("unable to see whether"), 1, "{}", server.log());
+    assert_eq!(server.count("waits on the sockets"), 1, "{}", server.log());
+    assert_eq!(server.wait_exit().code(), Some(3), "{}", server.log());
+}
