@@ -392,20 +392,11 @@ fn check_placements(ports: &[PortSpec]) -> Result<(), String> {
 }
 
 fn parse_readiness(s: &str) -> Result<Readiness, String> {
-    Readiness::parse(s).ok_or_else(|| format!("expected {}", readiness_names(" or ")))
+    Readiness::parse(s).ok_or_else(|| format!("expected {READINESS_NAMES}"))
 }
 
-/// 'interval', 'notify', 'accept' or 'einhorn'.
-fn readiness_names(last: &str) -> String {
-    let names: Vec<String> = Readiness::NAMES
-        .iter()
-        .map(|(n, _)| format!("'{n}'"))
-        .collect();
-    match names.split_last() {
-        Some((tail, head)) if !head.is_empty() => format!("{}{last}{tail}", head.join(", ")),
-        _ => names.join(""),
-    }
-}
+/// The modes, as the refusal of another lists them.
+const READINESS_NAMES: &str = "'interval', 'notify', 'accept' or 'einhorn'";
 
 fn parse_user(s: &str) -> Result<String, String> {
     match s.is_empty() {
@@ -678,7 +669,7 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
                 cfg.rules.readiness = Readiness::parse(&v).ok_or_else(|| {
                     format!(
                         "invalid value \"{v}\" for flag -readiness: {}",
-                        readiness_names(" or ").replace('\'', "")
+                        READINESS_NAMES.replace('\'', "")
                     )
                 })?;
             }

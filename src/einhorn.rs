@@ -89,6 +89,7 @@ pub enum Message {
 }
 
 /// Reads one line (without its newline); why it is not a message.
+#[inline(never)]
 pub fn parse(line: &[u8]) -> Result<Message, String> {
     let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
     let text = text.trim();
@@ -110,7 +111,7 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
         .ok()
         .filter(|&p| p > 0)
         .map(Message::Ack)
-        .ok_or_else(|| format!("a worker:ack with pid {pid:?}, not a process id"))
+        .ok_or_else(|| format!("a worker:ack with pid \"{pid}\", not a process id"))
 }
 
 /// `%0Acommand: worker:ack%0Apid: 12%0A` (after the `---`): its
@@ -121,7 +122,7 @@ fn escaped_yaml(text: &str) -> Result<Vec<(String, String)>, String> {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let (key, value) = line
             .split_once(':')
-            .ok_or_else(|| format!("not a YAML mapping line: {line:?}"))?;
+            .ok_or_else(|| format!("not a YAML mapping line: \"{line}\""))?;
         let value = value.trim();
         let value = value
             .strip_prefix(['"', '\''])
@@ -139,7 +140,7 @@ fn json_object(text: &str) -> Result<Vec<(String, String)>, String> {
         s: text.as_bytes(),
         at: 0,
     };
-    let bad = || format!("not a JSON object: {text:?}");
+    let bad = || format!("not a JSON object: \"{text}\"");
     p.space();
     p.eat(b'{').ok_or_else(bad)?;
     let mut fields = Vec::new();

@@ -205,7 +205,7 @@ pub fn parse(data: &[u8]) -> Result<Vec<(&str, &str)>, String> {
         .map(|line| {
             line.split_once('=')
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| format!("malformed line {line:?}"))
+                .ok_or_else(|| format!("malformed line \"{line}\""))
         })
         .collect()
 }

@@ -231,7 +231,7 @@ struct Line<'a> {
 
 impl Line<'_> {
     fn bad(&self) -> String {
-        format!("line {}: {:?}", self.number, self.text)
+        format!("line {}: \"{}\"", self.number, self.text)
     }
 
     fn num(&self, i: usize) -> Result<i128, String> {

@@ -48,6 +48,7 @@ enum Found {
 
 /// Looks whether a process of `worker`'s tree waits on one of the sockets
 /// with these inode numbers.
+#[inline(never)]
 pub fn look(worker: Pid, sockets: &[u64]) -> Seen {
     if sockets.is_empty() {
         return Seen::Unseen("there is no listening socket to wait on".into());
