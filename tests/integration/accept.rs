@@ -309,6 +309,15 @@ fn monotonic_now() -> (Instant, i128) {
     (now, field("tv_sec") * 1_000_000_000 + field("tv_nsec"))
 }
 
+/// `t` in CLOCK_MONOTONIC ns, from `clock` (an Instant and the clock's
+/// reading at it).
+fn monotonic_ns((at, ns): (Instant, i128), t: Instant) -> i128 {
+    match t >= at {
+        true => ns + (t - at).as_nanos() as i128,
+        false => ns - (at - t).as_nanos() as i128,
+    }
+}
+
 /// A running case: start_server on a free port, in a directory of its
 /// own, with `--readiness=accept` and --start-retries=0 (a failed restart
 /// is given up at once).
@@ -360,11 +369,7 @@ impl Running {
 
     /// `t` in CLOCK_MONOTONIC ns.
     fn ns(&self, t: Instant) -> i128 {
-        let (at, ns) = self.clock;
-        match t >= at {
-            true => ns + (t - at).as_nanos() as i128,
-            false => ns - (at - t).as_nanos() as i128,
-        }
+        monotonic_ns(self.clock, t)
     }
 
     /// HUP, and the new generation up: how long after the first of its
@@ -586,4 +591,54 @@ fn a_worker_that_cannot_be_seen_is_said_so_and_never_counts_as_ready() {
     assert_eq!(server.count("unable to see whether"), 1, "{}", server.log());
     assert_eq!(server.count("waits on the sockets"), 1, "{}", server.log());
     assert_eq!(server.wait_exit().code(), Some(3), "{}", server.log());
+}
+
+/// A UDP server counts once it waits to read its socket: here a thread
+/// blocked in recvfrom, after a load.
+const PY_UDP: &str = r#"
+import os, socket, sys, time
+time.sleep(float(os.environ["APP_LOAD"]))
+sys.stdout.write("loaded %d %d\n" % (os.getpid(), time.monotonic_ns()))
+sys.stdout.flush()
+s = socket.socket(fileno=3)
+while True:
+    data, peer = s.recvfrom(512)
+    s.sendto(b"hello from udp " + data, peer)
+"#;
+
+#[test]
+fn a_udp_server_counts_once_it_waits_to_read() {
+    let dir = TempDir::new("accept-udp");
+    std::fs::write(dir.join("server.py"), PY_UDP).unwrap();
+    let port = free_port();
+    let st = dir.join("status");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.env("APP_LOAD", "1").args([
+        &format!("--port=127.0.0.1:u{port}"),
+        &format!("--status-file={}", st.display()),
+        "--readiness=accept",
+        "--",
+        "python3",
+        &dir.s("server.py"),
+    ]);
+    let server = Server::spawn(&mut cmd);
+    let pid = server.wait_worker(1);
+    let clock = monotonic_now();
+    let waits = server.line_arrival(&format!("new worker {pid} waits on the sockets"));
+    let waits = monotonic_ns(clock, waits);
+    let loaded = server.wait_line(&format!("loaded {pid} "));
+    let loaded: i128 = loaded.rsplit(' ').next().unwrap().parse().unwrap();
+    // Read after the fact: the line's arrival is never before the look.
+    assert!(
+        loaded <= waits,
+        "seen before it was loaded:\n{}",
+        server.log()
+    );
+    wait_status(&st, &[1], &server);
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.send_to(b"x", ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello from udp x");
 }
