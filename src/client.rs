@@ -2,6 +2,7 @@
 //! through its pid file (whose lock tells whether it still runs), status
 //! file and state file.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
@@ -233,7 +234,7 @@ pub fn status(pid_file: &Path, status_file: &Path) -> Result<(String, i32), Stri
     })?;
     let mut text = format!("start_server {pid} running\n");
     for (generation, worker, role) in &workers {
-        text.push_str(&format!("generation {generation} pid {worker} {role}\n"));
+        let _ = writeln!(text, "generation {generation} pid {worker} {role}");
     }
     let serving = workers.iter().any(|(_, _, role)| role == "serving");
     if !serving {

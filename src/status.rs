@@ -1,5 +1,6 @@
 //! The status file and the pid file.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ pub fn write_status(path: &Path, entries: &[(u64, Pid)]) -> io::Result<()> {
     entries.sort();
     let mut text = String::new();
     for (generation, pid) in entries {
-        text.push_str(&format!("{generation}:{pid}\n"));
+        let _ = writeln!(text, "{generation}:{pid}");
     }
     write_atomic(path, &text)
 }
@@ -134,7 +135,7 @@ pub fn write_state(
     workers.sort();
     let mut text = format!("start_server {me}\nrestarts-given-up {restarts_given_up}\n");
     for (generation, pid, role) in workers {
-        text.push_str(&format!("{generation} {pid} {role}\n"));
+        let _ = writeln!(text, "{generation} {pid} {role}");
     }
     write_atomic(path, &text)
 }

@@ -7,6 +7,7 @@
 //! `key value...` line per item; free text (names, paths) is hex-encoded.
 //! Anything unexpected makes the whole state refused.
 
+use std::fmt::Write as _;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Duration, Instant};
@@ -313,52 +314,62 @@ impl State {
         let mut out = format!("{MAGIC} {VERSION}\n");
         let b = |v: bool| u8::from(v);
         if let Some(v) = &self.program {
-            out += &format!("program {}\n", hex(v.as_bytes()));
+            let _ = writeln!(out, "program {}", hex(v.as_bytes()));
         }
-        out += &format!("generation {}\n", self.phase.generation);
-        out += &format!("failures {}\n", self.phase.failures);
-        out += &format!(
-            "flags {} {} {}\n",
+        let _ = writeln!(out, "generation {}", self.phase.generation);
+        let _ = writeln!(out, "failures {}", self.phase.failures);
+        let _ = writeln!(
+            out,
+            "flags {} {} {}",
             b(self.phase.pending_restart),
             b(self.phase.ever_started),
             b(self.status_written)
         );
-        out += &format!("last_restart {}\n", ns(self.phase.last_restart));
-        out += &format!(
-            "retry {} {}\n",
+        let _ = writeln!(out, "last_restart {}", ns(self.phase.last_restart));
+        let _ = writeln!(
+            out,
+            "retry {} {}",
             opt(self.phase.restart.retry().map(|r| ns(r.at))),
             b(self.phase.restart.retry().is_some_and(|r| r.restart))
         );
-        out += &format!(
-            "kill_old_at {}\n",
+        let _ = writeln!(
+            out,
+            "kill_old_at {}",
             opt(self.phase.restart.kill_old_at().map(ns))
         );
         match self.phase.shutdown {
             Shutdown::Running => out += "stopping - -\n",
             Shutdown::Stopping { kill_at } => {
-                out += &format!("stopping 1 {}\n", opt(kill_at.map(ns)))
+                let _ = writeln!(out, "stopping 1 {}", opt(kill_at.map(ns)));
             }
             Shutdown::Killed => out += "stopping 1 -\n",
             // Written after a line an older reader understands: one that
             // does not know these lines refuses the state.
             Shutdown::Delaying { sig, until } => {
-                out += &format!("stopping - -\ndelaying {sig} {}\n", ns(until))
+                let _ = write!(out, "stopping - -\ndelaying {sig} {}\n", ns(until));
             }
             Shutdown::Sweeping { at, killed, code } => {
-                out += &format!("stopping 1 -\nsweeping {} {} {code}\n", ns(at), b(killed))
+                let _ = write!(
+                    out,
+                    "stopping 1 -\nsweeping {} {} {code}\n",
+                    ns(at),
+                    b(killed)
+                );
             }
         }
-        out += &format!("forwarded {}\n", opt(self.phase.forwarded));
+        let _ = writeln!(out, "forwarded {}", opt(self.phase.forwarded));
         let p = &self.phase;
-        out += &format!(
-            "outcome {} {} {}\n",
+        let _ = writeln!(
+            out,
+            "outcome {} {} {}",
             b(p.killed_at_shutdown),
             b(p.gave_up),
             p.restarts_given_up
         );
         for l in &self.listeners {
-            out += &format!(
-                "listener {} {} {} {} {}\n",
+            let _ = writeln!(
+                out,
+                "listener {} {} {} {} {}",
                 l.fd,
                 hex(l.name.as_bytes()),
                 hex(l.fd_name.as_bytes()),
@@ -369,11 +380,12 @@ impl State {
             );
         }
         if let Some(fd) = self.pid_file_fd {
-            out += &format!("pid_file {fd}\n");
+            let _ = writeln!(out, "pid_file {fd}");
         }
         if let Some(n) = &self.notify {
-            out += &format!(
-                "notify {} {} {}\n",
+            let _ = writeln!(
+                out,
+                "notify {} {} {}",
                 n.fd,
                 hex(n.address.as_bytes()),
                 fmt_id(n.id)
@@ -387,18 +399,19 @@ impl State {
                 (Exec::Pending | Exec::Done, _) => "done -".into(),
                 (Exec::Failed, _) => "failed -".into(),
             };
-            out += &format!(
-                "worker {} {} {} {exec} {role}\n",
+            let _ = writeln!(
+                out,
+                "worker {} {} {} {exec} {role}",
                 w.pid,
                 w.generation,
                 ns(w.spawned)
             );
         }
         for r in &self.relays {
-            out += &format!("relay {} {} {}\n", r.pid, r.fd, hex(&r.pending));
+            let _ = writeln!(out, "relay {} {} {}", r.pid, r.fd, hex(&r.pending));
         }
         if let Some(pid) = self.logger {
-            out += &format!("logger {pid}\n");
+            let _ = writeln!(out, "logger {pid}");
         }
         out += "end\n";
         out
