@@ -14,43 +14,51 @@ pub const CONT: i32 = libc::SIGCONT;
 pub const URG: i32 = libc::SIGURG;
 pub const WINCH: i32 = libc::SIGWINCH;
 
-/// Names as `kill -l` prints them, without the SIG prefix.
-const NAMES: &[(&str, i32)] = &[
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("ILL", libc::SIGILL),
-    ("TRAP", libc::SIGTRAP),
-    ("ABRT", libc::SIGABRT),
-    ("IOT", libc::SIGIOT),
-    ("BUS", libc::SIGBUS),
-    ("FPE", libc::SIGFPE),
-    ("KILL", libc::SIGKILL),
-    ("USR1", libc::SIGUSR1),
-    ("SEGV", libc::SIGSEGV),
-    ("USR2", libc::SIGUSR2),
-    ("PIPE", libc::SIGPIPE),
-    ("ALRM", libc::SIGALRM),
-    ("TERM", libc::SIGTERM),
-    ("STKFLT", libc::SIGSTKFLT),
-    ("CHLD", libc::SIGCHLD),
-    ("CLD", libc::SIGCHLD),
-    ("CONT", libc::SIGCONT),
-    ("STOP", libc::SIGSTOP),
-    ("TSTP", libc::SIGTSTP),
-    ("TTIN", libc::SIGTTIN),
-    ("TTOU", libc::SIGTTOU),
-    ("URG", libc::SIGURG),
-    ("XCPU", libc::SIGXCPU),
-    ("XFSZ", libc::SIGXFSZ),
-    ("VTALRM", libc::SIGVTALRM),
-    ("PROF", libc::SIGPROF),
-    ("WINCH", libc::SIGWINCH),
-    ("IO", libc::SIGIO),
-    ("POLL", libc::SIGPOLL),
-    ("PWR", libc::SIGPWR),
-    ("SYS", libc::SIGSYS),
+/// Names as `kill -l` prints them, without the SIG prefix, in one string
+/// (a table of string slices would cost a relocation each in a
+/// position-independent binary), and their numbers, in the same order.
+const NAMES: &str = "HUP INT QUIT ILL TRAP ABRT IOT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD CLD CONT STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO POLL PWR SYS";
+const NUMBERS: [i32; 34] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGIOT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGKILL,
+    libc::SIGUSR1,
+    libc::SIGSEGV,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGSTKFLT,
+    libc::SIGCHLD,
+    libc::SIGCHLD,
+    libc::SIGCONT,
+    libc::SIGSTOP,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGURG,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGWINCH,
+    libc::SIGIO,
+    libc::SIGPOLL,
+    libc::SIGPWR,
+    libc::SIGSYS,
 ];
+
+/// Every (name, number) pair.
+fn names() -> impl Iterator<Item = (&'static str, i32)> {
+    NAMES.split(' ').zip(NUMBERS)
+}
 
 /// A signal number, parsed from `TERM`, `SIGTERM`, `term` or `15`.
 pub fn parse(s: &str) -> Option<i32> {
@@ -59,7 +67,7 @@ pub fn parse(s: &str) -> Option<i32> {
     if let Ok(n) = name.parse::<i32>() {
         return (1..=last()).contains(&n).then_some(n);
     }
-    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, sig)| sig)
+    names().find(|&(n, _)| n == name).map(|(_, sig)| sig)
 }
 
 /// A signal given on the command line: its number, and how log lines
@@ -92,8 +100,8 @@ impl Signal {
 /// The conventional name of `sig` without the SIG prefix (`TERM`), or
 /// its number for a signal without one.
 pub fn name(sig: i32) -> String {
-    match NAMES.iter().find(|&&(_, s)| s == sig) {
-        Some((n, _)) => (*n).to_string(),
+    match names().find(|&(_, s)| s == sig) {
+        Some((n, _)) => n.to_string(),
         None => sig.to_string(),
     }
 }
@@ -107,6 +115,13 @@ pub fn last() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_name_has_its_number() {
+        assert_eq!(NAMES.split(' ').count(), NUMBERS.len());
+        assert_eq!(parse("SIGXFSZ"), Some(libc::SIGXFSZ));
+        assert_eq!(name(libc::SIGPWR), "PWR");
+    }
 
     #[test]
     fn parses_names_and_numbers() {
