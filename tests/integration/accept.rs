@@ -56,17 +56,27 @@ abort "dying while loading" if File.exist?("die")
 run ->(env) { [200, {"content-type" => "text/plain"}, ["hello from rack\n"]] }
 "#;
 
-const PY_APP: &str = r#"
-import os, sys, time
+/// What every Python program here starts with: the load, the `loaded`
+/// line, and death while loading when the file `die` exists (with 3,
+/// gunicorn's code for a worker that cannot boot: its arbiter stops).
+macro_rules! py_load {
+    () => {
+        r#"
+import os, socket, sys, time
 time.sleep(float(os.environ["APP_LOAD"]))
 # One write, so that no other process's line lands in the middle.
 sys.stdout.write("loaded %d %d\n" % (os.getpid(), time.monotonic_ns()))
 sys.stdout.flush()
 if os.path.exists("die"):
     print("dying while loading", file=sys.stderr, flush=True)
-    # gunicorn's code for a worker that cannot boot: its arbiter stops.
     sys.exit(3)
+"#
+    };
+}
 
+const PY_APP: &str = concat!(
+    py_load!(),
+    r#"
 def app(environ, start_response):
     body = b"hello from wsgi\n"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
@@ -77,24 +87,20 @@ async def asgi(scope, receive, send):
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello from asgi\n"})
-"#;
+"#
+);
 
 /// A server with a blocking accept in its main thread: no event loop.
-const PY_BLOCKING: &str = r#"
-import os, socket, sys, time
-time.sleep(float(os.environ["APP_LOAD"]))
-# One write, so that no other process's line lands in the middle.
-sys.stdout.write("loaded %d %d\n" % (os.getpid(), time.monotonic_ns()))
-sys.stdout.flush()
-if os.path.exists("die"):
-    sys.exit("dying while loading")
-s = socket.socket(fileno=3)
+const PY_BLOCKING: &str = concat!(
+    py_load!(),
+    r#"s = socket.socket(fileno=3)
 while True:
     c, _ = s.accept()
     c.recv(4096)
     c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from python\n")
     c.close()
-"#;
+"#
+);
 
 const NODE: &str = r#"
 const end = Date.now() + parseFloat(process.env.APP_LOAD) * 1000;
@@ -155,16 +161,11 @@ func main() {
 
 /// h2o loads no application of its own: a wrapper takes the load time,
 /// says so, and executes h2o in its place (the same process).
-const H2O_WRAPPER: &str = r#"
-import os, sys, time
-time.sleep(float(os.environ["APP_LOAD"]))
-# One write, so that no other process's line lands in the middle.
-sys.stdout.write("loaded %d %d\n" % (os.getpid(), time.monotonic_ns()))
-sys.stdout.flush()
-if os.path.exists("die"):
-    sys.exit("dying while loading")
-os.execvp("h2o", ["h2o", "-c", sys.argv[1]])
-"#;
+const H2O_WRAPPER: &str = concat!(
+    py_load!(),
+    r#"os.execvp("h2o", ["h2o", "-c", sys.argv[1]])
+"#
+);
 
 fn h2o_config(dir: &TempDir, addr: &str) -> PathBuf {
     let (host, port) = addr.rsplit_once(':').unwrap();
@@ -201,95 +202,44 @@ fn go_server() -> PathBuf {
         .clone()
 }
 
-const STARLET: Case = Case {
-    name: "starlet",
-    program: ("plackup", &["--version"], "starlet"),
-    expect: "hello from psgi",
-    files: &[("app.psgi", PSGI)],
-    options: &[],
-    command: |_, _| strings(&["plackup", "-s", "Starlet", "--max-workers=2", "app.psgi"]),
-};
-
-const STARMAN: Case = Case {
-    name: "starman",
-    program: ("starman", &["--version"], "starman"),
-    expect: "hello from psgi",
-    files: &[("app.psgi", PSGI)],
-    // Its graceful stop is QUIT (TERM stops at once).
-    options: &["--signal-on-hup=QUIT"],
-    command: |_, _| strings(&["starman", "--workers=2", "app.psgi"]),
-};
-
-const UNICORN: Case = Case {
-    name: "unicorn",
-    program: ("unicorn", &["--version"], "unicorn"),
-    expect: "hello from rack",
-    files: &[("config.ru", RACK)],
-    // Its graceful stop is QUIT (TERM stops at once).
-    options: &["--signal-on-hup=QUIT"],
-    command: |_, addr| strings(&["unicorn", "-l", addr, "config.ru"]),
-};
-
-const GUNICORN: Case = Case {
-    name: "gunicorn",
-    program: ("gunicorn", &["--version"], "gunicorn"),
-    expect: "hello from wsgi",
-    files: &[("app.py", PY_APP)],
-    options: &[],
-    command: |_, _| strings(&["gunicorn", "--workers=2", "app:app"]),
-};
-
-const UVICORN: Case = Case {
-    name: "uvicorn",
-    program: ("uvicorn", &["--version"], "uvicorn"),
-    expect: "hello from asgi",
-    files: &[("app.py", PY_APP)],
-    options: &[],
-    command: |_, _| strings(&["uvicorn", "--fd", "3", "app:asgi"]),
-};
-
-const PYTHON: Case = Case {
-    name: "python",
-    program: ("python3", &["--version"], "python3"),
-    expect: "hello from python",
-    files: &[("server.py", PY_BLOCKING)],
-    options: &[],
-    command: |_, _| strings(&["python3", "server.py"]),
-};
-
-const NODE_CASE: Case = Case {
-    name: "node",
-    program: ("node", &["--version"], "nodejs"),
-    expect: "hello from node",
-    files: &[("app.js", NODE)],
-    options: &[],
-    command: |_, _| strings(&["node", "app.js"]),
-};
-
-const GO_CASE: Case = Case {
-    name: "go",
-    program: ("go", &["version"], "golang-go"),
-    expect: "hello from go",
-    files: &[],
-    options: &[],
-    command: |_, _| vec![go_server().display().to_string()],
-};
-
-const H2O: Case = Case {
-    name: "h2o",
-    program: ("h2o", &["--version"], "h2o"),
-    expect: "hello from h2o",
-    files: &[("wrapper.py", H2O_WRAPPER)],
-    options: &[],
-    command: |dir, addr| {
-        let conf = h2o_config(dir, addr);
-        vec![
-            "python3".into(),
-            "wrapper.py".into(),
-            conf.display().to_string(),
-        ]
-    },
-};
+// The servers, one per line or two: a table, kept as one.
+#[rustfmt::skip]
+const STARLET: Case = Case { name: "starlet", program: ("plackup", &["--version"], "starlet"),
+    expect: "hello from psgi", files: &[("app.psgi", PSGI)], options: &[],
+    command: |_, _| strings(&["plackup", "-s", "Starlet", "--max-workers=2", "app.psgi"]) };
+// Starman and unicorn stop gracefully on QUIT (TERM stops them at once).
+#[rustfmt::skip]
+const STARMAN: Case = Case { name: "starman", program: ("starman", &["--version"], "starman"),
+    expect: "hello from psgi", files: &[("app.psgi", PSGI)], options: &["--signal-on-hup=QUIT"],
+    command: |_, _| strings(&["starman", "--workers=2", "app.psgi"]) };
+#[rustfmt::skip]
+const UNICORN: Case = Case { name: "unicorn", program: ("unicorn", &["--version"], "unicorn"),
+    expect: "hello from rack", files: &[("config.ru", RACK)], options: &["--signal-on-hup=QUIT"],
+    command: |_, addr| strings(&["unicorn", "-l", addr, "config.ru"]) };
+#[rustfmt::skip]
+const GUNICORN: Case = Case { name: "gunicorn", program: ("gunicorn", &["--version"], "gunicorn"),
+    expect: "hello from wsgi", files: &[("app.py", PY_APP)], options: &[],
+    command: |_, _| strings(&["gunicorn", "--workers=2", "app:app"]) };
+#[rustfmt::skip]
+const UVICORN: Case = Case { name: "uvicorn", program: ("uvicorn", &["--version"], "uvicorn"),
+    expect: "hello from asgi", files: &[("app.py", PY_APP)], options: &[],
+    command: |_, _| strings(&["uvicorn", "--fd", "3", "app:asgi"]) };
+#[rustfmt::skip]
+const PYTHON: Case = Case { name: "python", program: ("python3", &["--version"], "python3"),
+    expect: "hello from python", files: &[("server.py", PY_BLOCKING)], options: &[],
+    command: |_, _| strings(&["python3", "server.py"]) };
+#[rustfmt::skip]
+const NODE_CASE: Case = Case { name: "node", program: ("node", &["--version"], "nodejs"),
+    expect: "hello from node", files: &[("app.js", NODE)], options: &[],
+    command: |_, _| strings(&["node", "app.js"]) };
+#[rustfmt::skip]
+const GO_CASE: Case = Case { name: "go", program: ("go", &["version"], "golang-go"),
+    expect: "hello from go", files: &[], options: &[],
+    command: |_, _| vec![go_server().display().to_string()] };
+#[rustfmt::skip]
+const H2O: Case = Case { name: "h2o", program: ("h2o", &["--version"], "h2o"),
+    expect: "hello from h2o", files: &[("wrapper.py", H2O_WRAPPER)], options: &[],
+    command: |dir, addr| strings(&["python3", "wrapper.py", &h2o_config(dir, addr).display().to_string()]) };
 
 /// CLOCK_MONOTONIC now, in ns, with the Instant of the same moment: on
 /// Linux an Instant is that clock's reading, which its Debug form shows
@@ -473,49 +423,26 @@ fn hand_over_waits_for_the_new_generation(case: &Case, load: &str, restarts: u64
     assert_serves(&run.addr, case.expect);
 }
 
-#[test]
-fn starlet_is_signalled_only_once_its_successor_accepts() {
-    hand_over_waits_for_the_new_generation(&STARLET, LOAD, 1);
+/// One test per server: `name: CASE`.
+macro_rules! hand_over_tests {
+    ($($name:ident: $case:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            hand_over_waits_for_the_new_generation(&$case, LOAD, 1);
+        }
+    )*};
 }
 
-#[test]
-fn starman_is_signalled_only_once_its_successor_accepts() {
-    hand_over_waits_for_the_new_generation(&STARMAN, LOAD, 1);
-}
-
-#[test]
-fn unicorn_is_signalled_only_once_its_successor_selects() {
-    hand_over_waits_for_the_new_generation(&UNICORN, LOAD, 1);
-}
-
-#[test]
-fn gunicorn_is_signalled_only_once_its_successor_selects() {
-    hand_over_waits_for_the_new_generation(&GUNICORN, LOAD, 1);
-}
-
-#[test]
-fn uvicorn_is_signalled_only_once_its_successor_polls() {
-    hand_over_waits_for_the_new_generation(&UVICORN, LOAD, 1);
-}
-
-#[test]
-fn h2o_is_signalled_only_once_its_successor_polls() {
-    hand_over_waits_for_the_new_generation(&H2O, LOAD, 1);
-}
-
-#[test]
-fn node_is_signalled_only_once_its_successor_polls() {
-    hand_over_waits_for_the_new_generation(&NODE_CASE, LOAD, 1);
-}
-
-#[test]
-fn go_is_signalled_only_once_its_successor_polls() {
-    hand_over_waits_for_the_new_generation(&GO_CASE, LOAD, 1);
-}
-
-#[test]
-fn a_blocking_python_server_is_signalled_only_once_its_successor_accepts() {
-    hand_over_waits_for_the_new_generation(&PYTHON, LOAD, 1);
+hand_over_tests! {
+    starlet_is_signalled_only_once_its_successor_accepts: STARLET;
+    starman_is_signalled_only_once_its_successor_accepts: STARMAN;
+    unicorn_is_signalled_only_once_its_successor_selects: UNICORN;
+    gunicorn_is_signalled_only_once_its_successor_selects: GUNICORN;
+    uvicorn_is_signalled_only_once_its_successor_polls: UVICORN;
+    h2o_is_signalled_only_once_its_successor_polls: H2O;
+    node_is_signalled_only_once_its_successor_polls: NODE_CASE;
+    go_is_signalled_only_once_its_successor_polls: GO_CASE;
+    a_blocking_python_server_is_signalled_only_once_its_successor_accepts: PYTHON;
 }
 
 #[test]
@@ -595,16 +522,14 @@ fn a_worker_that_cannot_be_seen_is_said_so_and_never_counts_as_ready() {
 
 /// A UDP server counts once it waits to read its socket: here a thread
 /// blocked in recvfrom, after a load.
-const PY_UDP: &str = r#"
-import os, socket, sys, time
-time.sleep(float(os.environ["APP_LOAD"]))
-sys.stdout.write("loaded %d %d\n" % (os.getpid(), time.monotonic_ns()))
-sys.stdout.flush()
-s = socket.socket(fileno=3)
+const PY_UDP: &str = concat!(
+    py_load!(),
+    r#"s = socket.socket(fileno=3)
 while True:
     data, peer = s.recvfrom(512)
     s.sendto(b"hello from udp " + data, peer)
-"#;
+"#
+);
 
 #[test]
 fn a_udp_server_counts_once_it_waits_to_read() {

@@ -360,24 +360,16 @@ fn daemonize_detaches_and_reports_the_first_start() {
     let dir = TempDir::with_mode("daemonize", "run");
     let probe = probe();
     let (pid, log) = (dir.s("pid"), dir.s("log"));
-    let out = std::process::Command::new(bin())
-        .args([
-            "--daemonize",
-            "--interval=0",
-            "--pid-file",
-            &pid,
-            "--log-file",
-            &log,
-            &probe,
-            dir.path().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(std::process::Command::new(bin()).args([
+        "--daemonize",
+        "--interval=0",
+        "--pid-file",
+        &pid,
+        "--log-file",
+        &log,
+        &probe,
+        dir.path().to_str().unwrap(),
+    ]));
     let daemon: u32 = std::fs::read_to_string(&pid)
         .unwrap()
         .trim()

@@ -799,17 +799,25 @@ pub fn start_in_pid_namespace(cmd: &mut Command) -> Option<Server> {
 /// Builds the Go program `main.go` in `dir` (with the environment `env`
 /// added) into `dir/hello`, failing the test with go's own words.
 pub fn go_build(dir: &Path, env: &[(&str, String)]) -> PathBuf {
-    let out = Command::new("go")
-        .args(["build", "-o", "hello", "."])
-        .current_dir(dir)
-        .env("GOCACHE", dir.join("cache"))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "go build: {}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new("go")
+            .args(["build", "-o", "hello", "."])
+            .current_dir(dir)
+            .env("GOCACHE", dir.join("cache"))
+            .envs(env.iter().map(|(k, v)| (k, v))),
     );
     dir.join("hello")
+}
+
+/// Runs `cmd` to its end, failing the test with its stderr unless it
+/// exits 0; its output.
+pub fn succeeds(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
