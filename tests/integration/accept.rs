@@ -567,3 +567,36 @@ fn a_udp_server_counts_once_it_waits_to_read() {
     let n = s.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"hello from udp x");
 }
+
+/// `--restart` and `--status` follow this readiness as they follow
+/// READY=1: --restart returns once the new generation waits on the
+/// socket, never before it has loaded.
+#[test]
+fn restart_returns_once_the_new_generation_waits_on_the_socket() {
+    let dir = TempDir::new("accept-restart");
+    std::fs::write(dir.join("server.py"), PY_BLOCKING).unwrap();
+    let (pid, st) = (dir.s("pid"), dir.s("status"));
+    let mut cmd = std::process::Command::new(bin());
+    cmd.env("APP_LOAD", "1").args([
+        &format!("--port=127.0.0.1:{}", free_port()),
+        &format!("--pid-file={pid}"),
+        &format!("--status-file={st}"),
+        "--readiness=accept",
+        "--",
+        "python3",
+        &dir.s("server.py"),
+    ]);
+    let server = Server::spawn(&mut cmd);
+    wait_status(std::path::Path::new(&st), &[1], &server);
+    let restarted = run_to_end(&["--restart", "--pid-file", &pid, "--status-file", &st]);
+    assert_eq!(restarted.code, Some(0), "{}", restarted.err);
+    let new = server.wait_worker(2);
+    // By the time --restart returned, the new worker was seen waiting.
+    assert_eq!(
+        server.count(&format!("new worker {new} waits on the sockets")),
+        1
+    );
+    let status = run_to_end(&["--status", "--pid-file", &pid, "--status-file", &st]);
+    assert_eq!(status.code, Some(0), "{}", status.out);
+    assert!(status.out.contains("generation 2"), "{}", status.out);
+}
