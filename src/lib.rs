@@ -145,6 +145,17 @@ fn run(cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
         fatal!("{msg}");
         EXIT_FAILURE
     };
+    // What our own parent left open from 3 up, before we open anything:
+    // recorded, to be taken (sockets LISTEN_FDS passes, a live upgrade's
+    // state, socketmaster's fd://N) or closed later; or, when nothing can
+    // be taken from it, closed at once.
+    let takes = !cfg.open_fds.is_empty()
+        || std::env::var_os("LISTEN_FDS").is_some()
+        || std::env::var_os(upgrade::STATE_VAR).is_some();
+    match takes {
+        true => sys::record_inherited(),
+        false => sys::close_all_inherited(),
+    }
     let plan = match startup::check(cfg, argv0) {
         Ok(plan) => plan,
         Err(msg) => return fail(msg),

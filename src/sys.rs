@@ -13,7 +13,10 @@
 //! them establishes the contract itself, so no safe caller can break it:
 //! the child's fixed script, the single-thread check of [`fork`], and the
 //! record of inherited descriptors, each of which [`take_inherited`] hands
-//! out once.
+//! out once. One function relies on being called early instead:
+//! [`close_all_inherited`], which start_server's `run` calls before it
+//! opens anything from descriptor 3 up (it checks that descriptor 3 is
+//! not one of ours, and falls back to the record when it is).
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, OsStr};

@@ -1,5 +1,5 @@
-//! Descriptors start_server inherits: recorded before `main`, each taken
-//! (owned) once.
+//! Descriptors start_server inherits: recorded once, at the first need,
+//! each taken (owned) once.
 #![allow(unsafe_code)]
 
 use super::*;
@@ -8,9 +8,22 @@ use super::*;
 // Descriptors this process was started with (from 3 up) belong to nobody
 // until something takes them: sockets passed by LISTEN_FDS or
 // SERVER_STARTER_PORT, descriptors a previous program image handed over.
-// Which numbers were open at start is recorded before main runs, and each
-// can be taken once: so safe code can neither create a second owner of an
+// Which numbers they are is recorded once, at the first need, and each can
+// be taken once: so safe code can neither create a second owner of an
 // inherited descriptor nor take one the program opened itself.
+//
+// The record holds the descriptors open without FD_CLOEXEC. Every
+// descriptor this program opens is close-on-exec from its creation (std
+// and these wrappers ask for it), and exec closed the previous image's
+// close-on-exec ones: so those are what our parent passed, and nothing of
+// ours, as long as nothing of ours had the flag cleared before the record
+// (start_server records, or closes everything, first thing in `run`; the
+// listening sockets it shares with workers come later).
+//
+// A start that takes no descriptor (no LISTEN_FDS, no handed-over state,
+// no fd:// socket) makes no record at all: everything from 3 up is closed
+// at once, before anything of ours is opened ([`close_all_inherited`]),
+// which spares start-up reading /proc.
 
 /// Inherited descriptors below this number are tracked; others cannot be
 /// taken.
@@ -38,6 +51,7 @@ fn claim_inherited(fd: RawFd) -> bool {
 
 /// The inherited descriptors not taken yet.
 fn unclaimed() -> Vec<RawFd> {
+    record_inherited();
     let mut out = Vec::new();
     for (w, word) in INHERITED.iter().enumerate() {
         let bits = word.load(Ordering::SeqCst);
@@ -80,10 +94,25 @@ fn for_each_dirent_number(buf: &[u8], mut f: impl FnMut(RawFd)) {
     }
 }
 
-/// Runs before main (from `.init_array`): records the descriptors from 3 up
-/// that are open, listing /proc/self/fd with raw system calls (nothing is
-/// allocated this early), or probing each number where /proc is missing.
-extern "C" fn record_inherited() {
+/// The record, made once.
+static RECORD: std::sync::Once = std::sync::Once::new();
+
+/// Makes the record if it is not made yet (see above).
+pub fn record_inherited() {
+    RECORD.call_once(record_now);
+}
+
+/// Whether descriptor `fd` is open and not close-on-exec: inherited.
+fn inherited_now(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0 && flags & libc::FD_CLOEXEC == 0
+}
+
+/// Records the descriptors from 3 up that are open and not close-on-exec,
+/// listing /proc/self/fd with raw system calls, or probing each number
+/// where /proc is missing.
+fn record_now() {
     // SAFETY: open with a NUL-terminated literal path.
     let dir = unsafe {
         libc::open(
@@ -93,7 +122,7 @@ extern "C" fn record_inherited() {
     };
     if dir < 0 {
         for fd in 3..INHERITED_LIMIT as RawFd {
-            if is_open(fd) {
+            if inherited_now(fd) {
                 mark_inherited(fd);
             }
         }
@@ -110,7 +139,7 @@ extern "C" fn record_inherited() {
             break;
         }
         for_each_dirent_number(filled, |fd| {
-            if fd != dir {
+            if fd != dir && inherited_now(fd) {
                 mark_inherited(fd);
             }
         });
@@ -119,17 +148,40 @@ extern "C" fn record_inherited() {
     unsafe { libc::close(dir) };
 }
 
-#[used]
-// SAFETY: `.init_array` holds pointers to functions the C runtime calls,
-// without arguments that we read, before main; record_inherited is such a
-// function and needs nothing initialised beyond static memory.
-#[unsafe(link_section = ".init_array")]
-static RECORD_INHERITED: extern "C" fn() = record_inherited;
+/// For a start that takes no inherited descriptor: closes every
+/// descriptor from 3 up at once (close_range), so that none is recorded
+/// and nothing is left to take. start_server calls it first thing in
+/// `run`, before it opens anything from 3 up (nothing of ours is open
+/// then: the runtime opens nothing, and standard input, output and error
+/// are 0 to 2). Where the kernel has no close_range (before Linux 5.9), or
+/// the record is already made, it closes what the record holds instead.
+pub fn close_all_inherited() {
+    let mut first_use = false;
+    // A close-on-exec descriptor 3 is ours (the first this program
+    // opened): too late for closing everything; the record does it.
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let ours_open = unsafe { libc::fcntl(3, libc::F_GETFD) } > 0;
+    if !ours_open {
+        RECORD.call_once(|| first_use = true);
+    }
+    // SAFETY: close_range takes plain numbers; the record was just taken
+    // as made (empty), so no later call can take any of these, and nothing
+    // from 3 up is owned yet (see above).
+    let closed =
+        first_use && unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0;
+    if first_use && !closed {
+        record_now();
+    }
+    if !closed {
+        close_inherited(&[]);
+    }
+}
 
 /// Takes ownership of descriptor `fd`, which this process inherited (it
 /// was open when the process started) and nothing has taken yet: EBADF
 /// when it is not open, EBUSY when it is not inherited or already taken.
 pub fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    record_inherited();
     if !is_open(fd) {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }

@@ -301,7 +301,7 @@ impl Running {
             .args([
                 "--readiness=accept",
                 "--start-retries=0",
-                "--ready-timeout=4",
+                "--ready-timeout=6",
             ])
             .args(case.options)
             .arg("--")

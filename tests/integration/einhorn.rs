@@ -151,14 +151,14 @@ while True:
     listener.accept()[0].close()
 "#;
 
-/// start_server with the stand-in worker in `mode`, a 1 s ready timeout
-/// and no retry.
-fn stand_in(dir: &TempDir, mode: &str) -> Server {
+/// start_server with the stand-in worker in `mode`, this ready timeout
+/// (in seconds) and no retry.
+fn stand_in(dir: &TempDir, mode: &str, ready_timeout: &str) -> Server {
     std::fs::write(dir.join("worker.py"), WORKER).unwrap();
     Server::start(&[
         &format!("--port=127.0.0.1:{}", free_port()),
         "--readiness=einhorn",
-        "--ready-timeout=1",
+        &format!("--ready-timeout={ready_timeout}"),
         "--start-retries=0",
         "--",
         "python3",
@@ -171,7 +171,8 @@ fn stand_in(dir: &TempDir, mode: &str) -> Server {
 fn acks_that_count_json_yaml_after_an_unknown_command_and_from_a_child() {
     for mode in ["json", "yaml", "unknown-then-ack", "child"] {
         let dir = TempDir::new(&format!("einhorn-{mode}"));
-        let mut server = stand_in(&dir, mode);
+        // Time enough for python to start on a busy machine.
+        let mut server = stand_in(&dir, mode, "20");
         let pid = server.wait_worker(1);
         server.wait_line(&format!("new worker {pid} is ready"));
         assert_eq!(server.count("ignoring"), 0, "{mode}:\n{}", server.log());
@@ -195,10 +196,12 @@ fn acks_that_do_not_count_leave_the_worker_not_ready() {
         ("waits", None),
     ] {
         let dir = TempDir::new(&format!("einhorn-{mode}"));
-        let mut server = stand_in(&dir, mode);
+        // Time enough for python to start and speak on a busy machine,
+        // and no more: the start then fails at it.
+        let mut server = stand_in(&dir, mode, "3");
         let pid = server.wait_worker(1);
         server.wait_line(&format!("said {mode}"));
-        server.wait_line(&format!("new worker {pid} is not ready after 1 s"));
+        server.wait_line(&format!("new worker {pid} is not ready after 3 s"));
         if let Some(said) = said {
             let said = said.replace("START_SERVER", &server.pid.to_string());
             assert_eq!(server.count(&said), 1, "{mode}:\n{}", server.log());
@@ -217,7 +220,7 @@ fn acks_that_do_not_count_leave_the_worker_not_ready() {
 fn an_ack_from_outside_the_workers_tree_does_not_count() {
     use std::io::Write;
     let dir = TempDir::new("einhorn-outside");
-    let mut server = stand_in(&dir, "waits");
+    let mut server = stand_in(&dir, "waits", "3");
     let pid = server.wait_worker(1);
     server.wait_line("said waits");
     let sock = env_var(&raw_environ(pid), "EINHORN_SOCK_PATH").unwrap();
@@ -228,7 +231,7 @@ fn an_ack_from_outside_the_workers_tree_does_not_count() {
     server.wait_line(&format!(
         "worker:ack for worker {pid} from pid {me}, which is not it or its descendant"
     ));
-    server.wait_line(&format!("new worker {pid} is not ready after 1 s"));
+    server.wait_line(&format!("new worker {pid} is not ready after 3 s"));
     assert_eq!(server.count("is ready"), 0);
     assert_eq!(server.wait_exit().code(), Some(3));
 }
