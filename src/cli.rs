@@ -1029,6 +1029,10 @@ mod tests {
                 &["-ready-timeout=0", "-command=x"],
                 "invalid value \"0\" for flag -ready-timeout: must be more than 0",
             ),
+            (
+                &["-readiness=soon", "-command=x"],
+                "invalid value \"soon\" for flag -readiness: interval, notify, accept or einhorn",
+            ),
         ] {
             let err = sm(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
