@@ -258,13 +258,15 @@ impl Settings {
     }
 }
 
+/// Variables from `NAME, VALUE` pairs, for tests.
+#[cfg(test)]
+pub fn vars(pairs: &[(&str, &str)]) -> Vars {
+    pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vars {
-        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
-    }
 
     #[test]
     fn settings_defaults_and_overrides() {

@@ -1370,20 +1370,13 @@ impl Core {
         else {
             return;
         };
-        // Its program runs before anything of it can wait: until then,
-        // the next look comes as soon.
-        if w.exec != Exec::Done {
-            if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid)
-                && let Role::Starting {
-                    ready: Ready::Looking { next, .. },
-                    ..
-                } = &mut w.role
-            {
-                *next = after(now, step);
-            }
-            return;
-        }
-        let seen = sh.look(pid);
+        // Its program runs before anything of it can wait: until then, the
+        // next look comes as soon, the step unchanged.
+        let seen = match w.exec {
+            Exec::Done => sh.look(pid),
+            _ => Seen::NotYet,
+        };
+        let executed = w.exec == Exec::Done;
         let (ready, line) = match seen {
             Seen::Waiting => (
                 Ready::Said,
@@ -1402,7 +1395,10 @@ impl Core {
                 };
                 let next = Ready::Looking {
                     next: after(now, step),
-                    step: step.saturating_mul(2).min(LOOK_STEP_MAX),
+                    step: match executed {
+                        true => step.saturating_mul(2).min(LOOK_STEP_MAX),
+                        false => step,
+                    },
                     warned: warned || line.is_some(),
                 };
                 (next, line)

@@ -248,11 +248,7 @@ pub fn describe_failure(cmd: &Command, step: u8, errno: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::Vars;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vars {
-        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
-    }
+    use crate::env::{Vars, vars};
 
     #[test]
     fn envp_holds_every_variable_once_and_finds_the_pid_slot() {

@@ -111,7 +111,7 @@ fn killed(sig: i32) -> WaitStatus {
 }
 
 fn settings(vars: &[(&str, &str)]) -> Settings {
-    let vars: crate::env::Vars = vars.iter().map(|(k, v)| (k.into(), v.into())).collect();
+    let vars = crate::env::vars(vars);
     Settings::from_vars(&vars).0
 }
 
@@ -121,6 +121,14 @@ fn rules(personality: Personality, ready_timeout: Option<Duration>) -> Rules {
         policy: personality.policy(),
         ..Rules::default()
     }
+}
+
+/// A core with its first worker spawned (not executed yet), at t0.
+fn started(rules: Rules) -> (Core, Fake, Instant) {
+    let t0 = Instant::now();
+    let (mut core, mut sh) = (Core::new(rules, settings(&[]), t0), Fake::default());
+    core.start(t0, &mut sh);
+    (core, sh, t0)
 }
 
 /// A core with its first worker executed and, past --interval, up.
@@ -150,10 +158,7 @@ fn restart(core: &mut Core, sh: &mut Fake, t: Instant) -> Instant {
 
 #[test]
 fn a_new_worker_is_up_after_interval_and_the_parent_hears_of_it() {
-    let t0 = Instant::now();
-    let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
-    let mut sh = Fake::default();
-    core.start(t0, &mut sh);
+    let (mut core, mut sh, t0) = started(rules(Personality::StartServer, None));
     let pid = sh.last_pid();
     assert_eq!(sh.said(&format!("starting new worker {pid}")), 1);
     // Not before its program runs, not before --interval.
@@ -196,10 +201,7 @@ fn backoff_keeps_the_original_pace_then_doubles_up_to_30_s() {
 
 #[test]
 fn failed_starts_are_retried_at_interval_then_backed_off() {
-    let t0 = Instant::now();
-    let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
-    let mut sh = Fake::default();
-    core.start(t0, &mut sh);
+    let (mut core, mut sh, t0) = started(rules(Personality::StartServer, None));
     let mut t = t0;
     let mut gaps = Vec::new();
     for _ in 0..6 {
@@ -232,10 +234,7 @@ fn failed_starts_are_retried_at_interval_then_backed_off() {
 /// 2, 4, 8 and 16 s.
 #[test]
 fn the_wait_is_the_larger_of_the_pace_and_the_backoff() {
-    let t0 = Instant::now();
-    let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
-    let mut sh = Fake::default();
-    core.start(t0, &mut sh);
+    let (mut core, mut sh, t0) = started(rules(Personality::StartServer, None));
     let mut t = t0;
     let mut waits = Vec::new();
     for _ in 0..11 {
@@ -373,10 +372,7 @@ fn run_timers(core: &mut Core, sh: &mut Fake, until: Instant) -> Vec<Instant> {
 
 #[test]
 fn accept_readiness_looks_from_1_ms_backing_off_to_32_ms_and_hands_over_once_seen() {
-    let t0 = Instant::now();
-    let mut core = Core::new(accepting(60 * SEC), settings(&[]), t0);
-    let mut sh = Fake::default();
-    core.start(t0, &mut sh);
+    let (mut core, mut sh, t0) = started(accepting(60 * SEC));
     // No look before its program runs.
     core.on_timers(t0 + Duration::from_millis(1), &mut sh);
     assert!(sh.looks.is_empty());
@@ -405,10 +401,7 @@ fn accept_readiness_looks_from_1_ms_backing_off_to_32_ms_and_hands_over_once_see
 
 #[test]
 fn under_accept_the_old_worker_is_signalled_only_once_the_new_one_is_seen_waiting() {
-    let t0 = Instant::now();
-    let mut core = Core::new(accepting(60 * SEC), settings(&[]), t0);
-    let mut sh = Fake::default();
-    core.start(t0, &mut sh);
+    let (mut core, mut sh, t0) = started(accepting(60 * SEC));
     core.on_exec(101, ExecReport::Executed, &mut sh);
     sh.waiting.push(101);
     run_timers(&mut core, &mut sh, t0 + SEC);
@@ -500,10 +493,7 @@ fn auto_restart_comes_after_its_interval_and_waits_twice_as_long_for_old_workers
 
 #[test]
 fn a_first_worker_that_cannot_be_executed_ends_with_its_status() {
-    let t0 = Instant::now();
-    let mut core = Core::new(rules(Personality::StartServer, None), settings(&[]), t0);
-    let mut sh = Fake::default();
-    core.start(t0, &mut sh);
+    let (mut core, mut sh, _) = started(rules(Personality::StartServer, None));
     let why = "unable to exec ./srv: No such file or directory".to_string();
     core.on_exec(101, ExecReport::Failed { why, status: 127 }, &mut sh);
     assert_eq!(core.exit_code, Some(127));

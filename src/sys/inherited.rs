@@ -156,30 +156,30 @@ fn record_now() {
 /// are 0 to 2). Where the kernel has no close_range (before Linux 5.9), or
 /// the record is already made, it closes what the record holds instead.
 pub fn close_all_inherited() {
-    let mut first_use = false;
     // A close-on-exec descriptor 3 is ours (the first this program
     // opened): too late for closing everything; the record does it.
     // SAFETY: F_GETFD only queries the descriptor table.
     let ours_open = unsafe { libc::fcntl(3, libc::F_GETFD) } > 0;
+    let mut fresh = false;
     if !ours_open {
-        RECORD.call_once(|| first_use = true);
+        RECORD.call_once(|| fresh = true);
     }
     // SAFETY: close_range takes plain numbers; the record was just taken
     // as made (empty), so no later call can take any of these, and nothing
     // from 3 up is owned yet (see above).
-    let closed =
-        first_use && unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0;
-    if first_use && !closed {
+    if fresh && unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0 {
+        return;
+    }
+    if fresh {
         record_now();
     }
-    if !closed {
-        close_inherited(&[]);
-    }
+    close_inherited(&[]);
 }
 
 /// Takes ownership of descriptor `fd`, which this process inherited (it
-/// was open when the process started) and nothing has taken yet: EBADF
-/// when it is not open, EBUSY when it is not inherited or already taken.
+/// is in the record: open, not close-on-exec) and nothing has taken yet:
+/// EBADF when it is not open, EBUSY when it is not inherited or already
+/// taken.
 pub fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     record_inherited();
     if !is_open(fd) {
