@@ -134,10 +134,12 @@ elif mode == "yaml":
 elif mode == "unknown-then-ack":
     send(b'{"command": "state"}\n' + ack + b"\n")
 elif mode == "child":
+    # The child stays: its ancestry is read from /proc when its line is,
+    # and a process already gone (and reaped) shows none.
     if os.fork() == 0:
         send(ack + b"\n")
+        time.sleep(60)
         os._exit(0)
-    os.wait()
 elif mode == "no-newline":
     send(ack)
 elif mode == "other-pid":
