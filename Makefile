@@ -44,12 +44,16 @@ check:
 # tests again against the release binary that ships. A test that cannot
 # run here (no podman, not root, ...) skips on a developer's machine and
 # fails under CI (CI or START_SERVER_TESTS_REQUIRE_ALL set); the skips
-# are counted at the end.
+# are counted at the end. Most integration tests wait on timers and
+# processes, so four run at once on two cores. The rolls of real servers
+# under load (a minute of uvicorn and node restarting) run once, against
+# the release binary.
 SKIPS := $(CURDIR)/target/skipped-tests
+ONCE  := workers_roll_without_a_failed_request
 test: build
 	@rm -f $(SKIPS)
-	START_SERVER_SKIPS=$(SKIPS) $(CARGO) test
-	START_SERVER_SKIPS=$(SKIPS) START_SERVER_BIN=$(CURDIR)/$(BIN) $(CARGO) test --test integration
+	START_SERVER_SKIPS=$(SKIPS) $(CARGO) test -- --test-threads=4 --skip $(ONCE)
+	START_SERVER_SKIPS=$(SKIPS) START_SERVER_BIN=$(CURDIR)/$(BIN) $(CARGO) test --test integration -- --test-threads=4
 	@touch $(SKIPS); echo "$$(wc -l < $(SKIPS)) tests skipped"; cat $(SKIPS)
 
 # Long runs, not for CI: 1,000 restarts under load with 200 live upgrades,

@@ -12,7 +12,7 @@ use lexopt::prelude::*;
 
 use crate::clock::{fmt_secs, parse_seconds};
 use crate::config::{
-    Config, DEFAULT_READY_TIMEOUT, LogTarget, Personality, Protocols, Readiness, Rules,
+    Config, DEFAULT_READY_TIMEOUT, LogTarget, MAX_WORKERS, Personality, Protocols, Readiness, Rules,
 };
 use crate::listen::PortSpec;
 use crate::sig;
@@ -171,6 +171,12 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "ready-timeout", arg: "SECONDS",
         help: "with a --readiness mode: kill a server not\nready by then and retry (default 60)",
         set: |p, v| { p.cfg.rules.ready_timeout = Some(v.number(parse_ready_timeout)?); Ok(()) } },
+    Opt { name: "workers", arg: "N",
+        help: "run N servers per generation on the same\nsockets (default: one)",
+        set: |p, v| { p.cfg.rules.workers = Some(v.number(parse_workers)?); Ok(()) } },
+    Opt { name: "max-surge", arg: "S",
+        help: "with --workers: start at most S new servers\nat once in a restart (default: N)",
+        set: |p, v| { p.cfg.rules.max_surge = Some(v.number(parse_workers)?); Ok(()) } },
     Opt { name: "protocols", arg: "LIST",
         help: "fd-passing variables servers get: any of\nserver-starter,systemd,einhorn (all)",
         set: |p, v| { p.cfg.protocols = v.parse(parse_protocols)?; Ok(()) } },
@@ -438,6 +444,15 @@ fn parse_count(s: &str) -> Result<u32, String> {
         .map_err(|_| format!("too large (at most {})", u32::MAX))
 }
 
+/// A number of workers: 1 to MAX_WORKERS.
+fn parse_workers(s: &str) -> Result<u32, String> {
+    match parse_count(s)? {
+        0 => Err("must be at least 1".into()),
+        n if n > MAX_WORKERS => Err(format!("too large (at most {MAX_WORKERS})")),
+        n => Ok(n),
+    }
+}
+
 /// How long a worker may take to say READY=1: more than nothing (at 0
 /// every worker would be killed as it starts).
 fn parse_ready_timeout(s: &str) -> Result<Duration, String> {
@@ -577,6 +592,15 @@ fn mode_of(p: Parsed) -> Result<Mode, String> {
         return Err(
             "--readiness=einhorn needs the einhorn protocol (add einhorn to --protocols)".into(),
         );
+    }
+    match (cfg.rules.workers, cfg.rules.max_surge) {
+        (None, Some(_)) => return Err("--max-surge needs --workers".into()),
+        (Some(n), Some(s)) if s > n => {
+            return Err(format!(
+                "invalid --max-surge value '{s}': above --workers ({n})"
+            ));
+        }
+        _ => {}
     }
     let sockets = cfg.ports.len().saturating_add(cfg.paths.len());
     if cfg.fd_names.len() > sockets && sockets > 0 {
@@ -957,6 +981,22 @@ mod tests {
                 "expected 'interval', 'notify', 'accept' or 'einhorn'",
             ),
             (&["--ready-timeout=0", "x"], "must be more than 0"),
+            (
+                &["--workers=0", "x"],
+                "invalid --workers value '0': must be at least 1",
+            ),
+            (&["--workers=-1", "x"], "invalid --workers value '-1'"),
+            (&["--workers=abc", "x"], "invalid --workers value 'abc'"),
+            (&["--workers=1025", "x"], "too large (at most 1024)"),
+            (
+                &["--workers=2", "--max-surge=0", "x"],
+                "invalid --max-surge value '0'",
+            ),
+            (
+                &["--workers=2", "--max-surge=3", "x"],
+                "invalid --max-surge value '3': above --workers (2)",
+            ),
+            (&["--max-surge=1", "x"], "--max-surge needs --workers"),
         ] {
             let err = parse(args.iter().map(OsString::from)).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -224,21 +224,33 @@ pub const STATUS_NOT_SERVING: i32 = 2;
 /// start_server is not running or its files cannot be read.
 pub fn status(pid_file: &Path, status_file: &Path) -> Result<(String, i32), String> {
     let (pid, _lock) = running_pid(pid_file)?;
-    let state = state_path(status_file);
-    let workers = read_state(&state).map_err(|e| {
+    let path = state_path(status_file);
+    let state = read_state(&path).map_err(|e| {
         format!(
             "unable to read state file {} (beside --status-file): {}",
-            state.display(),
+            path.display(),
             errtext(&e)
         )
     })?;
     let mut text = format!("start_server {pid} running\n");
-    for (generation, worker, role) in &workers {
-        let _ = writeln!(text, "generation {generation} pid {worker} {role}");
+    for w in &state.workers {
+        let (g, worker, role) = (w.generation, w.pid, &w.role);
+        match (state.count, w.slot) {
+            (Some(_), Some(slot)) => {
+                let _ = writeln!(text, "generation {g} pid {worker} slot {slot} {role}");
+            }
+            _ => {
+                let _ = writeln!(text, "generation {g} pid {worker} {role}");
+            }
+        }
     }
-    let serving = workers.iter().any(|(_, _, role)| role == "serving");
-    if !serving {
+    let serving = state.workers.iter().filter(|w| w.role == "serving").count();
+    if let Some(n) = state.count {
+        let _ = writeln!(text, "workers {serving}/{n} serving");
+    }
+    if serving == 0 {
         text.push_str("no generation serving\n");
     }
+    let serving = serving > 0;
     Ok((text, if serving { 0 } else { STATUS_NOT_SERVING }))
 }

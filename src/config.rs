@@ -210,7 +210,28 @@ pub struct Rules {
     /// With readiness other than --interval's: how long a new worker may
     /// take to be ready (none: readiness is --interval's).
     pub ready_timeout: Option<Duration>,
+    /// --workers: how many workers each generation runs (none: one, with
+    /// the original's environment and generation rule).
+    pub workers: Option<u32>,
+    /// --max-surge: how many new workers a restart starts at once, at
+    /// most (none: as many as --workers).
+    pub max_surge: Option<u32>,
     pub policy: Policy,
+}
+
+/// The most --workers accepts.
+pub const MAX_WORKERS: u32 = 1024;
+
+impl Rules {
+    /// How many workers a generation runs.
+    pub fn slots(&self) -> u32 {
+        self.workers.unwrap_or(1)
+    }
+
+    /// How many new workers a restart may have starting at once.
+    pub fn surge(&self) -> u32 {
+        self.max_surge.unwrap_or(self.slots())
+    }
 }
 
 impl Default for Rules {
@@ -225,6 +246,8 @@ impl Default for Rules {
             shutdown_delay: Duration::ZERO,
             readiness: Readiness::Interval,
             ready_timeout: None,
+            workers: None,
+            max_surge: None,
             policy: Personality::StartServer.policy(),
         }
     }

@@ -107,7 +107,9 @@ pub fn main() -> i32 {
         }
     };
     match mode {
-        Mode::Run(_) if std::env::var_os(upgrade::CHECK_VAR).is_some() => answer_check(),
+        Mode::Run(cfg) if std::env::var_os(upgrade::CHECK_VAR).is_some() => {
+            answer_check(cfg.rules.slots())
+        }
         Mode::Run(cfg) => run(*cfg, blocked, &argv0),
         other => client::answer(other, socketmaster),
     }
@@ -115,9 +117,9 @@ pub fn main() -> i32 {
 
 /// Asked by a running start_server whether we take its state: our parent
 /// is the one asking, and its workers are ours to be.
-fn answer_check() -> i32 {
+fn answer_check(slots: u32) -> i32 {
     let text = std::env::var(upgrade::STATE_VAR).unwrap_or_default();
-    let (answer, code) = match startup::accept_state(&text, sys::getppid()) {
+    let (answer, code) = match startup::accept_state(&text, sys::getppid(), slots) {
         Ok(_) => (upgrade::CHECK_OK.to_string(), 0),
         Err(why) => (why, EXIT_FAILURE),
     };

@@ -87,10 +87,11 @@ pub enum Say {
 /// would be taken for a worker that never ran, and READY=1 counts only
 /// from a program that runs.
 pub trait Host {
-    /// Starts a worker of `generation`: its pid, or why it could not.
-    fn spawn(&mut self, generation: u64) -> Result<Pid, String>;
+    /// Starts a worker in `place`: its pid, or why it could not.
+    fn spawn(&mut self, place: Place) -> Result<Pid, String>;
     fn signal(&mut self, pid: Pid, sig: i32);
-    /// Rewrites the status file with these `(generation, pid)` pairs.
+    /// Rewrites the status file with these `(generation, pid)` pairs, in
+    /// this order.
     fn announce(&mut self, workers: &[(u64, Pid)]);
     fn say(&mut self, kind: Say, line: String);
     /// Tells whoever started us (systemd's NOTIFY_SOCKET) where we are.
@@ -113,7 +114,26 @@ pub trait Host {
     fn leftovers(&mut self) -> Vec<Pid>;
     /// Every worker with its role, and how many restarts were given up:
     /// the fuller state beside the status file.
-    fn state(&mut self, workers: &[(u64, Pid, Shown)], restarts_given_up: u64);
+    fn state(&mut self, workers: &[Shows], restarts_given_up: u64);
+}
+
+/// Where a new worker goes: its generation, its slot (0..--workers, the
+/// same across generations and respawns) and its index (the lowest not
+/// held by a live worker, as einhorn numbers its children).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Place {
+    pub generation: u64,
+    pub slot: u32,
+    pub index: u32,
+}
+
+/// A worker as the state file shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shows {
+    pub generation: u64,
+    pub pid: Pid,
+    pub slot: u32,
+    pub role: Shown,
 }
 
 /// What start_server tells the service manager that started it, in
@@ -196,12 +216,36 @@ pub enum Role {
         give_up: Option<Instant>,
     },
     Current,
-    /// A previous generation: `signalled` once its successor is up;
-    /// `kill_at`: when it gets SIGKILL unless it has exited (--drain-timeout).
+    /// A previous generation: `signal_at` set once its successor is up
+    /// (then --kill-old-delay), `signalled` once that time came;
+    /// `kill_at`: when it gets SIGKILL unless it has exited
+    /// (--drain-timeout).
     Old {
         signalled: bool,
+        signal_at: Option<Instant>,
         kill_at: Option<Instant>,
     },
+}
+
+impl Role {
+    /// An old worker still serving, whose successor is not up yet.
+    pub const AWAITING: Role = Role::Old {
+        signalled: false,
+        signal_at: None,
+        kill_at: None,
+    };
+
+    /// Still serving: current, or old and not yet signalled.
+    fn serving(self) -> bool {
+        matches!(
+            self,
+            Role::Current
+                | Role::Old {
+                    signalled: false,
+                    ..
+                }
+        )
+    }
 }
 
 /// Whether a worker's program is running yet.
@@ -219,6 +263,9 @@ pub enum Exec {
 pub struct Worker {
     pub pid: Pid,
     pub generation: u64,
+    pub slot: u32,
+    /// Its index among the live workers (einhorn's EINHORN_CHILD_INDEX).
+    pub index: u32,
     pub spawned: Instant,
     pub role: Role,
     pub exec: Exec,
@@ -268,65 +315,54 @@ pub struct Attempt {
     pub restart: bool,
 }
 
-/// The timers of a restart, beside the workers' roles (a worker starting
-/// is a role of its own): none, the next attempt after a failure, or the
-/// kill-old delay, during which the new worker may die and its own retry
-/// fall due too.
+/// One of the places (--workers of them) a generation's workers fill:
+/// what it waits for when no worker of it is starting or serving, and
+/// its failed starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Restart {
-    Idle,
-    /// The next attempt to start a worker; `restart`: old workers await
-    /// it.
-    RetryAt {
-        at: Instant,
-        restart: bool,
-    },
-    /// The new generation is up; the old workers get --signal-on-hup at
-    /// `at`. `retry`: the new worker died meanwhile, and this is when its
-    /// replacement is due.
-    KillOldAt {
-        at: Instant,
-        retry: Option<Attempt>,
-    },
+pub struct Slot {
+    /// Consecutive failed starts in this slot.
+    pub failures: u32,
+    pub next: Next,
 }
 
-impl Restart {
-    /// The next attempt to start a worker.
-    pub fn retry(self) -> Option<Attempt> {
-        match self {
-            Restart::Idle => None,
-            Restart::RetryAt { at, restart } => Some(Attempt { at, restart }),
-            Restart::KillOldAt { retry, .. } => retry,
-        }
-    }
+impl Slot {
+    pub const IDLE: Slot = Slot {
+        failures: 0,
+        next: Next::Nothing,
+    };
 
-    /// When the old workers get their signal.
-    pub fn kill_old_at(self) -> Option<Instant> {
-        match self {
-            Restart::KillOldAt { at, .. } => Some(at),
-            _ => None,
+    /// A retry waited for is due now: the spawn is queued.
+    fn retry_now(&mut self) {
+        if let Next::RetryAt {
+            generation,
+            restart,
+            ..
+        } = self.next
+        {
+            self.next = Next::Queued {
+                generation,
+                restart,
+            };
         }
     }
+}
 
-    /// The same, with the next attempt set (or dropped).
-    pub fn with_retry(self, retry: Option<Attempt>) -> Restart {
-        match (self, retry) {
-            (Restart::KillOldAt { at, .. }, retry) => Restart::KillOldAt { at, retry },
-            (_, Some(Attempt { at, restart })) => Restart::RetryAt { at, restart },
-            (_, None) => Restart::Idle,
-        }
-    }
-
-    /// The same, with the kill-old delay set (or over).
-    pub fn with_kill_old_at(self, kill_at: Option<Instant>) -> Restart {
-        match kill_at {
-            Some(at) => Restart::KillOldAt {
-                at,
-                retry: self.retry(),
-            },
-            None => Restart::Idle.with_retry(self.retry()),
-        }
-    }
+/// What a slot's next worker waits for. `generation`: the one it joins
+/// (with one slot, every spawn takes a new one instead); `restart`: old
+/// workers await it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    /// Nothing: the slot has its worker, or was given up until the next
+    /// restart.
+    Nothing,
+    /// A spawn as soon as the surge allows.
+    Queued { generation: u64, restart: bool },
+    /// A spawn at `at`: the next attempt after a failed start.
+    RetryAt {
+        at: Instant,
+        generation: u64,
+        restart: bool,
+    },
 }
 
 /// Where a shutdown stands.
@@ -367,9 +403,9 @@ enum Due {
     NotReady(Pid),
     /// Time to look whether a starting worker waits on a socket.
     Look(Pid),
-    /// The next attempt after a failed start (`true`: in a restart).
-    Retry(bool),
-    /// The kill-old delay is over: the old workers get their signal.
+    /// The next attempt after a failed start in this slot.
+    Retry(u32),
+    /// The kill-old delay is over: old workers get their signal.
     KillOld,
     /// An old worker is still draining at its --drain-timeout.
     Drain(Pid),
@@ -383,12 +419,12 @@ enum Due {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phase {
     pub workers: Vec<Worker>,
+    /// The newest generation.
     pub generation: u64,
-    pub restart: Restart,
+    /// One per --workers.
+    pub slots: Vec<Slot>,
     /// A HUP arrived while a restart was under way.
     pub pending_restart: bool,
-    /// Consecutive failed starts.
-    pub failures: u32,
     pub last_restart: Instant,
     /// Whether any worker has ever been executed.
     pub ever_started: bool,
@@ -411,9 +447,8 @@ impl Phase {
         Phase {
             workers: Vec::new(),
             generation: 0,
-            restart: Restart::Idle,
+            slots: vec![Slot::IDLE],
             pending_restart: false,
-            failures: 0,
             last_restart: now,
             ever_started: false,
             shutdown: Shutdown::Running,
@@ -446,10 +481,12 @@ fn join_pids(pids: &[Pid]) -> String {
 
 impl Core {
     pub fn new(rules: Rules, settings: Settings, now: Instant) -> Core {
+        let mut phase = Phase::new(now);
+        phase.slots = vec![Slot::IDLE; rules.slots() as usize];
         let mut core = Core {
             rules,
             settings: Settings::default(),
-            phase: Phase::new(now),
+            phase,
             exit_code: None,
             last_status: None,
         };
@@ -458,8 +495,12 @@ impl Core {
     }
 
     /// Carries on from `phase`, handed over by a live upgrade. A shutdown
-    /// handed over with nothing left to wait for is over.
-    pub fn carry_on(&mut self, phase: Phase) {
+    /// handed over with nothing left to wait for is over
+    /// (its workers' slots are within --workers: `startup` checked).
+    pub fn carry_on(&mut self, mut phase: Phase) {
+        // A state of fewer slots than --workers (or more) keeps what it
+        // says of the slots both have.
+        phase.slots.resize(self.rules.slots() as usize, Slot::IDLE);
         self.phase = phase;
         if self.stopping() && self.phase.workers.is_empty() {
             self.exit_code = Some(0);
@@ -501,9 +542,10 @@ impl Core {
         self.exit_code.is_none()
     }
 
-    /// The first worker.
+    /// The first workers: every slot at once.
     pub fn start(&mut self, now: Instant, sh: &mut dyn Host) {
-        self.spawn(false, now, sh);
+        self.queue_all(false);
+        self.fill(now, sh);
     }
 
     /// Shutting down (the workers were told to stop).
@@ -539,6 +581,19 @@ impl Core {
         let late = workers
             .iter()
             .filter_map(|w| Some((w.give_up()?, Due::NotReady(w.pid))));
+        let retries = (0u32..)
+            .zip(&self.phase.slots)
+            .filter_map(|(i, s)| match s.next {
+                Next::RetryAt { at, .. } => Some((at, Due::Retry(i))),
+                _ => None,
+            });
+        let kill_old = workers.iter().filter_map(|w| match w.role {
+            Role::Old {
+                signal_at: Some(at),
+                ..
+            } => Some((at, Due::KillOld)),
+            _ => None,
+        });
         let drains = workers.iter().filter_map(|w| match w.role {
             Role::Old {
                 kill_at: Some(at), ..
@@ -554,35 +609,45 @@ impl Core {
         ready
             .chain(looks)
             .chain(late)
-            .chain(
-                self.phase
-                    .restart
-                    .retry()
-                    .map(|a| (a.at, Due::Retry(a.restart))),
-            )
-            .chain(
-                self.phase
-                    .restart
-                    .kill_old_at()
-                    .map(|at| (at, Due::KillOld)),
-            )
+            .chain(retries)
+            .chain(kill_old)
             .chain(drains)
             .chain(shutdown.map(|at| (at, Due::Shutdown)))
             .chain(self.auto_restart_due().map(|at| (at, Due::AutoRestart)))
             .collect()
     }
 
-    fn candidate(&self) -> Option<&Worker> {
+    fn starting(&self) -> usize {
         self.phase
             .workers
             .iter()
-            .find(|w| matches!(w.role, Role::Starting { .. }))
+            .filter(|w| matches!(w.role, Role::Starting { .. }))
+            .count()
     }
 
-    /// A restart is under way: a worker is starting or old workers await
-    /// their signal. Restarts run one after another.
+    /// A restart is under way: a worker is starting, a slot awaits room
+    /// to start one, or old workers await their signal. Restarts run one
+    /// after another.
     fn busy(&self) -> bool {
-        self.candidate().is_some() || self.phase.restart.kill_old_at().is_some()
+        self.starting() > 0
+            || self.has_awaiting()
+            || self.phase.workers.iter().any(|w| {
+                matches!(
+                    w.role,
+                    Role::Old {
+                        signal_at: Some(_),
+                        ..
+                    }
+                )
+            })
+    }
+
+    /// A failed start awaits its next attempt.
+    fn retrying(&self) -> bool {
+        self.phase
+            .slots
+            .iter()
+            .any(|s| matches!(s.next, Next::RetryAt { .. }))
     }
 
     fn has_current(&self) -> bool {
@@ -600,7 +665,7 @@ impl Core {
         if !self.settings.auto_restart
             || self.stopping()
             || self.busy()
-            || self.phase.restart.retry().is_some()
+            || self.retrying()
             || !self.has_current()
         {
             return None;
@@ -614,24 +679,31 @@ impl Core {
         ))
     }
 
-    fn pids(&self, pick: impl Fn(Role) -> bool) -> Vec<Pid> {
+    fn pids(&self, pick: impl Fn(&Worker) -> bool) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self
             .phase
             .workers
             .iter()
-            .filter(|w| pick(w.role))
+            .filter(|w| pick(w))
             .map(|w| w.pid)
             .collect();
         pids.sort_unstable();
         pids
     }
 
+    /// The workers in the order the files list them: by generation, then
+    /// slot.
+    fn in_order(&self) -> Vec<&Worker> {
+        let mut workers: Vec<&Worker> = self.phase.workers.iter().collect();
+        workers.sort_by_key(|w| (w.generation, w.slot, w.pid));
+        workers
+    }
+
     /// Every current and old worker, for the status file.
     fn announce(&self, sh: &mut dyn Host) {
         let entries: Vec<(u64, Pid)> = self
-            .phase
-            .workers
-            .iter()
+            .in_order()
+            .into_iter()
             .filter(|w| !matches!(w.role, Role::Starting { .. }))
             .map(|w| (w.generation, w.pid))
             .collect();
@@ -641,22 +713,18 @@ impl Core {
 
     /// Every worker with its role, for the state file.
     fn tell_state(&self, sh: &mut dyn Host) {
-        let entries: Vec<(u64, Pid, Shown)> = self
-            .phase
-            .workers
-            .iter()
-            .map(|w| {
-                let shown = match w.role {
+        let entries: Vec<Shows> = self
+            .in_order()
+            .into_iter()
+            .map(|w| Shows {
+                generation: w.generation,
+                pid: w.pid,
+                slot: w.slot,
+                role: match w.role {
                     Role::Starting { .. } => Shown::Starting,
-                    Role::Current
-                    | Role::Old {
-                        signalled: false, ..
-                    } => Shown::Serving,
-                    Role::Old {
-                        signalled: true, ..
-                    } => Shown::Draining,
-                };
-                (w.generation, w.pid, shown)
+                    r if r.serving() => Shown::Serving,
+                    _ => Shown::Draining,
+                },
             })
             .collect();
         sh.state(&entries, self.phase.restarts_given_up);
@@ -670,21 +738,19 @@ impl Core {
         let mut starting = Vec::new();
         let mut draining = Vec::new();
         let mut workers: Vec<&Worker> = self.phase.workers.iter().collect();
-        workers.sort_by_key(|w| std::cmp::Reverse(w.generation));
+        workers.sort_by_key(|w| (std::cmp::Reverse(w.generation), w.slot));
         for w in workers {
             let (g, pid) = (w.generation, w.pid);
             match w.role {
-                Role::Current
-                | Role::Old {
-                    signalled: false, ..
-                } => serving.push(format!("generation {g} serving (pid {pid})")),
-                Role::Starting { .. } => starting.push(format!(
-                    "starting generation {g}, attempt {}",
-                    self.phase.failures.saturating_add(1)
-                )),
-                Role::Old {
-                    signalled: true, ..
-                } => draining.push(format!("draining generation {g} (pid {pid})")),
+                Role::Starting { .. } => {
+                    let failures = self.slot(w.slot).map_or(0, |s| s.failures);
+                    starting.push(format!(
+                        "starting generation {g}, attempt {}",
+                        failures.saturating_add(1)
+                    ))
+                }
+                r if r.serving() => serving.push(format!("generation {g} serving (pid {pid})")),
+                _ => draining.push(format!("draining generation {g} (pid {pid})")),
             }
         }
         let parts: Vec<String> = serving
@@ -702,17 +768,131 @@ impl Core {
         }
     }
 
+    /// Shutting down: no slot waits for anything, and no old worker for
+    /// the end of the kill-old delay.
+    fn idle_slots(&mut self) {
+        for s in &mut self.phase.slots {
+            s.next = Next::Nothing;
+        }
+        for w in &mut self.phase.workers {
+            if let Role::Old { signal_at, .. } = &mut w.role {
+                *signal_at = None;
+            }
+        }
+    }
+
+    /// A slot awaits room to start its new worker.
+    fn has_awaiting(&self) -> bool {
+        self.phase
+            .slots
+            .iter()
+            .any(|s| matches!(s.next, Next::Queued { .. }))
+    }
+
     fn signal_all(&self, sig: i32, sh: &mut dyn Host) {
         for w in &self.phase.workers {
             sh.signal(w.pid, sig);
         }
     }
 
+    fn slot(&self, slot: u32) -> Option<&Slot> {
+        self.phase.slots.get(slot as usize)
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> Option<&mut Slot> {
+        self.phase.slots.get_mut(slot as usize)
+    }
+
+    fn failures(&self, slot: u32) -> u32 {
+        self.slot(slot).map_or(0, |s| s.failures)
+    }
+
     // ------------------------------------------------------------ spawning
 
-    fn spawn(&mut self, restart: bool, now: Instant, sh: &mut dyn Host) {
-        self.phase.generation = self.phase.generation.saturating_add(1);
-        match sh.spawn(self.phase.generation) {
+    /// Every slot wants a new worker, of a new generation when there are
+    /// several (with one, every spawn takes a new generation anyway).
+    fn queue_all(&mut self, restart: bool) {
+        if self.rules.slots() > 1 {
+            self.phase.generation = self.phase.generation.saturating_add(1);
+        }
+        let generation = self.phase.generation;
+        for s in &mut self.phase.slots {
+            s.next = Next::Queued {
+                generation,
+                restart,
+            };
+        }
+    }
+
+    /// Whether a worker may be spawned now: at most --workers plus
+    /// --max-surge alive (with --workers), and in a restart at most
+    /// --max-surge starting.
+    fn room(&self, restart: bool) -> bool {
+        let Some(n) = self.rules.workers else {
+            return true;
+        };
+        let surge = self.rules.surge();
+        let alive = self.phase.workers.len();
+        let starting = self.starting();
+        alive < n.saturating_add(surge) as usize && (!restart || starting < surge as usize)
+    }
+
+    /// Spawns what the queued slots want, lowest slot first, while there
+    /// is room.
+    fn fill(&mut self, now: Instant, sh: &mut dyn Host) {
+        for slot in 0..self.rules.slots() {
+            if self.exit_code.is_some() || self.stopping() {
+                return;
+            }
+            let Some(&Slot {
+                next:
+                    Next::Queued {
+                        generation,
+                        restart,
+                    },
+                ..
+            }) = self.slot(slot)
+            else {
+                continue;
+            };
+            if !self.room(restart) {
+                return;
+            }
+            if let Some(s) = self.slot_mut(slot) {
+                s.next = Next::Nothing;
+            }
+            self.spawn(slot, generation, restart, now, sh);
+        }
+    }
+
+    /// The lowest index no live worker holds.
+    fn free_index(&self) -> u32 {
+        (0u32..)
+            .find(|i| self.phase.workers.iter().all(|w| w.index != *i))
+            .unwrap_or(0)
+    }
+
+    fn spawn(
+        &mut self,
+        slot: u32,
+        generation: u64,
+        restart: bool,
+        now: Instant,
+        sh: &mut dyn Host,
+    ) {
+        // With one slot, as in the original, every spawn is a generation.
+        let generation = match self.rules.slots() {
+            1 => self.phase.generation.saturating_add(1),
+            _ => generation,
+        };
+        self.phase.generation = self.phase.generation.max(generation);
+        let index = self.free_index();
+        let place = Place {
+            generation,
+            slot,
+            index,
+        };
+        match sh.spawn(place) {
             Ok(pid) => {
                 sh.say(Say::Original, format!("starting new worker {pid}"));
                 let ready = match (self.rules.ready_timeout, self.rules.readiness) {
@@ -726,7 +906,9 @@ impl Core {
                 };
                 self.phase.workers.push(Worker {
                     pid,
-                    generation: self.phase.generation,
+                    generation,
+                    slot,
+                    index,
                     spawned: now,
                     role: Role::Starting {
                         restart,
@@ -739,70 +921,106 @@ impl Core {
             }
             Err(why) => {
                 sh.say(Say::Warning, why);
-                if self.count_failure(now, sh) {
+                if self.count_failure(slot, now, sh) {
                     return;
                 }
-                let wait = backoff(self.phase.failures.max(FAST_RETRIES + 1));
-                self.phase.restart = self.phase.restart.with_retry(Some(Attempt {
-                    at: after(now, wait),
-                    restart,
-                }));
+                let wait = backoff(self.failures(slot).max(FAST_RETRIES + 1));
+                if let Some(s) = self.slot_mut(slot) {
+                    s.next = Next::RetryAt {
+                        at: after(now, wait),
+                        generation,
+                        restart,
+                    };
+                }
             }
         }
     }
 
-    /// Counts a failed start, and gives up once --start-retries is spent:
-    /// the restart, while the previous generation still serves (it goes on
-    /// serving); otherwise everything, to exit with [`EXIT_GAVE_UP`]. True
-    /// when it gave up.
-    fn count_failure(&mut self, now: Instant, sh: &mut dyn Host) -> bool {
-        self.phase.failures = self.phase.failures.saturating_add(1);
+    /// Counts a failed start in `slot`, and gives up once --start-retries
+    /// is spent: the restart, while old workers still serve (they go on
+    /// serving; new workers not yet up are stopped; slots already handed
+    /// over keep their new workers); the slot, while other workers serve;
+    /// otherwise everything, to exit with [`EXIT_GAVE_UP`]. True when it
+    /// gave up.
+    fn count_failure(&mut self, slot: u32, now: Instant, sh: &mut dyn Host) -> bool {
+        let Some(s) = self.slot_mut(slot) else {
+            return false;
+        };
+        s.failures = s.failures.saturating_add(1);
+        let failures = s.failures;
         let Some(retries) = self.rules.start_retries else {
             return false;
         };
-        if self.phase.failures <= retries {
+        if failures <= retries {
             return false;
         }
-        let failures = std::mem::take(&mut self.phase.failures);
-        self.phase.restart = self.phase.restart.with_retry(None);
-        let serving = self
-            .phase
-            .workers
-            .iter()
-            .filter(|w| {
-                matches!(
-                    w.role,
-                    Role::Old {
-                        signalled: false,
-                        ..
+        let gave_up = format!("{failures} failed starts in a row");
+        let mut kept = self.pids(|w| w.role == Role::AWAITING);
+        if kept.is_empty() && !self.has_current() {
+            // The restart's new worker was up and died during the kill-old
+            // delay: the old ones still serve.
+            kept = self.pids(|w| w.role.serving());
+        }
+        if !kept.is_empty() {
+            for s in &mut self.phase.slots {
+                *s = Slot::IDLE;
+            }
+            for w in &mut self.phase.workers {
+                match w.role {
+                    _ if kept.contains(&w.pid) => w.role = Role::Current,
+                    Role::Starting { .. } => {
+                        sh.signal(w.pid, sig::KILL);
+                        w.role = Role::Old {
+                            signalled: true,
+                            signal_at: None,
+                            kill_at: None,
+                        };
                     }
-                )
-            })
-            .map(|w| (w.generation, w.pid))
-            .max();
-        if let Some((generation, pid)) = serving {
-            if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) {
-                w.role = Role::Current;
+                    _ => {}
+                }
             }
             self.phase.restarts_given_up = self.phase.restarts_given_up.saturating_add(1);
+            let serving = self.describe(&kept);
+            let verb = if kept.len() == 1 { "goes" } else { "go" };
             sh.say(
                 Say::Warning,
                 format!(
-                    "{failures} failed starts in a row, giving up the restart \
-                     (--start-retries={retries}): generation {generation} (pid {pid}) goes on serving"
+                    "{gave_up}, giving up the restart \
+                     (--start-retries={retries}): {serving} {verb} on serving"
                 ),
             );
+            let listed: Vec<String> = self
+                .in_order()
+                .into_iter()
+                .filter(|w| kept.contains(&w.pid))
+                .map(|w| format!("generation {} serving (pid {})", w.generation, w.pid))
+                .collect();
             sh.upstream(Upstream::Status(format!(
-                "restart given up after {failures} failed starts; generation {generation} serving (pid {pid})"
+                "restart given up after {failures} failed starts; {}",
+                listed.join(", ")
             )));
             sh.upstream(Upstream::Ready);
             self.announce(sh);
+        } else if self.has_current() {
+            if let Some(s) = self.slot_mut(slot) {
+                *s = Slot::IDLE;
+            }
+            let serving = self.pids(|w| w.role == Role::Current).len();
+            sh.say(
+                Say::Warning,
+                format!(
+                    "{gave_up} in slot {slot}, giving it up until the next restart \
+                     (--start-retries={retries}): {serving} of {} workers serving",
+                    self.rules.slots()
+                ),
+            );
+            self.tell_state(sh);
         } else {
             self.phase.gave_up = true;
             sh.say(
                 Say::Fatal,
                 format!(
-                    "{failures} failed starts in a row and no generation serving, \
+                    "{gave_up} and no generation serving, \
                      giving up (--start-retries={retries})"
                 ),
             );
@@ -813,63 +1031,114 @@ impl Core {
         true
     }
 
-    /// Schedules the next attempt after a failure: at the original's pace
-    /// (one --interval after the failed attempt began) for the first
-    /// retries, then backing off exponentially.
-    fn schedule_retry(&mut self, spawned: Instant, restart: bool, now: Instant, sh: &mut dyn Host) {
-        let mut at = after(spawned, self.rules.interval);
-        let extra = backoff(self.phase.failures);
+    /// `generation 3 (pid 41)`, or `generation 3 (pids 41,42)`, for
+    /// every generation of these workers.
+    fn describe(&self, pids: &[Pid]) -> String {
+        let mut groups: Vec<(u64, Vec<Pid>)> = Vec::new();
+        for w in self.in_order() {
+            if !pids.contains(&w.pid) {
+                continue;
+            }
+            match groups.last_mut() {
+                Some((g, list)) if *g == w.generation => list.push(w.pid),
+                _ => groups.push((w.generation, vec![w.pid])),
+            }
+        }
+        let parts: Vec<String> = groups
+            .iter()
+            .map(|(g, list)| match list.as_slice() {
+                [one] => format!("generation {g} (pid {one})"),
+                _ => format!("generation {g} (pids {})", join_pids(list)),
+            })
+            .collect();
+        parts.join(", ")
+    }
+
+    /// Schedules the next attempt in `slot` after a failure: at the
+    /// original's pace (one --interval after the failed attempt began)
+    /// for the first retries, then backing off exponentially.
+    fn schedule_retry(
+        &mut self,
+        slot: u32,
+        failed: &Worker,
+        restart: bool,
+        now: Instant,
+        sh: &mut dyn Host,
+    ) {
+        let mut at = after(failed.spawned, self.rules.interval);
+        let failures = self.failures(slot);
+        let extra = backoff(failures);
         if !extra.is_zero() {
             at = at.max(after(now, extra));
             sh.say(
                 Say::Note,
                 format!(
-                    "{} failed starts in a row, next attempt in {} s",
-                    self.phase.failures,
+                    "{failures} failed starts in a row, next attempt in {} s",
                     fmt_secs(at.saturating_duration_since(now))
                 ),
             );
         }
-        if at <= now {
-            self.spawn(restart, now, sh);
-        } else {
-            self.phase.restart = self.phase.restart.with_retry(Some(Attempt { at, restart }));
+        let generation = failed.generation;
+        if let Some(s) = self.slot_mut(slot) {
+            s.next = match at <= now {
+                true => Next::Queued {
+                    generation,
+                    restart,
+                },
+                false => Next::RetryAt {
+                    at,
+                    generation,
+                    restart,
+                },
+            };
         }
+        self.fill(now, sh);
     }
 
     fn begin_restart(&mut self, now: Instant, sh: &mut dyn Host) {
         sh.upstream(Upstream::Reloading);
         for w in &mut self.phase.workers {
             if w.role == Role::Current {
-                w.role = Role::Old {
-                    signalled: false,
-                    kill_at: None,
-                };
+                w.role = Role::AWAITING;
             }
         }
-        self.spawn(true, now, sh);
+        self.queue_all(true);
+        self.fill(now, sh);
     }
 
     /// The starting worker has passed its start check.
     fn promote(&mut self, pid: Pid, restart: bool, now: Instant, sh: &mut dyn Host) {
-        if let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) {
-            w.role = Role::Current;
-        }
+        let Some(w) = self.phase.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        w.role = Role::Current;
+        let slot = w.slot;
         self.phase.last_restart = now;
         sh.upstream(Upstream::Ready);
         self.announce(sh);
-        if !restart {
+        self.hand_over(slot, restart, now, sh);
+        self.fill(now, sh);
+    }
+
+    /// A new worker in `slot` is up: the old workers it replaces get
+    /// --signal-on-hup (after --kill-old-delay). With --max-surge below
+    /// --workers, those of its slot; otherwise, once every slot has a
+    /// worker up, all of them.
+    fn hand_over(&mut self, slot: u32, restart: bool, now: Instant, sh: &mut dyn Host) {
+        let all_up = self
+            .phase
+            .slots
+            .iter()
+            .all(|s| matches!(s.next, Next::Nothing))
+            && self.starting() == 0;
+        let rolling = self.rules.surge() < self.rules.slots();
+        if !rolling && !all_up {
             return;
         }
-        let olds = self.pids(|r| {
-            matches!(
-                r,
-                Role::Old {
-                    signalled: false,
-                    ..
-                }
-            )
-        });
+        let olds = self.pids(|w| w.role == Role::AWAITING && (!rolling || w.slot == slot));
+        if olds.is_empty() && !restart {
+            return;
+        }
         sh.say(
             Say::Original,
             format!(
@@ -884,7 +1153,7 @@ impl Core {
         );
         let delay = self.settings.kill_old_delay;
         if delay.is_zero() {
-            self.kill_olds(now, sh);
+            self.kill_olds(&olds, now, sh);
         } else {
             sh.say(
                 Say::Original,
@@ -893,20 +1162,27 @@ impl Core {
                     self.settings.kill_old_delay_shown
                 ),
             );
-            self.phase.restart = self.phase.restart.with_kill_old_at(Some(after(now, delay)));
+            for w in &mut self.phase.workers {
+                if olds.contains(&w.pid) {
+                    w.role = Role::Old {
+                        signalled: false,
+                        signal_at: Some(after(now, delay)),
+                        kill_at: None,
+                    };
+                }
+            }
         }
     }
 
-    fn kill_olds(&mut self, now: Instant, sh: &mut dyn Host) {
+    /// Sends --signal-on-hup to these old workers.
+    fn kill_olds(&mut self, pids: &[Pid], now: Instant, sh: &mut dyn Host) {
         sh.say(Say::Original, "killing old workers".into());
         for w in &mut self.phase.workers {
-            if let Role::Old {
-                signalled: false, ..
-            } = w.role
-            {
+            if pids.contains(&w.pid) {
                 sh.signal(w.pid, self.rules.signal_on_hup.number);
                 w.role = Role::Old {
                     signalled: true,
+                    signal_at: None,
                     kill_at: self.rules.drain_timeout.map(|t| after(now, t)),
                 };
             }
@@ -921,6 +1197,7 @@ impl Core {
         };
         w.role = Role::Old {
             signalled: true,
+            signal_at: None,
             kill_at: None,
         };
         sh.say(
@@ -1017,14 +1294,15 @@ impl Core {
             return true;
         }
         let lived = now.saturating_duration_since(w.spawned);
+        let slot = w.slot;
         match w.role {
             Role::Starting { restart, .. } => {
                 sh.say(
                     Say::Original,
                     format!("new worker {pid} seems to have failed to start, exit status:{status}"),
                 );
-                if !self.count_failure(now, sh) {
-                    self.schedule_retry(w.spawned, restart, now, sh);
+                if !self.count_failure(slot, now, sh) {
+                    self.schedule_retry(slot, &w, restart, now, sh);
                 }
             }
             Role::Current => {
@@ -1034,11 +1312,13 @@ impl Core {
                 );
                 self.announce(sh);
                 if lived >= self.rules.interval.max(STABLE_AFTER) {
-                    self.phase.failures = 0;
-                } else if self.count_failure(now, sh) {
+                    if let Some(s) = self.slot_mut(slot) {
+                        s.failures = 0;
+                    }
+                } else if self.count_failure(slot, now, sh) {
                     return true;
                 }
-                self.schedule_retry(w.spawned, false, now, sh);
+                self.schedule_retry(slot, &w, false, now, sh);
             }
             Role::Old { .. } => {
                 sh.say(
@@ -1046,6 +1326,8 @@ impl Core {
                     format!("old worker {pid} died, status:{status}"),
                 );
                 self.announce(sh);
+                // Its going makes room for a new worker (--max-surge).
+                self.fill(now, sh);
             }
         }
         true
@@ -1058,7 +1340,7 @@ impl Core {
         let pid = w.pid;
         match w.role {
             Role::Starting { .. } if !self.stopping() => {
-                let keep = self.pids(|r| matches!(r, Role::Old { .. }));
+                let keep = self.pids(|w| matches!(w.role, Role::Old { .. }));
                 sh.say(
                     Say::Warning,
                     format!(
@@ -1215,8 +1497,10 @@ impl Core {
             );
         } else if self.busy() {
             self.phase.pending_restart = true;
-            let under_way = if self.candidate().is_some() {
+            let under_way = if self.starting() > 0 {
                 "a new worker is starting"
+            } else if self.has_awaiting() {
+                "new workers await their turn (--max-surge)"
             } else {
                 "old workers await --kill-old-delay"
             };
@@ -1224,12 +1508,14 @@ impl Core {
                 Say::Note,
                 format!("received HUP while {under_way}, will restart once that is done"),
             );
-        } else if let Some(Attempt { restart, .. }) = self.phase.restart.retry() {
-            self.phase.restart = self.phase.restart.with_retry(None);
+        } else if self.retrying() {
             // A failing start: try the (presumably fixed) deployment now.
+            for s in &mut self.phase.slots {
+                s.retry_now();
+            }
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
             sh.upstream(Upstream::Reloading);
-            self.spawn(restart, now, sh);
+            self.fill(now, sh);
         } else {
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
             self.begin_restart(now, sh);
@@ -1250,7 +1536,7 @@ impl Core {
                 fmt_secs(delay)
             ),
         );
-        self.phase.restart = Restart::Idle;
+        self.idle_slots();
         self.phase.pending_restart = false;
         self.phase.shutdown = Shutdown::Delaying {
             sig,
@@ -1290,7 +1576,7 @@ impl Core {
             None => {}
         }
         self.signal_all(term.number, sh);
-        self.phase.restart = Restart::Idle;
+        self.idle_slots();
         self.phase.pending_restart = false;
         self.phase.shutdown = Shutdown::Stopping {
             kill_at: self.rules.stop_timeout.map(|t| after(now, t)),
@@ -1315,11 +1601,7 @@ impl Core {
                 None => break,
             }
         }
-        if self.phase.pending_restart
-            && !self.busy()
-            && self.phase.restart.retry().is_none()
-            && !self.stopping()
-        {
+        if self.phase.pending_restart && !self.busy() && !self.retrying() && !self.stopping() {
             self.phase.pending_restart = false;
             sh.say(Say::Original, "received HUP, spawning a new worker".into());
             self.begin_restart(now, sh);
@@ -1332,13 +1614,16 @@ impl Core {
             Due::Ready(pid, restart) => self.promote(pid, restart, now, sh),
             Due::NotReady(pid) => self.not_ready(pid, sh),
             Due::Look(pid) => self.look(pid, now, sh),
-            Due::Retry(restart) => {
-                self.phase.restart = self.phase.restart.with_retry(None);
-                self.spawn(restart, now, sh);
+            Due::Retry(slot) => {
+                if let Some(s) = self.slot_mut(slot) {
+                    s.retry_now();
+                }
+                self.fill(now, sh);
             }
             Due::KillOld => {
-                self.phase.restart = self.phase.restart.with_kill_old_at(None);
-                self.kill_olds(now, sh);
+                let due = self
+                    .pids(|w| matches!(w.role, Role::Old { signal_at: Some(at), .. } if at <= now));
+                self.kill_olds(&due, now, sh);
             }
             Due::Drain(pid) => self.end_drain(pid, sh),
             Due::Shutdown => self.shutdown_due(now, sh),

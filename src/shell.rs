@@ -21,7 +21,7 @@ use crate::notify::{self, Channel, Limited, Notify};
 use crate::output::Output;
 use crate::procs;
 use crate::relay::Relay;
-use crate::rules::{Core, ExecReport, Host, Say, Seen, Shown, Upstream};
+use crate::rules::{Core, ExecReport, Host, Place, Say, Seen, Shows, Upstream};
 use crate::signals::Signals;
 use crate::spawn::{self, Command, Report};
 use crate::status::{self, PidFile};
@@ -143,6 +143,9 @@ struct Effects {
     /// Workers' output being relayed (socketmaster).
     relays: Vec<Relay>,
     envdir_vars: Vars,
+    /// With --workers: the envdir as read for a generation's first
+    /// worker, which its others get too.
+    generation_vars: Option<(u64, Vars)>,
     settings_problems: Vec<String>,
     status_written: bool,
     state_written: bool,
@@ -160,9 +163,8 @@ struct Effects {
 }
 
 impl Host for Effects {
-    fn spawn(&mut self, generation: u64) -> Result<Pid, String> {
-        self.refresh();
-        let over = self.worker_env(generation);
+    fn spawn(&mut self, place: Place) -> Result<Pid, String> {
+        let over = self.worker_env(place);
         let capture = match self.s.config.rules.policy.relay_output {
             true => match sys::pipe() {
                 Ok(pipe) => Some(pipe),
@@ -220,14 +222,13 @@ impl Host for Effects {
         procs::descendants(sys::getpid(), &helpers)
     }
 
-    fn state(&mut self, workers: &[(u64, Pid, Shown)], restarts_given_up: u64) {
+    fn state(&mut self, workers: &[Shows], restarts_given_up: u64) {
         let Some(path) = &self.s.config.status_file else {
             return;
         };
         let path = status::state_path(path);
-        let workers: Vec<(u64, Pid, &str)> =
-            workers.iter().map(|&(g, p, r)| (g, p, r.word())).collect();
-        match status::write_state(&path, sys::getpid(), &workers, restarts_given_up) {
+        let count = self.s.config.rules.workers;
+        match status::write_state(&path, sys::getpid(), workers, count, restarts_given_up) {
             Ok(()) => self.state_written = true,
             Err(e) => warning!(
                 "unable to write state file {}: {}",
@@ -330,10 +331,34 @@ impl Effects {
         Some(settings)
     }
 
-    /// What a worker's environment sets over the base environment.
-    fn worker_env(&self, generation: u64) -> Vars {
+    /// What a worker's environment sets over the base environment. The
+    /// envdir is read for each worker, or with --workers once per
+    /// generation, so that a generation's workers share it.
+    fn worker_env(&mut self, place: Place) -> Vars {
+        let count = self.s.config.rules.workers;
+        let envdir = match (&self.generation_vars, count) {
+            (Some((g, vars)), Some(_)) if *g == place.generation => vars.clone(),
+            _ => {
+                self.refresh();
+                if count.is_some() {
+                    self.generation_vars = Some((place.generation, self.envdir_vars.clone()));
+                }
+                self.envdir_vars.clone()
+            }
+        };
         let mut vars = Vars::new();
-        env::overlay(&mut vars, &self.envdir_vars);
+        env::overlay(&mut vars, &envdir);
+        if let Some(n) = count {
+            env::set(
+                &mut vars,
+                "SERVER_STARTER_WORKER_INDEX",
+                place.slot.to_string(),
+            );
+            env::set(&mut vars, "SERVER_STARTER_WORKER_COUNT", n.to_string());
+            if self.s.config.protocols.einhorn {
+                env::set(&mut vars, "EINHORN_CHILD_INDEX", place.index.to_string());
+            }
+        }
         match &self.s.notify {
             Some(n) if n.channel == Channel::Einhorn => {
                 env::set(&mut vars, "EINHORN_MASTER_PID", sys::getpid().to_string());
@@ -347,7 +372,7 @@ impl Effects {
             &self.s.listeners,
             self.s.config.protocols,
             self.s.systemd_layout,
-            generation,
+            place.generation,
         );
         vars
     }
@@ -372,6 +397,7 @@ impl Shell {
                 reports: Vec::new(),
                 relays: Vec::new(),
                 envdir_vars: Vars::new(),
+                generation_vars: None,
                 settings_problems: Vec::new(),
                 status_written: false,
                 state_written: false,

@@ -365,7 +365,7 @@ fn adopt(
     text: &str,
     blocked: &sys::SigSet,
 ) -> Result<(Resources, upgrade::State), String> {
-    let state = accept_state(text, sys::getpid())?;
+    let state = accept_state(text, sys::getpid(), cfg.rules.slots())?;
     for (what, fd, kind) in state.descriptors() {
         let (want, kind) = kind.mode();
         if sys::file_type(fd).ok() != Some(want) {
@@ -430,10 +430,17 @@ fn adopt(
 
 /// A handed-over state we can take: readable, consistent, and naming as
 /// workers (and log command) only children of `parent`, the start_server
-/// that wrote it. Nothing in it is signalled before this holds.
-pub fn accept_state(text: &str, parent: sys::Pid) -> Result<upgrade::State, String> {
+/// that wrote it, each in one of our `slots` (--workers). Nothing in it is
+/// signalled before this holds.
+pub fn accept_state(text: &str, parent: sys::Pid, slots: u32) -> Result<upgrade::State, String> {
     let state = upgrade::State::decode(text, &upgrade::Clock::read())?;
     state.validate()?;
+    if let Some(w) = state.phase.workers.iter().find(|w| w.slot >= slots) {
+        return Err(format!(
+            "worker {} is in slot {}, beyond --workers={slots}",
+            w.pid, w.slot
+        ));
+    }
     let children = state
         .phase
         .workers

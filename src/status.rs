@@ -5,14 +5,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::rules::Shows;
 use crate::sys::Pid;
 
 /// Rewrites the status file atomically: one `GEN:PID` line per live
-/// worker, in generation order, written to `FILE.<our pid>` and renamed
-/// over FILE.
+/// worker, in the order given (generation, then slot), written to
+/// `FILE.<our pid>` and renamed over FILE.
 pub fn write_status(path: &Path, entries: &[(u64, Pid)]) -> io::Result<()> {
-    let mut entries = entries.to_vec();
-    entries.sort();
     let mut text = String::new();
     for (generation, pid) in entries {
         let _ = writeln!(text, "{generation}:{pid}");
@@ -123,21 +122,40 @@ pub fn state_path(status_file: &Path) -> PathBuf {
 }
 
 /// Rewrites the state file: start_server's pid, how many restarts it gave
-/// up, then `GEN PID ROLE` for every worker, starting ones included, in
-/// generation order.
+/// up, `workers N` with --workers, then `GEN PID ROLE SLOT` for every
+/// worker, starting ones included, in the order given.
 pub fn write_state(
     path: &Path,
     me: Pid,
-    workers: &[(u64, Pid, &str)],
+    workers: &[Shows],
+    count: Option<u32>,
     restarts_given_up: u64,
 ) -> io::Result<()> {
-    let mut workers = workers.to_vec();
-    workers.sort();
     let mut text = format!("start_server {me}\nrestarts-given-up {restarts_given_up}\n");
-    for (generation, pid, role) in workers {
-        let _ = writeln!(text, "{generation} {pid} {role}");
+    if let Some(n) = count {
+        let _ = writeln!(text, "workers {n}");
+    }
+    for w in workers {
+        let (g, pid, role, slot) = (w.generation, w.pid, w.role.word(), w.slot);
+        let _ = writeln!(text, "{g} {pid} {role} {slot}");
     }
     write_atomic(path, &text)
+}
+
+/// A worker as the state file lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub generation: u64,
+    pub pid: Pid,
+    pub role: String,
+    /// Absent from state files of versions that did not write it.
+    pub slot: Option<u32>,
+}
+
+/// What the state file says: the workers, and `workers N` if it says.
+pub struct StateFile {
+    pub workers: Vec<Listed>,
+    pub count: Option<u32>,
 }
 
 /// How many restarts the state file says were given up (0 when it says
@@ -150,20 +168,29 @@ pub fn read_restarts_given_up(path: &Path) -> io::Result<u64> {
         .unwrap_or(0))
 }
 
-/// The workers the state file lists: `(generation, pid, role)`, in
-/// generation order.
-pub fn read_state(path: &Path) -> io::Result<Vec<(u64, Pid, String)>> {
+/// What the state file lists, in its order.
+pub fn read_state(path: &Path) -> io::Result<StateFile> {
     let text = read_regular(path)?;
-    Ok(text
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("workers ")?.parse().ok());
+    let workers = text
         .lines()
         .filter_map(|l| {
             let mut f = l.split(' ');
             let generation = f.next()?.parse().ok()?;
             let pid = f.next()?.parse().ok()?;
             let role = f.next()?.to_string();
-            Some((generation, pid, role))
+            let slot = f.next().and_then(|s| s.parse().ok());
+            Some(Listed {
+                generation,
+                pid,
+                role,
+                slot,
+            })
         })
-        .collect())
+        .collect();
+    Ok(StateFile { workers, count })
 }
 
 /// Checks that the status file can be written where it goes, by creating
@@ -309,7 +336,7 @@ mod tests {
     #[test]
     fn status_roundtrip() {
         let path = std::env::temp_dir().join(format!("ss-status-{}", std::process::id()));
-        write_status(&path, &[(10, 5), (9, 4)]).unwrap();
+        write_status(&path, &[(9, 4), (10, 5)]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "9:4\n10:5\n");
         assert_eq!(read_generations(&path).unwrap(), [9, 10]);
         std::fs::remove_file(&path).unwrap();

@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Duration, Instant};
 
-use crate::rules::{Attempt, Exec, Phase, Ready, Role, Shutdown, Worker};
+use crate::rules::{Exec, Next, Phase, Ready, Role, Shutdown, Slot, Worker};
 use crate::sys::{self, Pid};
 
 pub use crate::env::{CHECK_VAR, STATE_VAR};
@@ -202,7 +202,9 @@ fn role_text(role: Role, clock: &Clock) -> String {
             )
         }
         Role::Current => "current".into(),
-        Role::Old { signalled, kill_at } => {
+        Role::Old {
+            signalled, kill_at, ..
+        } => {
             format!("old {} {}", b(signalled), opt(kill_at.map(ns)))
         }
     }
@@ -317,7 +319,8 @@ impl State {
             let _ = writeln!(out, "program {}", hex(v.as_bytes()));
         }
         let _ = writeln!(out, "generation {}", self.phase.generation);
-        let _ = writeln!(out, "failures {}", self.phase.failures);
+        let first = self.phase.slots.first().copied().unwrap_or(Slot::IDLE);
+        let _ = writeln!(out, "failures {}", first.failures);
         let _ = writeln!(
             out,
             "flags {} {} {}",
@@ -326,17 +329,28 @@ impl State {
             b(self.status_written)
         );
         let _ = writeln!(out, "last_restart {}", ns(self.phase.last_restart));
+        // The first slot's retry and the kill-old delay as a state of one
+        // slot says them; `slot` and `place` lines below say the rest.
+        let retry = match first.next {
+            Next::RetryAt { at, restart, .. } => Some((at, restart)),
+            _ => None,
+        };
         let _ = writeln!(
             out,
             "retry {} {}",
-            opt(self.phase.restart.retry().map(|r| ns(r.at))),
-            b(self.phase.restart.retry().is_some_and(|r| r.restart))
+            opt(retry.map(|(at, _)| ns(at))),
+            b(retry.is_some_and(|(_, restart)| restart))
         );
-        let _ = writeln!(
-            out,
-            "kill_old_at {}",
-            opt(self.phase.restart.kill_old_at().map(ns))
-        );
+        let kill_old_at = self
+            .phase
+            .workers
+            .iter()
+            .filter_map(|w| match w.role {
+                Role::Old { signal_at, .. } => signal_at,
+                _ => None,
+            })
+            .min();
+        let _ = writeln!(out, "kill_old_at {}", opt(kill_old_at.map(ns)));
         match self.phase.shutdown {
             Shutdown::Running => out += "stopping - -\n",
             Shutdown::Stopping { kill_at } => {
@@ -407,6 +421,7 @@ impl State {
                 ns(w.spawned)
             );
         }
+        self.encode_places(&mut out, clock);
         for r in &self.relays {
             let _ = writeln!(out, "relay {} {} {}", r.pid, r.fd, hex(&r.pending));
         }
@@ -415,6 +430,57 @@ impl State {
         }
         out += "end\n";
         out
+    }
+
+    /// With several slots (or a worker off the first place), each slot
+    /// and each worker's place: lines a reader of one slot refuses.
+    fn encode_places(&self, out: &mut String, clock: &Clock) {
+        let ns = |t: Instant| clock.ns_of(t);
+        let b = |v: bool| u8::from(v);
+        let placed = self.phase.slots.len() > 1
+            || self
+                .phase
+                .workers
+                .iter()
+                .any(|w| (w.slot, w.index) != (0, 0));
+        if !placed {
+            return;
+        }
+        for (i, slot) in self.phase.slots.iter().enumerate() {
+            let (kind, at, generation, restart) = match slot.next {
+                Next::Nothing => ("-", None, 0, false),
+                Next::Queued {
+                    generation,
+                    restart,
+                } => ("queued", None, generation, restart),
+                Next::RetryAt {
+                    at,
+                    generation,
+                    restart,
+                } => ("retry", Some(ns(at)), generation, restart),
+            };
+            let _ = writeln!(
+                out,
+                "slot {i} {} {kind} {} {generation} {}",
+                slot.failures,
+                opt(at),
+                b(restart)
+            );
+        }
+        for w in &self.phase.workers {
+            let signal_at = match w.role {
+                Role::Old { signal_at, .. } => signal_at,
+                _ => None,
+            };
+            let _ = writeln!(
+                out,
+                "place {} {} {} {}",
+                w.pid,
+                w.slot,
+                w.index,
+                opt(signal_at.map(ns))
+            );
+        }
     }
 
     /// Checks what can be checked without looking at processes and
@@ -445,14 +511,28 @@ impl State {
                 ));
             }
         }
-        let starting = self
-            .phase
-            .workers
-            .iter()
-            .filter(|w| matches!(w.role, Role::Starting { .. }))
-            .count();
-        if starting > 1 {
-            return Err(format!("{starting} workers starting at once"));
+        let slots = self.phase.slots.len();
+        if slots == 0 || slots > crate::config::MAX_WORKERS as usize {
+            return Err(format!("{slots} slots"));
+        }
+        for (i, w) in self.phase.workers.iter().enumerate() {
+            if w.slot as usize >= slots {
+                return Err(format!(
+                    "worker {} is in slot {}, of {slots}",
+                    w.pid, w.slot
+                ));
+            }
+            let starting = |v: &Worker| matches!(v.role, Role::Starting { .. });
+            if starting(w)
+                && self
+                    .phase
+                    .workers
+                    .iter()
+                    .take(i)
+                    .any(|v| starting(v) && v.slot == w.slot)
+            {
+                return Err(format!("two workers starting in slot {}", w.slot));
+            }
         }
         let fds = self.descriptors();
         for (i, &(what, fd, _)) in fds.iter().enumerate() {
@@ -507,6 +587,11 @@ impl State {
         }
         let mut s = State::empty(clock);
         let mut ended = false;
+        // The kill-old delay as a state of one slot says it: every old
+        // worker still serving gets its signal then, unless its `place`
+        // line says otherwise.
+        let mut kill_old_at = None;
+        let mut placed = Vec::new();
         for (n, text) in lines.enumerate() {
             let line = Line {
                 number: n.saturating_add(2),
@@ -514,10 +599,25 @@ impl State {
                 fields: text.split(' ').collect(),
                 clock,
             };
-            ended = s.read(&line)?;
+            match line.fields.first().copied() {
+                Some("kill_old_at") => kill_old_at = line.maybe_at(1)?,
+                Some("place") => placed.push(s.read_place(&line)?),
+                _ => ended = s.read(&line)?,
+            }
         }
         if !ended {
             return Err("truncated (no end line)".into());
+        }
+        for w in &mut s.phase.workers {
+            if let Role::Old {
+                signalled: false,
+                signal_at,
+                ..
+            } = &mut w.role
+                && !placed.contains(&w.pid)
+            {
+                *signal_at = kill_old_at;
+            }
         }
         Ok(s)
     }
@@ -527,7 +627,10 @@ impl State {
         match l.fields.first().copied().unwrap_or_default() {
             "program" => self.program = Some(l.text(1)?),
             "generation" => self.phase.generation = l.uint64(1)?,
-            "failures" => self.phase.failures = l.uint32(1)?,
+            "failures" => {
+                let failures = l.uint32(1)?;
+                self.first_slot(|s| s.failures = failures);
+            }
             "flags" => {
                 (
                     self.phase.pending_restart,
@@ -537,15 +640,18 @@ impl State {
             }
             "last_restart" => self.phase.last_restart = l.at(1)?,
             "retry" => {
-                let retry = l
-                    .maybe_at(1)?
-                    .map(|at| l.flag(2).map(|restart| Attempt { at, restart }))
-                    .transpose()?;
-                self.phase.restart = self.phase.restart.with_retry(retry);
+                let generation = self.phase.generation;
+                let next = match l.maybe_at(1)? {
+                    Some(at) => Next::RetryAt {
+                        at,
+                        generation,
+                        restart: l.flag(2)?,
+                    },
+                    None => Next::Nothing,
+                };
+                self.first_slot(|s| s.next = next);
             }
-            "kill_old_at" => {
-                self.phase.restart = self.phase.restart.with_kill_old_at(l.maybe_at(1)?)
-            }
+            "slot" => self.read_slot(l)?,
             "stopping" => {
                 self.phase.shutdown = match l.fields.get(1) == Some(&"1") {
                     true => Shutdown::Stopping {
@@ -612,6 +718,66 @@ impl State {
         Ok(false)
     }
 
+    /// Changes the first slot, which `failures` and `retry` lines speak
+    /// of (a state of one slot).
+    fn first_slot(&mut self, change: impl FnOnce(&mut Slot)) {
+        if self.phase.slots.is_empty() {
+            self.phase.slots.push(Slot::IDLE);
+        }
+        if let Some(slot) = self.phase.slots.first_mut() {
+            change(slot);
+        }
+    }
+
+    /// A `slot I FAILURES NEXT AT GEN RESTART` line: the slots come in
+    /// order, and replace what `failures` and `retry` said of the first.
+    fn read_slot(&mut self, l: &Line) -> Result<(), String> {
+        let i = l.uint32(1)? as usize;
+        if i == 0 {
+            self.phase.slots.clear();
+        }
+        if i != self.phase.slots.len() || i >= crate::config::MAX_WORKERS as usize {
+            return Err(l.bad());
+        }
+        let (generation, restart) = (l.uint64(5)?, l.flag(6)?);
+        let next = match l.fields.get(3) {
+            Some(&"-") => Next::Nothing,
+            Some(&"queued") => Next::Queued {
+                generation,
+                restart,
+            },
+            Some(&"retry") => Next::RetryAt {
+                at: l.at(4)?,
+                generation,
+                restart,
+            },
+            _ => return Err(l.bad()),
+        };
+        self.phase.slots.push(Slot {
+            failures: l.uint32(2)?,
+            next,
+        });
+        Ok(())
+    }
+
+    /// A `place PID SLOT INDEX SIGNAL_AT` line, after its worker's: the
+    /// worker's slot, index, and when it gets --signal-on-hup.
+    fn read_place(&mut self, l: &Line) -> Result<Pid, String> {
+        let pid = l.int32(1)?;
+        let (slot, index, at) = (l.uint32(2)?, l.uint32(3)?, l.maybe_at(4)?);
+        let w = self
+            .phase
+            .workers
+            .iter_mut()
+            .find(|w| w.pid == pid)
+            .ok_or_else(|| l.bad())?;
+        (w.slot, w.index) = (slot, index);
+        if let Role::Old { signal_at, .. } = &mut w.role {
+            *signal_at = at;
+        }
+        Ok(pid)
+    }
+
     /// A `worker` line: `worker PID GEN SPAWNED EXEC [REPORT] ROLE ...`.
     fn read_worker(&mut self, l: &Line) -> Result<Worker, String> {
         let pid = l.int32(1)?;
@@ -643,6 +809,7 @@ impl State {
             // The drain deadline is absent from older states.
             Some(&"old") => Role::Old {
                 signalled: l.flag(7)?,
+                signal_at: None,
                 kill_at: match l.fields.get(8) {
                     None => None,
                     Some(_) => l.maybe_at(8)?,
@@ -653,6 +820,8 @@ impl State {
         Ok(Worker {
             pid,
             generation: l.uint64(2)?,
+            slot: 0,
+            index: 0,
             spawned: l.at(3)?,
             role,
             exec,
@@ -663,7 +832,6 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Restart;
 
     /// A fixed reading of the clocks: encoding and decoding with it are
     /// exact inverses.
@@ -674,25 +842,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn round_trip() {
-        let c = clock();
+    /// A state with a bit of everything, read with `c`.
+    fn sample(c: &Clock) -> State {
         let t = |secs: u64| c.now + Duration::from_secs(secs);
-        let s = State {
+        State {
             program: Some("0.1.0".into()),
             phase: Phase {
                 generation: 7,
-                failures: 2,
+                slots: vec![Slot {
+                    failures: 2,
+                    next: Next::RetryAt {
+                        at: t(5),
+                        generation: 7,
+                        restart: true,
+                    },
+                }],
                 pending_restart: true,
                 ever_started: true,
                 last_restart: c.now - Duration::from_secs(3),
-                restart: Restart::KillOldAt {
-                    at: t(4),
-                    retry: Some(Attempt {
-                        at: t(5),
-                        restart: true,
-                    }),
-                },
                 shutdown: Shutdown::Stopping {
                     kill_at: Some(t(9)),
                 },
@@ -704,6 +871,8 @@ mod tests {
                     Worker {
                         pid: 100,
                         generation: 6,
+                        slot: 0,
+                        index: 0,
                         spawned: t(1),
                         role: Role::Starting {
                             restart: true,
@@ -715,6 +884,8 @@ mod tests {
                     Worker {
                         pid: 101,
                         generation: 7,
+                        slot: 0,
+                        index: 0,
                         spawned: t(2),
                         role: Role::Current,
                         exec: Exec::Done,
@@ -722,9 +893,12 @@ mod tests {
                     Worker {
                         pid: 99,
                         generation: 5,
+                        slot: 0,
+                        index: 0,
                         spawned: c.now,
                         role: Role::Old {
                             signalled: true,
+                            signal_at: None,
                             kill_at: Some(t(4)),
                         },
                         exec: Exec::Done,
@@ -753,7 +927,14 @@ mod tests {
                 pending: b"partial".to_vec(),
             }],
             logger: Some(42),
-        };
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = clock();
+        let t = |secs: u64| c.now + Duration::from_secs(secs);
+        let s = sample(&c);
         assert_eq!(s.validate(), Ok(()));
         let text = s.encode(&c);
         assert_eq!(State::decode(&text, &c), Ok(s.clone()));
@@ -785,6 +966,71 @@ mod tests {
         assert_eq!(State::decode(&s2.encode(&c), &c), Ok(s2));
     }
 
+    #[test]
+    fn slots_and_places_round_trip() {
+        let c = clock();
+        let t = |secs: u64| c.now + Duration::from_secs(secs);
+        // An old worker awaiting the kill-old delay keeps it, as one slot's
+        // state says it (no `place` line, which a reader of one slot
+        // would refuse).
+        let mut s3 = sample(&c);
+        s3.phase.workers[2].role = Role::Old {
+            signalled: false,
+            signal_at: Some(t(4)),
+            kill_at: None,
+        };
+        let text = s3.encode(&c);
+        assert!(
+            !text.contains("\nplace ") && !text.contains("\nslot "),
+            "{text}"
+        );
+        assert_eq!(State::decode(&text, &c), Ok(s3.clone()));
+        // Several slots (--workers): each slot's next worker and failures,
+        // each worker's slot, index and signal time.
+        let mut s4 = s3.clone();
+        s4.phase.slots = vec![
+            s3.phase.slots[0],
+            Slot {
+                failures: 0,
+                next: Next::Queued {
+                    generation: 7,
+                    restart: true,
+                },
+            },
+            Slot::IDLE,
+        ];
+        (s4.phase.workers[1].slot, s4.phase.workers[1].index) = (2, 3);
+        s4.phase.workers.push(Worker {
+            pid: 98,
+            generation: 5,
+            slot: 1,
+            index: 1,
+            spawned: c.now,
+            role: Role::Old {
+                signalled: false,
+                signal_at: Some(t(8)),
+                kill_at: None,
+            },
+            exec: Exec::Done,
+        });
+        assert_eq!(s4.validate(), Ok(()));
+        let text = s4.encode(&c);
+        assert!(text.contains("\nslot 1 0 queued - 7 1\n"), "{text}");
+        assert_eq!(State::decode(&text, &c), Ok(s4.clone()));
+        // A worker beyond the slots, or two starting in one, is refused.
+        let mut bad = s4.clone();
+        bad.phase.workers[1].slot = 3;
+        assert!(bad.validate().unwrap_err().contains("slot 3, of 3"));
+        let mut bad = s4;
+        bad.phase.workers[1].role = bad.phase.workers[0].role;
+        bad.phase.workers[1].slot = 0;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("two workers starting in slot 0")
+        );
+    }
+
     /// The state text the released build of commit 4ef4b72 wrote, kept
     /// as it came out of the live upgrade: start_server on a TCP port and
     /// a unix socket with a pid file, HUP, then SIGUSR2 during the
@@ -802,18 +1048,17 @@ mod tests {
         let s = State::decode(RELEASED, &c).unwrap();
         assert_eq!(s.validate(), Ok(()));
         assert_eq!(s.program.as_deref(), Some("0.1.0"));
-        assert_eq!((s.phase.generation, s.phase.failures), (2, 0));
+        assert_eq!((s.phase.generation, s.phase.slots.len()), (2, 1));
+        assert_eq!(s.phase.slots[0], Slot::IDLE);
         assert!(s.phase.ever_started && s.status_written && !s.phase.pending_restart);
         // Read at the moment of the last restart: the kill-old delay ends
         // 30 s later.
         assert_eq!(s.phase.last_restart, c.now);
-        assert_eq!(
-            s.phase.restart,
-            Restart::KillOldAt {
-                at: c.now + Duration::from_secs(30),
-                retry: None
-            }
-        );
+        let awaiting = Role::Old {
+            signalled: false,
+            signal_at: Some(c.now + Duration::from_secs(30)),
+            kill_at: None,
+        };
         assert_eq!(s.phase.shutdown, Shutdown::Running);
         let listeners: Vec<(RawFd, &str, Option<&std::path::Path>)> = s
             .listeners
@@ -835,20 +1080,7 @@ mod tests {
             .iter()
             .map(|w| (w.pid, w.generation, &w.role))
             .collect();
-        assert_eq!(
-            workers,
-            [
-                (
-                    9162,
-                    1,
-                    &Role::Old {
-                        signalled: false,
-                        kill_at: None
-                    }
-                ),
-                (9163, 2, &Role::Current)
-            ]
-        );
+        assert_eq!(workers, [(9162, 1, &awaiting), (9163, 2, &Role::Current)]);
         assert!(s.phase.workers.iter().all(|w| w.exec == Exec::Done));
         // What this build writes of it reads back the same.
         assert_eq!(State::decode(&s.encode(&c), &c), Ok(s));

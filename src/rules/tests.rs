@@ -9,6 +9,8 @@ struct Fake {
     next_pid: Pid,
     /// (generation, pid) of every spawn.
     spawned: Vec<(u64, Pid)>,
+    /// Where each spawn went.
+    places: Vec<Place>,
     signals: Vec<(Pid, i32)>,
     /// Every status file written.
     status: Vec<Vec<(u64, Pid)>>,
@@ -21,7 +23,7 @@ struct Fake {
     left: Vec<Pid>,
     kills: Vec<(Pid, i32)>,
     /// The last state told: roles, and restarts given up.
-    state: (Vec<(u64, Pid, Shown)>, u64),
+    state: (Vec<Shows>, u64),
     /// What the service manager was told.
     upstream: Vec<Upstream>,
     /// Every look at a starting worker (--readiness=accept), and what the
@@ -32,14 +34,15 @@ struct Fake {
 }
 
 impl Host for Fake {
-    fn spawn(&mut self, generation: u64) -> Result<Pid, String> {
+    fn spawn(&mut self, place: Place) -> Result<Pid, String> {
         if self.fail_spawns > 0 {
             self.fail_spawns -= 1;
             return Err("unable to fork: Resource temporarily unavailable".into());
         }
         self.next_pid += 1;
         let pid = 100 + self.next_pid;
-        self.spawned.push((generation, pid));
+        self.spawned.push((place.generation, pid));
+        self.places.push(place);
         Ok(pid)
     }
     fn signal(&mut self, pid: Pid, sig: i32) {
@@ -78,7 +81,7 @@ impl Host for Fake {
     fn leftovers(&mut self) -> Vec<Pid> {
         self.left.clone()
     }
-    fn state(&mut self, workers: &[(u64, Pid, Shown)], given_up: u64) {
+    fn state(&mut self, workers: &[Shows], given_up: u64) {
         self.state = (workers.to_vec(), given_up);
     }
 }
@@ -89,6 +92,14 @@ impl Fake {
             .iter()
             .filter(|(_, l)| l.contains(needle))
             .count()
+    }
+    /// The last state told, as (generation, pid, role).
+    fn roles(&self) -> Vec<(u64, Pid, Shown)> {
+        self.state
+            .0
+            .iter()
+            .map(|w| (w.generation, w.pid, w.role))
+            .collect()
     }
     fn last_pid(&self) -> Pid {
         self.spawned.last().unwrap().1
@@ -556,22 +567,24 @@ fn lifecycle_3_early_deaths_count_as_failures_and_hup_cuts_the_wait() {
     core.on_exec(101, ExecReport::Executed, &mut sh);
     core.on_timers(t0, &mut sh);
     assert_eq!(sh.generations(), [1], "up at once with --interval=0");
-    core.phase.failures = 5;
+    core.phase.slots[0].failures = 5;
     // Dead half a second after it was spawned: a failure.
     let t = t0 + SEC / 2;
     core.on_exit(101, exited(1), t, &mut sh);
-    assert_eq!(core.phase.failures, 6);
+    assert_eq!(core.phase.slots[0].failures, 6);
     assert_eq!(sh.said("died unexpectedly with status:256, restarting"), 1);
-    let at = core.phase.restart.retry().expect("a backed-off retry").at;
+    let Next::RetryAt { at, .. } = core.phase.slots[0].next else {
+        panic!("no backed-off retry: {:?}", core.phase.slots);
+    };
     assert!(at > t);
     core.on_signal(libc::SIGHUP, t, &mut sh);
     assert_eq!(sh.spawned.len(), 2, "the HUP retried at once");
-    assert_eq!(core.phase.restart, Restart::Idle);
+    assert_eq!(core.phase.slots[0].next, Next::Nothing);
     // A worker that served a while and then died resets the count.
     let (mut core, mut sh, t) = running(rules(Personality::StartServer, None), settings(&[]));
-    core.phase.failures = 5;
+    core.phase.slots[0].failures = 5;
     core.on_exit(101, exited(1), t + 60 * SEC, &mut sh);
-    assert_eq!(core.phase.failures, 0);
+    assert_eq!(core.phase.slots[0].failures, 0);
     assert_eq!(sh.spawned.len(), 2, "replaced at once");
 }
 
@@ -631,7 +644,7 @@ fn drain_timeout_kills_an_old_worker_that_outstays_it_once() {
     let t = restart(&mut core, &mut sh, t);
     assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
     assert_eq!(
-        sh.state.0,
+        sh.roles(),
         [(1, 101, Shown::Draining), (2, 102, Shown::Serving)]
     );
     assert_eq!(core.next_deadline(), Some(t + 5 * SEC));
@@ -705,14 +718,20 @@ fn start_retries_spent_during_a_restart_keeps_the_old_generation() {
         sh.signals.is_empty(),
         "the old generation is never signalled"
     );
-    assert_eq!(sh.state, (vec![(1, 101, Shown::Serving)], 1));
+    assert_eq!(
+        (sh.roles(), sh.state.1),
+        (vec![(1, 101, Shown::Serving)], 1)
+    );
     assert_eq!(core.next_deadline(), None);
     // The next HUP is a restart like any other, with retries afresh.
     let t = restart(&mut core, &mut sh, t);
     assert_eq!(sh.generations(), [1, 4]);
     assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
     core.on_exit(101, exited(0), t, &mut sh);
-    assert_eq!(sh.state, (vec![(4, 104, Shown::Serving)], 1));
+    assert_eq!(
+        (sh.roles(), sh.state.1),
+        (vec![(4, 104, Shown::Serving)], 1)
+    );
 }
 
 #[test]
@@ -915,8 +934,8 @@ fn signals_usr1_usr2_and_the_ignored_ones() {
     #[derive(Default)]
     struct Reopens(Fake, usize);
     impl Host for Reopens {
-        fn spawn(&mut self, g: u64) -> Result<Pid, String> {
-            self.0.spawn(g)
+        fn spawn(&mut self, p: Place) -> Result<Pid, String> {
+            self.0.spawn(p)
         }
         fn signal(&mut self, pid: Pid, sig: i32) {
             self.0.signal(pid, sig)
@@ -944,7 +963,7 @@ fn signals_usr1_usr2_and_the_ignored_ones() {
         fn leftovers(&mut self) -> Vec<Pid> {
             self.0.leftovers()
         }
-        fn state(&mut self, workers: &[(u64, Pid, Shown)], given_up: u64) {
+        fn state(&mut self, workers: &[Shows], given_up: u64) {
             self.0.state(workers, given_up)
         }
     }
@@ -1010,46 +1029,30 @@ fn a_death_during_the_kill_old_delay_runs_both_timers() {
     core.on_exec(102, ExecReport::Executed, &mut sh);
     core.on_timers(t, &mut sh);
     // Dead half a second after it was spawned: a failure, backed off.
-    core.phase.failures = 5;
+    core.phase.slots[0].failures = 5;
     core.on_exit(102, exited(1), t + SEC / 2, &mut sh);
-    let Restart::KillOldAt {
-        at,
-        retry: Some(Attempt {
-            at: retry_at,
-            restart: false,
-        }),
-    } = core.phase.restart
+    let signal_at = |core: &Core| match core.phase.workers[0].role {
+        Role::Old { signal_at, .. } => signal_at,
+        _ => None,
+    };
+    let at = signal_at(&core).expect("the old worker awaits its signal");
+    let Next::RetryAt {
+        at: retry_at,
+        restart: false,
+        ..
+    } = core.phase.slots[0].next
     else {
-        panic!("{:?}", core.phase.restart);
+        panic!("{:?}", core.phase.slots);
     };
     assert_eq!(at, t + 5 * SEC);
     assert!(retry_at < at);
     core.on_timers(retry_at, &mut sh);
     assert_eq!(sh.spawned.len(), 3, "replaced");
-    assert_eq!(core.phase.restart, Restart::KillOldAt { at, retry: None });
+    assert_eq!(core.phase.slots[0].next, Next::Nothing);
+    assert_eq!(signal_at(&core), Some(at));
     core.on_timers(at, &mut sh);
     assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
-    assert_eq!(core.phase.restart, Restart::Idle);
-}
-
-#[test]
-fn restart_timers_keep_each_other() {
-    let t = Instant::now();
-    let retry = Some(Attempt {
-        at: t,
-        restart: true,
-    });
-    let both = Restart::Idle.with_retry(retry).with_kill_old_at(Some(t));
-    assert_eq!(both, Restart::KillOldAt { at: t, retry });
-    assert_eq!(
-        both.with_kill_old_at(None),
-        Restart::RetryAt {
-            at: t,
-            restart: true
-        }
-    );
-    assert_eq!(both.with_retry(None).with_kill_old_at(None), Restart::Idle);
-    assert_eq!(Restart::Idle.with_retry(None), Restart::Idle);
+    assert_eq!(signal_at(&core), None);
 }
 
 /// A small deterministic generator for the storms.
@@ -1200,3 +1203,5 @@ fn environment_settings_apply_under_start_servers_policy_only() {
     assert_eq!(core.settings, Settings::default());
     assert_eq!(Settings::default(), settings(&[]));
 }
+
+mod workers;

@@ -129,6 +129,21 @@ fn invalid_values_are_rejected_before_anything_starts() {
             "descriptor 9 is already taken",
         ),
         (&["--port=80=2", "true"], "descriptor 2"),
+        (
+            &["--workers=0", "true"],
+            "invalid --workers value '0': must be at least 1",
+        ),
+        (&["--workers=-1", "true"], "invalid --workers value '-1'"),
+        (&["--workers=abc", "true"], "invalid --workers value 'abc'"),
+        (
+            &["--workers=2", "--max-surge=0", "true"],
+            "invalid --max-surge value '0': must be at least 1",
+        ),
+        (
+            &["--workers=2", "--max-surge=3", "true"],
+            "invalid --max-surge value '3': above --workers (2)",
+        ),
+        (&["--max-surge=1", "true"], "--max-surge needs --workers"),
     ] {
         // No listening socket is bound for a parse error: no sock file.
         rejects(&dir, args, 1, needle);

@@ -105,7 +105,7 @@ fn status_lists_the_workers_and_says_whether_one_serves() {
     let files = ["--pid-file", &pid, "--status-file", &st];
     let mut server = start_probe(&dir, &[&["--interval=60"][..], &files].concat());
     let first = server.wait_worker(1);
-    wait_file_contains(&dir.join("status.state"), " starting\n", &server);
+    wait_file_contains(&dir.join("status.state"), " starting 0\n", &server);
     let says = |code: i32, lines: &str, server: &Server| {
         let Ended {
             code: got,

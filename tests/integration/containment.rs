@@ -267,7 +267,10 @@ fn start_retries_spent_during_a_restart_keeps_the_old_generation_and_restart_fai
     assert!(alive(first));
     assert_eq!(status(&dir.join("status")), [(1, first)]);
     let state = std::fs::read_to_string(dir.join("status.state")).unwrap();
-    assert!(state.contains(&format!("\n1 {first} serving\n")), "{state}");
+    assert!(
+        state.contains(&format!("\n1 {first} serving 0\n")),
+        "{state}"
+    );
     // Fixed: the next restart goes through.
     dir.mode("run");
     let Ended { code, err, .. } =

@@ -21,3 +21,4 @@ mod systemd;
 mod third_party;
 mod upgrade;
 mod worker_env;
+mod workers;
