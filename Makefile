@@ -93,7 +93,8 @@ demo: build
 	@echo "try: curl http://127.0.0.1:$(PORT)/   kill -HUP <start_server pid>"
 	$(BIN) --port=127.0.0.1:$(PORT) --interval=0.5 -- target/$(TARGET)/release/examples/hello
 
-# Size, idle memory, idle wake-ups and start-up latency, side by side with
+# Size, idle memory, idle wake-ups, start-up latency, hand-overs and
+# several workers (scaling, spread, rolls under load), side by side with
 # Perl's Server::Starter when it is installed.
 bench: build
 	$(CARGO) build --release --example bench --example hello

@@ -19,12 +19,21 @@
 //!   worker's signal (median and max of 20), and start_server's CPU time
 //!   per start, next to the same restarts with `--readiness=notify`.
 //!
+//! - with --workers: throughput of a server that blocks 5 ms per request
+//!   for N = 1, 2, 4, the spread of the load over 4 workers, 10 restarts
+//!   under load for N in {2, 4} and S in {1, N} (failed requests, most
+//!   workers alive, peak RSS), and a CPU-bound node server's scaling
+//!   (`bench workers PATH-TO-start_server` for this part alone).
+//!
 //! Run as `bench stamp`, it is the worker for the latency figure: it prints
 //! the wall-clock time at which it started, in nanoseconds, then waits to
 //! be killed. Run as `bench handover`, it is the worker for the hand-over:
 //! it prints `ready GEN TIME` just before sending READY=1, and
 //! `term GEN TIME` when its SIGTERM arrives; as `bench accepting`, the
 //! same, `ready` just before it blocks in accept.
+
+#[path = "bench/workers.rs"]
+mod workers;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -109,6 +118,11 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("startup") {
         startup_ab(&args[2..]);
+        return;
+    }
+    let hello = std::env::current_exe().unwrap().with_file_name("hello");
+    if args.get(1).map(String::as_str) == Some("workers") {
+        workers::run(&args[2], &hello);
         return;
     }
     let ours = args
@@ -253,6 +267,7 @@ fn main() {
         cpu as f64 / 1e6
     );
     relay(&ours, &me);
+    workers::run(&ours, &hello);
     println!();
     println!(
         "zero failed requests across 20 restarts under load: cargo test --test integration load"
