@@ -111,6 +111,64 @@ fn goji_acks_and_only_then_is_the_old_generation_signalled() {
     assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
 }
 
+/// Two goji workers per generation, rolled one at a time: each gets
+/// einhorn's EINHORN_CHILD_INDEX (the lowest index no live worker holds),
+/// each new one ACKs for itself, and the old worker of its slot is
+/// signalled only after that ACK.
+#[test]
+fn several_goji_workers_ack_each_for_itself_and_the_roll_waits_for_each() {
+    let Some(goji) = goji_server() else {
+        return;
+    };
+    let dir = TempDir::new("einhorn-goji-workers");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let st = dir.join("status");
+    let mut server = Server::start(&[
+        &format!("--port={addr}"),
+        &format!("--status-file={}", st.display()),
+        "--workers=2",
+        "--max-surge=1",
+        "--readiness=einhorn",
+        "--signal-on-hup=INT",
+        "--signal-on-term=INT",
+        "--",
+        goji.to_str().unwrap(),
+    ]);
+    let first = wait_status(&st, &[1, 1], &server);
+    let index = |pid: u32| env_var(&raw_environ(pid), "EINHORN_CHILD_INDEX");
+    assert_eq!(index(first[0].1).as_deref(), Some("0"));
+    assert_eq!(index(first[1].1).as_deref(), Some("1"));
+    let before = server.lines().len();
+    server.signal("HUP");
+    // While slot 0's new worker loads, both old ones hold 0 and 1.
+    let new = server.wait_worker(3);
+    assert_eq!(index(new).as_deref(), Some("2"));
+    wait_status(&st, &[2, 2], &server);
+    let lines = server.lines()[before..].to_vec();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    // The k-th old worker goes after the k-th ACK.
+    for (k, old) in [(1, first[0].1), (2, first[1].1)] {
+        let signalled = at(&format!("sending INT to old workers:{old}")).expect("a hand-over");
+        let acks = lines[..signalled]
+            .iter()
+            .filter(|l| l.contains(" is ready"))
+            .count();
+        assert!(
+            acks >= k,
+            "{old} signalled before its successor's ACK:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" is ready")).count(),
+        2,
+        "{}",
+        lines.join("\n")
+    );
+    assert_serves(&addr, "hello from goji");
+    assert_eq!(server.stop().code(), Some(0));
+}
+
 /// A worker that speaks to EINHORN_SOCK_PATH as `mode` says, then waits
 /// on its socket (a blocking accept: seen by the kernel, which must not
 /// count under einhorn).

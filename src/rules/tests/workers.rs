@@ -360,3 +360,55 @@ fn storms_with_several_workers_keep_the_bounds() {
     }
     assert!(handovers > 200, "only {handovers} hand-overs");
 }
+
+/// --readiness=interval counts from each worker's own spawn: with
+/// --max-surge=1, the second new worker, spawned once the first's old
+/// worker went, is up --interval after that, not after the first.
+#[test]
+fn interval_readiness_counts_from_each_workers_own_spawn() {
+    let (mut core, mut sh, t) = serving(workers(2, Some(1)));
+    core.on_signal(libc::SIGHUP, t, &mut sh);
+    core.on_exec(103, ExecReport::Executed, &mut sh);
+    core.on_timers(t + SEC, &mut sh);
+    let t2 = t + SEC + SEC / 2;
+    core.on_exit(101, killed(libc::SIGTERM), t2, &mut sh);
+    assert_eq!(sh.last_pid(), 104);
+    core.on_exec(104, ExecReport::Executed, &mut sh);
+    core.on_timers(t2 + SEC / 2, &mut sh);
+    assert_eq!(sh.signals, [(101, libc::SIGTERM)], "not up yet");
+    assert_eq!(core.next_deadline(), Some(t2 + SEC));
+    core.on_timers(t2 + SEC, &mut sh);
+    assert_eq!(sh.signals.last(), Some(&(102, libc::SIGTERM)));
+}
+
+/// READY=1 (or an ACK) counts for the worker that sent it only.
+#[test]
+fn notify_readiness_is_per_worker_by_the_senders_pid() {
+    let mut r = workers(2, None);
+    r.ready_timeout = Some(60 * SEC);
+    r.readiness = Readiness::Notify;
+    let (mut core, mut sh, t0) = started(r);
+    for pid in [101, 102] {
+        core.on_exec(pid, ExecReport::Executed, &mut sh);
+    }
+    core.on_ready(102, &mut sh);
+    core.on_timers(t0, &mut sh);
+    assert_eq!(
+        sh.roles(),
+        [(1, 101, Shown::Starting), (1, 102, Shown::Serving)]
+    );
+    core.on_ready(101, &mut sh);
+    core.on_timers(t0, &mut sh);
+    assert_eq!(sh.generations(), [1, 1]);
+    // A restart: the old workers go once both new ones said it.
+    core.on_signal(libc::SIGHUP, t0, &mut sh);
+    for pid in [103, 104] {
+        core.on_exec(pid, ExecReport::Executed, &mut sh);
+    }
+    core.on_ready(104, &mut sh);
+    core.on_timers(t0, &mut sh);
+    assert!(sh.signals.is_empty());
+    core.on_ready(103, &mut sh);
+    core.on_timers(t0, &mut sh);
+    assert_eq!(sh.signals, [(101, libc::SIGTERM), (102, libc::SIGTERM)]);
+}
