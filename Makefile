@@ -9,7 +9,12 @@
 # for the -Z build-std flags, on the stable toolchain. Panics abort at
 # once, without formatting a message (-C panic=immediate-abort): the
 # supervisor's code is built to have none (see the lints in src/lib.rs),
-# and the formatting machinery a panic message needs is left out.
+# and the formatting machinery a panic message needs is left out. The
+# linker is the toolchain's own lld (rust-lld, in every rustup toolchain):
+# it packs the relative relocations a static PIE carries (DT_RELR, which
+# musl's start-up applies: 96 bytes instead of 7.8 KB of RELA entries,
+# fewer pages to touch at start) and does not pad the segments to pages
+# in the file.
 
 TARGET   := x86_64-unknown-linux-musl
 BIN      := target/$(TARGET)/release/start_server
@@ -17,7 +22,7 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 PORT     ?= 8080
 CARGO    ?= cargo
-RELEASE  := RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no -C panic=immediate-abort -Zunstable-options" RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
+RELEASE  := RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no -C panic=immediate-abort -Zunstable-options -C linker-flavor=gnu-lld-cc -C link-self-contained=+linker -C link-arg=-Wl,-z,pack-relative-relocs" RUSTC_BOOTSTRAP=1 $(CARGO) build --release -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 
 .PHONY: all build prereqs check test soak fuzz install uninstall demo bench container clean
 

@@ -83,6 +83,15 @@ impl Value<'_> {
         self.parse(|t| parse(&getopt_number(t)))
     }
 
+    /// A number of workers: 1 to MAX_WORKERS.
+    fn workers(&self) -> Result<u32, String> {
+        self.number(|s| match parse_count(s)? {
+            0 => Err("must be at least 1".into()),
+            n if n > MAX_WORKERS => Err(format!("too large (at most {MAX_WORKERS})")),
+            n => Ok(n),
+        })
+    }
+
     fn seconds(&self) -> Result<Duration, String> {
         self.number(parse_seconds)
     }
@@ -173,10 +182,10 @@ const OPTIONS: &[Opt] = &[
         set: |p, v| { p.cfg.rules.ready_timeout = Some(v.number(parse_ready_timeout)?); Ok(()) } },
     Opt { name: "workers", arg: "N",
         help: "run N servers per generation on the same\nsockets (default: one)",
-        set: |p, v| { p.cfg.rules.workers = Some(v.number(parse_workers)?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.workers = Some(v.workers()?); Ok(()) } },
     Opt { name: "max-surge", arg: "S",
         help: "with --workers: start at most S new servers\nat once in a restart (default: N)",
-        set: |p, v| { p.cfg.rules.max_surge = Some(v.number(parse_workers)?); Ok(()) } },
+        set: |p, v| { p.cfg.rules.max_surge = Some(v.workers()?); Ok(()) } },
     Opt { name: "protocols", arg: "LIST",
         help: "fd-passing variables servers get: any of\nserver-starter,systemd,einhorn (all)",
         set: |p, v| { p.cfg.protocols = v.parse(parse_protocols)?; Ok(()) } },
@@ -442,15 +451,6 @@ fn parse_count(s: &str) -> Result<u32, String> {
     }
     t.parse()
         .map_err(|_| format!("too large (at most {})", u32::MAX))
-}
-
-/// A number of workers: 1 to MAX_WORKERS.
-fn parse_workers(s: &str) -> Result<u32, String> {
-    match parse_count(s)? {
-        0 => Err("must be at least 1".into()),
-        n if n > MAX_WORKERS => Err(format!("too large (at most {MAX_WORKERS})")),
-        n => Ok(n),
-    }
 }
 
 /// How long a worker may take to say READY=1: more than nothing (at 0

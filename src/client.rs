@@ -235,14 +235,11 @@ pub fn status(pid_file: &Path, status_file: &Path) -> Result<(String, i32), Stri
     let mut text = format!("start_server {pid} running\n");
     for w in &state.workers {
         let (g, worker, role) = (w.generation, w.pid, &w.role);
-        match (state.count, w.slot) {
-            (Some(_), Some(slot)) => {
-                let _ = writeln!(text, "generation {g} pid {worker} slot {slot} {role}");
-            }
-            _ => {
-                let _ = writeln!(text, "generation {g} pid {worker} {role}");
-            }
-        }
+        let slot = match (state.count, w.slot) {
+            (Some(_), Some(slot)) => format!(" slot {slot}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(text, "generation {g} pid {worker}{slot} {role}");
     }
     let serving = state.workers.iter().filter(|w| w.role == "serving").count();
     if let Some(n) = state.count {

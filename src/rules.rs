@@ -235,6 +235,18 @@ impl Role {
         kill_at: None,
     };
 
+    /// Old, still serving, its successor not up yet.
+    fn awaiting(self) -> bool {
+        matches!(
+            self,
+            Role::Old {
+                signalled: false,
+                signal_at: None,
+                ..
+            }
+        )
+    }
+
     /// Still serving: current, or old and not yet signalled.
     fn serving(self) -> bool {
         matches!(
@@ -482,7 +494,7 @@ fn join_pids(pids: &[Pid]) -> String {
 impl Core {
     pub fn new(rules: Rules, settings: Settings, now: Instant) -> Core {
         let mut phase = Phase::new(now);
-        phase.slots = vec![Slot::IDLE; rules.slots() as usize];
+        phase.slots.resize(rules.slots() as usize, Slot::IDLE);
         let mut core = Core {
             rules,
             settings: Settings::default(),
@@ -566,55 +578,56 @@ impl Core {
     /// are acted on when several fall due together. The one list both
     /// the next deadline and the firing read.
     fn dues(&self) -> Vec<(Instant, Due)> {
-        let workers = &self.phase.workers;
-        let ready = workers
-            .iter()
-            .filter_map(|w| w.ready_at().map(|a| (a.at, Due::Ready(w.pid, a.restart))));
-        let looks = workers.iter().filter_map(|w| match w.role {
-            Role::Starting {
-                ready: Ready::Looking { next, .. },
-                give_up: Some(_),
-                ..
-            } => Some((next, Due::Look(w.pid))),
-            _ => None,
-        });
-        let late = workers
-            .iter()
-            .filter_map(|w| Some((w.give_up()?, Due::NotReady(w.pid))));
-        let retries = (0u32..)
-            .zip(&self.phase.slots)
-            .filter_map(|(i, s)| match s.next {
-                Next::RetryAt { at, .. } => Some((at, Due::Retry(i))),
-                _ => None,
-            });
-        let kill_old = workers.iter().filter_map(|w| match w.role {
-            Role::Old {
-                signal_at: Some(at),
-                ..
-            } => Some((at, Due::KillOld)),
-            _ => None,
-        });
-        let drains = workers.iter().filter_map(|w| match w.role {
-            Role::Old {
-                kill_at: Some(at), ..
-            } => Some((at, Due::Drain(w.pid))),
-            _ => None,
-        });
+        let mut dues = Vec::new();
+        // One pass over the workers per kind of timer, in that order (a
+        // plain loop: chained iterators cost kilobytes of code here).
+        for pass in 0..5 {
+            for w in &self.phase.workers {
+                let due = match (pass, w.role) {
+                    (0, _) => w.ready_at().map(|a| (a.at, Due::Ready(w.pid, a.restart))),
+                    (
+                        1,
+                        Role::Starting {
+                            ready: Ready::Looking { next, .. },
+                            give_up: Some(_),
+                            ..
+                        },
+                    ) => Some((next, Due::Look(w.pid))),
+                    (2, _) => w.give_up().map(|at| (at, Due::NotReady(w.pid))),
+                    (
+                        3,
+                        Role::Old {
+                            signal_at: Some(at),
+                            ..
+                        },
+                    ) => Some((at, Due::KillOld)),
+                    (
+                        4,
+                        Role::Old {
+                            kill_at: Some(at), ..
+                        },
+                    ) => Some((at, Due::Drain(w.pid))),
+                    _ => None,
+                };
+                dues.extend(due);
+            }
+            if pass == 2 {
+                for (i, s) in (0u32..).zip(&self.phase.slots) {
+                    if let Next::RetryAt { at, .. } = s.next {
+                        dues.push((at, Due::Retry(i)));
+                    }
+                }
+            }
+        }
         let shutdown = match self.phase.shutdown {
             Shutdown::Running | Shutdown::Killed => None,
             Shutdown::Delaying { until, .. } => Some(until),
             Shutdown::Stopping { kill_at } => kill_at,
             Shutdown::Sweeping { at, .. } => Some(at),
         };
-        ready
-            .chain(looks)
-            .chain(late)
-            .chain(retries)
-            .chain(kill_old)
-            .chain(drains)
-            .chain(shutdown.map(|at| (at, Due::Shutdown)))
-            .chain(self.auto_restart_due().map(|at| (at, Due::AutoRestart)))
-            .collect()
+        dues.extend(shutdown.map(|at| (at, Due::Shutdown)));
+        dues.extend(self.auto_restart_due().map(|at| (at, Due::AutoRestart)));
+        dues
     }
 
     fn starting(&self) -> usize {
@@ -651,7 +664,10 @@ impl Core {
     }
 
     fn has_current(&self) -> bool {
-        self.phase.workers.iter().any(|w| w.role == Role::Current)
+        self.phase
+            .workers
+            .iter()
+            .any(|w| matches!(w.role, Role::Current))
     }
 
     fn has_old(&self) -> bool {
@@ -695,7 +711,8 @@ impl Core {
     /// slot.
     fn in_order(&self) -> Vec<&Worker> {
         let mut workers: Vec<&Worker> = self.phase.workers.iter().collect();
-        workers.sort_by_key(|w| (w.generation, w.slot, w.pid));
+        // Pids are unique: the order is total.
+        workers.sort_unstable_by_key(|w| (w.generation, w.slot, w.pid));
         workers
     }
 
@@ -737,9 +754,8 @@ impl Core {
         let mut serving = Vec::new();
         let mut starting = Vec::new();
         let mut draining = Vec::new();
-        let mut workers: Vec<&Worker> = self.phase.workers.iter().collect();
-        workers.sort_by_key(|w| (std::cmp::Reverse(w.generation), w.slot));
-        for w in workers {
+        // The newest generation first.
+        for w in self.in_order().into_iter().rev() {
             let (g, pid) = (w.generation, w.pid);
             match w.role {
                 Role::Starting { .. } => {
@@ -955,7 +971,7 @@ impl Core {
             return false;
         }
         let gave_up = format!("{failures} failed starts in a row");
-        let mut kept = self.pids(|w| w.role == Role::AWAITING);
+        let mut kept = self.pids(|w| w.role.awaiting());
         if kept.is_empty() && !self.has_current() {
             // The restart's new worker was up and died during the kill-old
             // delay: the old ones still serve.
@@ -980,24 +996,26 @@ impl Core {
                 }
             }
             self.phase.restarts_given_up = self.phase.restarts_given_up.saturating_add(1);
-            let serving = self.describe(&kept);
+            let (mut serving, mut status) = (Vec::new(), Vec::new());
+            for w in self.in_order() {
+                if kept.contains(&w.pid) {
+                    let (g, pid) = (w.generation, w.pid);
+                    serving.push(format!("generation {g} (pid {pid})"));
+                    status.push(format!("generation {g} serving (pid {pid})"));
+                }
+            }
             let verb = if kept.len() == 1 { "goes" } else { "go" };
             sh.say(
                 Say::Warning,
                 format!(
                     "{gave_up}, giving up the restart \
-                     (--start-retries={retries}): {serving} {verb} on serving"
+                     (--start-retries={retries}): {} {verb} on serving",
+                    serving.join(", ")
                 ),
             );
-            let listed: Vec<String> = self
-                .in_order()
-                .into_iter()
-                .filter(|w| kept.contains(&w.pid))
-                .map(|w| format!("generation {} serving (pid {})", w.generation, w.pid))
-                .collect();
             sh.upstream(Upstream::Status(format!(
                 "restart given up after {failures} failed starts; {}",
-                listed.join(", ")
+                status.join(", ")
             )));
             sh.upstream(Upstream::Ready);
             self.announce(sh);
@@ -1005,7 +1023,7 @@ impl Core {
             if let Some(s) = self.slot_mut(slot) {
                 *s = Slot::IDLE;
             }
-            let serving = self.pids(|w| w.role == Role::Current).len();
+            let serving = self.pids(|w| matches!(w.role, Role::Current)).len();
             sh.say(
                 Say::Warning,
                 format!(
@@ -1029,29 +1047,6 @@ impl Core {
             self.stop_workers(term, None, now, sh);
         }
         true
-    }
-
-    /// `generation 3 (pid 41)`, or `generation 3 (pids 41,42)`, for
-    /// every generation of these workers.
-    fn describe(&self, pids: &[Pid]) -> String {
-        let mut groups: Vec<(u64, Vec<Pid>)> = Vec::new();
-        for w in self.in_order() {
-            if !pids.contains(&w.pid) {
-                continue;
-            }
-            match groups.last_mut() {
-                Some((g, list)) if *g == w.generation => list.push(w.pid),
-                _ => groups.push((w.generation, vec![w.pid])),
-            }
-        }
-        let parts: Vec<String> = groups
-            .iter()
-            .map(|(g, list)| match list.as_slice() {
-                [one] => format!("generation {g} (pid {one})"),
-                _ => format!("generation {g} (pids {})", join_pids(list)),
-            })
-            .collect();
-        parts.join(", ")
     }
 
     /// Schedules the next attempt in `slot` after a failure: at the
@@ -1098,7 +1093,7 @@ impl Core {
     fn begin_restart(&mut self, now: Instant, sh: &mut dyn Host) {
         sh.upstream(Upstream::Reloading);
         for w in &mut self.phase.workers {
-            if w.role == Role::Current {
+            if matches!(w.role, Role::Current) {
                 w.role = Role::AWAITING;
             }
         }
@@ -1135,7 +1130,7 @@ impl Core {
         if !rolling && !all_up {
             return;
         }
-        let olds = self.pids(|w| w.role == Role::AWAITING && (!rolling || w.slot == slot));
+        let olds = self.pids(|w| w.role.awaiting() && (!rolling || w.slot == slot));
         if olds.is_empty() && !restart {
             return;
         }

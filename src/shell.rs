@@ -336,18 +336,19 @@ impl Effects {
     /// generation, so that a generation's workers share it.
     fn worker_env(&mut self, place: Place) -> Vars {
         let count = self.s.config.rules.workers;
-        let envdir = match (&self.generation_vars, count) {
-            (Some((g, vars)), Some(_)) if *g == place.generation => vars.clone(),
-            _ => {
-                self.refresh();
-                if count.is_some() {
-                    self.generation_vars = Some((place.generation, self.envdir_vars.clone()));
-                }
-                self.envdir_vars.clone()
+        let shared = matches!(&self.generation_vars, Some((g, _)) if *g == place.generation);
+        if count.is_none() || !shared {
+            self.refresh();
+            if count.is_some() {
+                self.generation_vars = Some((place.generation, self.envdir_vars.clone()));
             }
+        }
+        let envdir = match (&self.generation_vars, count) {
+            (Some((_, vars)), Some(_)) => vars,
+            _ => &self.envdir_vars,
         };
         let mut vars = Vars::new();
-        env::overlay(&mut vars, &envdir);
+        env::overlay(&mut vars, envdir);
         if let Some(n) = count {
             env::set(
                 &mut vars,

@@ -511,26 +511,17 @@ impl State {
                 ));
             }
         }
+        // Between 1 and MAX_WORKERS slots, as read.
         let slots = self.phase.slots.len();
-        if slots == 0 || slots > crate::config::MAX_WORKERS as usize {
-            return Err(format!("{slots} slots"));
-        }
-        for (i, w) in self.phase.workers.iter().enumerate() {
-            if w.slot as usize >= slots {
+        let mut starting = vec![false; slots];
+        for w in &self.phase.workers {
+            let Some(seen) = starting.get_mut(w.slot as usize) else {
                 return Err(format!(
                     "worker {} is in slot {}, of {slots}",
                     w.pid, w.slot
                 ));
-            }
-            let starting = |v: &Worker| matches!(v.role, Role::Starting { .. });
-            if starting(w)
-                && self
-                    .phase
-                    .workers
-                    .iter()
-                    .take(i)
-                    .any(|v| starting(v) && v.slot == w.slot)
-            {
+            };
+            if matches!(w.role, Role::Starting { .. }) && std::mem::replace(seen, true) {
                 return Err(format!("two workers starting in slot {}", w.slot));
             }
         }

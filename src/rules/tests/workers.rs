@@ -158,7 +158,7 @@ fn a_roll_that_keeps_failing_stops_and_keeps_what_was_handed_over() {
     }
     assert_eq!(sh.said("giving up the restart (--start-retries=1)"), 1);
     assert_eq!(
-        sh.said("generation 1 (pids 102,103) go on serving"),
+        sh.said("generation 1 (pid 102), generation 1 (pid 103) go on serving"),
         1,
         "{:?}",
         sh.lines
