@@ -318,7 +318,8 @@ fn measure(addr: &str, clients: usize, window: Duration) -> HashMap<String, usiz
             let (addr, counts) = (addr.to_string(), counts.clone());
             thread::spawn(move || {
                 while Instant::now() < end {
-                    if let Some(body) = get(&addr) {
+                    // Only what was answered within the window counts.
+                    if let Some(body) = get(&addr).filter(|_| Instant::now() <= end) {
                         *counts.lock().unwrap().entry(body).or_insert(0) += 1;
                     }
                 }
