@@ -4,7 +4,7 @@
 //! YAML form, lines that must not count, ACKs from outside the worker's
 //! tree.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::support::*;
 
@@ -58,25 +58,36 @@ fn goji_server() -> Option<PathBuf> {
     )
 }
 
+/// start_server running goji under --readiness=einhorn on a free port,
+/// with a status file in `dir` and `options`; the address and the
+/// status file's path.
+fn start_goji(dir: &TempDir, goji: &Path, options: &[&str]) -> (Server, String, PathBuf) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let st = dir.join("status");
+    let (port, status) = (
+        format!("--port={addr}"),
+        format!("--status-file={}", st.display()),
+    );
+    // goji stops gracefully on INT (and USR2 under einhorn); TERM would
+    // end it at once.
+    let mut args = vec![
+        &port[..],
+        &status,
+        "--readiness=einhorn",
+        "--signal-on-hup=INT",
+    ];
+    args.extend(["--signal-on-term=INT"].iter().chain(options));
+    args.extend(["--", goji.to_str().unwrap()]);
+    (Server::start(&args), addr, st)
+}
+
 #[test]
 fn goji_acks_and_only_then_is_the_old_generation_signalled() {
     let Some(goji) = goji_server() else {
         return;
     };
     let dir = TempDir::new("einhorn-goji");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let st = dir.join("status");
-    // goji stops gracefully on INT (and USR2 under einhorn); TERM would
-    // end it at once.
-    let server = Server::start(&[
-        &format!("--port={addr}"),
-        &format!("--status-file={}", st.display()),
-        "--readiness=einhorn",
-        "--signal-on-hup=INT",
-        "--signal-on-term=INT",
-        "--",
-        goji.to_str().unwrap(),
-    ]);
+    let (server, addr, st) = start_goji(&dir, &goji, &[]);
     wait_status(&st, &[1], &server);
     assert_serves(&addr, "hello from goji");
     let first = server.wait_worker(1);
@@ -121,19 +132,7 @@ fn several_goji_workers_ack_each_for_itself_and_the_roll_waits_for_each() {
         return;
     };
     let dir = TempDir::new("einhorn-goji-workers");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let st = dir.join("status");
-    let mut server = Server::start(&[
-        &format!("--port={addr}"),
-        &format!("--status-file={}", st.display()),
-        "--workers=2",
-        "--max-surge=1",
-        "--readiness=einhorn",
-        "--signal-on-hup=INT",
-        "--signal-on-term=INT",
-        "--",
-        goji.to_str().unwrap(),
-    ]);
+    let (mut server, addr, st) = start_goji(&dir, &goji, &["--workers=2", "--max-surge=1"]);
     let first = wait_status(&st, &[1, 1], &server);
     let index = |pid: u32| env_var(&raw_environ(pid), "EINHORN_CHILD_INDEX");
     assert_eq!(index(first[0].1).as_deref(), Some("0"));
