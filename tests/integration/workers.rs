@@ -432,6 +432,68 @@ fn a_worker_that_dies_comes_back_in_its_slot_and_generation() {
     server.stop();
 }
 
+/// The envdir is read once per generation: a generation's workers share
+/// what it held when the generation's first worker was spawned, even when
+/// it changes between their spawns, and a worker started again in its
+/// slot gets the same; the next generation reads it anew.
+#[test]
+fn a_generations_workers_share_one_reading_of_the_envdir() {
+    let dir = TempDir::new("workers-envdir");
+    let envdir = dir.join("env");
+    std::fs::create_dir(&envdir).unwrap();
+    std::fs::write(envdir.join("DEPLOY"), "a\n").unwrap();
+    // Generation 2 takes its time (0.3 s) before it serves.
+    let script = hello_after(
+        &dir,
+        "[ \"$SERVER_STARTER_GENERATION\" -ge 2 ] && sleep 0.3",
+    );
+    let env_arg = format!("--envdir={}", envdir.display());
+    let (mut server, _) = start(
+        &dir,
+        &[
+            "--workers=2",
+            "--max-surge=1",
+            "--readiness=notify",
+            &env_arg,
+        ],
+        &[script.display().to_string()],
+    );
+    let deploy = |pid: u32| env_var(&raw_environ(pid), "DEPLOY");
+    let first = wait_generation(&dir, 1, 2, &server);
+    assert_eq!(
+        first.iter().map(|&p| deploy(p)).collect::<Vec<_>>(),
+        [Some("a".into()), Some("a".into())]
+    );
+    std::fs::write(envdir.join("DEPLOY"), "b\n").unwrap();
+    server.signal("HUP");
+    // Slot 0's new worker is spawned (and reads b); then the envdir changes.
+    server.wait_line_n("starting new worker", 3);
+    std::fs::write(envdir.join("DEPLOY"), "c\n").unwrap();
+    let second = wait_generation(&dir, 2, 2, &server);
+    for pid in &second {
+        assert_eq!(
+            deploy(*pid).as_deref(),
+            Some("b"),
+            "worker {pid}\n{}",
+            server.log()
+        );
+    }
+    kill("KILL", second[1]);
+    let again = wait_for("slot 1 started again", &server, || {
+        let s = status(&dir.join("status"));
+        (s.len() == 2 && s[1].1 != second[1]).then(|| s[1].1)
+    });
+    assert_eq!(
+        deploy(again).as_deref(),
+        Some("b"),
+        "the same generation, the same reading"
+    );
+    server.signal("HUP");
+    let third = wait_generation(&dir, 3, 2, &server);
+    assert_eq!(deploy(third[0]).as_deref(), Some("c"));
+    server.stop();
+}
+
 /// A live upgrade in the middle of a roll (--max-surge=1 of 3, the new
 /// workers slow to get ready) resumes it: every slot is rolled.
 #[test]
