@@ -197,6 +197,16 @@ pub fn env_var(env: &[(String, String)], name: &str) -> Option<String> {
     env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
+/// An envdir, `env` in `dir`, holding these files (name, contents).
+pub fn make_envdir(dir: &TempDir, files: &[(&str, &str)]) -> PathBuf {
+    let envdir = dir.join("env");
+    std::fs::create_dir(&envdir).unwrap();
+    for (name, contents) in files {
+        std::fs::write(envdir.join(name), contents).unwrap();
+    }
+    envdir
+}
+
 /// An example program built alongside the test binary.
 pub fn example(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_start_server"))

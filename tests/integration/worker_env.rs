@@ -151,11 +151,14 @@ fn inherited_descriptors_are_closed_at_start_up() {
 #[test]
 fn the_worker_starts_in_dir_and_gets_the_envdir_read_afresh() {
     let dir = TempDir::new("envdir");
-    let envdir = dir.join("env");
-    std::fs::create_dir(&envdir).unwrap();
-    std::fs::write(envdir.join("GREETING"), "hello\nignored second line\n").unwrap();
-    std::fs::write(envdir.join("DOOMED"), "soon gone").unwrap();
-    std::fs::write(envdir.join(".hidden"), "no").unwrap();
+    let envdir = make_envdir(
+        &dir,
+        &[
+            ("GREETING", "hello\nignored second line\n"),
+            ("DOOMED", "soon gone"),
+            (".hidden", "no"),
+        ],
+    );
     let probe = probe();
     let mut server = Server::start(&[
         "--interval=0",

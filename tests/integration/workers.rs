@@ -439,9 +439,7 @@ fn a_worker_that_dies_comes_back_in_its_slot_and_generation() {
 #[test]
 fn a_generations_workers_share_one_reading_of_the_envdir() {
     let dir = TempDir::new("workers-envdir");
-    let envdir = dir.join("env");
-    std::fs::create_dir(&envdir).unwrap();
-    std::fs::write(envdir.join("DEPLOY"), "a\n").unwrap();
+    let envdir = make_envdir(&dir, &[("DEPLOY", "a\n")]);
     // Generation 2 takes its time (0.3 s) before it serves.
     let script = hello_after(
         &dir,
