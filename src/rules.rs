@@ -1109,7 +1109,12 @@ impl Core {
         w.role = Role::Current;
         let slot = w.slot;
         self.phase.last_restart = now;
-        sh.upstream(Upstream::Ready);
+        // The service manager hears READY=1 once no other new worker is on
+        // its way: with several slots, when the last of a start or a
+        // roll is up.
+        if self.starting() == 0 && !self.has_awaiting() {
+            sh.upstream(Upstream::Ready);
+        }
         self.announce(sh);
         self.hand_over(slot, restart, now, sh);
         self.fill(now, sh);

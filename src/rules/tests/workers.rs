@@ -39,6 +39,7 @@ fn slots_of(sh: &Fake) -> Vec<(u64, u32, u32)> {
 fn n_workers_start_together_in_one_generation_with_their_slots_and_indexes() {
     let (core, sh, _) = serving(workers(3, None));
     assert_eq!(slots_of(&sh), [(1, 0, 0), (1, 1, 1), (1, 2, 2)]);
+    assert_eq!(sh.up, 1, "READY=1 once all three are up");
     assert_eq!(sh.generations(), [1, 1, 1]);
     assert_eq!(
         sh.status.last().unwrap(),
@@ -104,6 +105,8 @@ fn a_rolling_restart_replaces_one_slot_at_a_time_within_n_plus_s() {
     assert_eq!(sh.generations(), [2, 2, 2]);
     assert_eq!(sh.spawned.len(), 6);
     assert!(core.next_deadline().is_none());
+    // READY=1 once at start-up and once when the roll is done.
+    assert_eq!(sh.up, 2);
 }
 
 #[test]
