@@ -1032,6 +1032,9 @@ impl Core {
                     self.rules.slots()
                 ),
             );
+            if self.starting() == 0 && !self.has_awaiting() {
+                sh.upstream(Upstream::Ready);
+            }
             self.tell_state(sh);
         } else {
             self.phase.gave_up = true;

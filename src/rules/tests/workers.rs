@@ -228,6 +228,10 @@ fn a_slot_that_keeps_failing_while_others_serve_is_given_up() {
     let t = t0 + SEC / 2;
     core.on_exit(102, exited(1), t, &mut sh);
     assert_eq!(sh.said("in slot 1, giving it up until the next restart"), 1);
+    assert_eq!(
+        sh.up, 2,
+        "READY=1 at start-up, and once the slot is given up"
+    );
     assert_eq!(core.exit_code(), None);
     assert!(core.next_deadline().is_none());
     core.on_signal(libc::SIGHUP, t + SEC, &mut sh);
