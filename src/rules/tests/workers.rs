@@ -419,3 +419,39 @@ fn notify_readiness_is_per_worker_by_the_senders_pid() {
     core.on_timers(t0, &mut sh);
     assert_eq!(sh.signals, [(101, libc::SIGTERM), (102, libc::SIGTERM)]);
 }
+
+/// --kill-old-delay and --drain-timeout run per old worker: with
+/// --max-surge=1 of 2, each old worker gets its signal the delay after
+/// its own successor is up, and SIGKILL the drain timeout after that.
+#[test]
+fn the_kill_old_delay_and_the_drain_timeout_run_per_old_worker() {
+    let mut r = workers(2, Some(1));
+    r.drain_timeout = Some(10 * SEC);
+    let t0 = Instant::now();
+    let mut core = Core::new(r, settings(&[("KILL_OLD_DELAY", "5")]), t0);
+    let mut sh = Fake::default();
+    core.start(t0, &mut sh);
+    bring_up(&mut core, &mut sh, 0, t0 + SEC);
+    let t = t0 + SEC;
+    core.on_signal(libc::SIGHUP, t, &mut sh);
+    core.on_exec(103, ExecReport::Executed, &mut sh);
+    core.on_timers(t + SEC, &mut sh);
+    assert_eq!(
+        core.next_deadline(),
+        Some(t + 6 * SEC),
+        "slot 0's old worker, 5 s on"
+    );
+    core.on_timers(t + 6 * SEC, &mut sh);
+    assert_eq!(sh.signals, [(101, libc::SIGTERM)]);
+    // Slot 0's old worker drains; at its drain timeout, SIGKILL.
+    core.on_timers(t + 16 * SEC, &mut sh);
+    assert_eq!(sh.signals.last(), Some(&(101, libc::SIGKILL)));
+    core.on_exit(101, killed(libc::SIGKILL), t + 16 * SEC, &mut sh);
+    // Now slot 1's new worker, its old worker 5 s after it is up.
+    assert_eq!(sh.last_pid(), 104);
+    core.on_exec(104, ExecReport::Executed, &mut sh);
+    core.on_timers(t + 17 * SEC, &mut sh);
+    assert_eq!(sh.signals.len(), 2, "102 not yet");
+    core.on_timers(t + 22 * SEC, &mut sh);
+    assert_eq!(sh.signals.last(), Some(&(102, libc::SIGTERM)));
+}
