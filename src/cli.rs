@@ -186,6 +186,9 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "max-surge", arg: "S",
         help: "with --workers: start at most S new servers\nat once in a restart (default: N)",
         set: |p, v| { p.cfg.rules.max_surge = Some(v.workers()?); Ok(()) } },
+    Opt { name: "forward", arg: "SIG,...",
+        help: "pass these signals on to the current servers\n(not HUP INT TERM QUIT USR2 CHLD)",
+        set: |p, v| { p.cfg.rules.forward.extend(v.parse(parse_forward)?); Ok(()) } },
     Opt { name: "protocols", arg: "LIST",
         help: "fd-passing variables servers get: any of\nserver-starter,systemd,einhorn (all)",
         set: |p, v| { p.cfg.protocols = v.parse(parse_protocols)?; Ok(()) } },
@@ -503,6 +506,23 @@ fn parse_fd_names(s: &str) -> Result<Vec<String>, String> {
 
 fn parse_signal(s: &str) -> Result<sig::Signal, String> {
     sig::Signal::parse(s).ok_or_else(|| "no such signal".to_string())
+}
+
+/// Signals to pass on: any but those start_server acts on, and those no
+/// process can catch.
+fn parse_forward(s: &str) -> Result<Vec<i32>, String> {
+    s.split(',')
+        .map(|name| {
+            let sig = sig::parse(name).ok_or_else(|| format!("no such signal '{name}'"))?;
+            match sig {
+                sig::HUP | sig::INT | sig::TERM | sig::QUIT | sig::CHLD | libc::SIGUSR2 => {
+                    Err(format!("start_server acts on {} itself", sig::name(sig)))
+                }
+                sig::KILL | libc::SIGSTOP => Err(format!("{} cannot be caught", sig::name(sig))),
+                sig => Ok(sig),
+            }
+        })
+        .collect()
 }
 
 fn parse_backlog(s: &str) -> Result<i32, String> {
@@ -997,6 +1017,13 @@ mod tests {
                 "invalid --max-surge value '3': above --workers (2)",
             ),
             (&["--max-surge=1", "x"], "--max-surge needs --workers"),
+            (
+                &["--forward=TTIN,HUP", "x"],
+                "invalid --forward value 'TTIN,HUP': start_server acts on HUP itself",
+            ),
+            (&["--forward=NOSUCH", "x"], "no such signal 'NOSUCH'"),
+            (&["--forward=KILL", "x"], "KILL cannot be caught"),
+            (&["--forward=", "x"], "no such signal ''"),
         ] {
             let err = parse(args.iter().map(OsString::from)).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

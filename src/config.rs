@@ -216,6 +216,8 @@ pub struct Rules {
     /// --max-surge: how many new workers a restart starts at once, at
     /// most (none: as many as --workers).
     pub max_surge: Option<u32>,
+    /// --forward: signals passed on to the current workers.
+    pub forward: Vec<i32>,
     pub policy: Policy,
 }
 
@@ -248,6 +250,7 @@ impl Default for Rules {
             ready_timeout: None,
             workers: None,
             max_surge: None,
+            forward: Vec::new(),
             policy: Personality::StartServer.policy(),
         }
     }

@@ -1455,6 +1455,9 @@ impl Core {
             // would hand over a shutdown with nothing left to wait for.
             return;
         }
+        if self.rules.forward.contains(&sig) {
+            return self.forward(sig, sh);
+        }
         match sig {
             sig::CHLD | sig::PIPE | sig::WINCH | sig::URG | sig::CONT => {}
             sig::HUP => self.on_hup(now, sh),
@@ -1489,6 +1492,30 @@ impl Core {
             sig if sig == self.rules.policy.upgrade_signal => sh.upgrade(),
             sig::USR1 => sh.reopen_log(),
             other => sh.say(Say::Note, format!("received {}, ignored", sig::name(other))),
+        }
+    }
+
+    /// --forward: the current workers (those starting included, not the
+    /// old ones) get `sig`; USR1 also reopens start_server's log.
+    fn forward(&mut self, sig: i32, sh: &mut dyn Host) {
+        if sig == sig::USR1 {
+            sh.reopen_log();
+        }
+        let pids = self.pids(|w| !matches!(w.role, Role::Old { .. }));
+        sh.say(
+            Say::Note,
+            format!(
+                "received {}, sending it to the current workers:{}",
+                sig::name(sig),
+                if pids.is_empty() {
+                    "none".into()
+                } else {
+                    join_pids(&pids)
+                }
+            ),
+        );
+        for pid in pids {
+            sh.signal(pid, sig);
         }
     }
 

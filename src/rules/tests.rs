@@ -1204,4 +1204,30 @@ fn environment_settings_apply_under_start_servers_policy_only() {
     assert_eq!(Settings::default(), settings(&[]));
 }
 
+/// --forward: the signal goes to the current generation's workers,
+/// starting ones included and old ones not, and is said; USR1 also
+/// reopens the log.
+#[test]
+fn forwarded_signals_reach_the_current_workers_only() {
+    let mut r = rules(Personality::StartServer, None);
+    r.forward = vec![libc::SIGTTIN, libc::SIGUSR1, libc::SIGWINCH];
+    let (mut core, mut sh, t) = running(r, settings(&[]));
+    core.on_signal(libc::SIGHUP, t, &mut sh);
+    // During a restart, the current generation is the one starting.
+    core.on_signal(libc::SIGTTIN, t, &mut sh);
+    assert_eq!(sh.signals, [(102, libc::SIGTTIN)]);
+    core.on_exec(102, ExecReport::Executed, &mut sh);
+    core.on_timers(t + SEC, &mut sh);
+    sh.signals.clear();
+    core.on_signal(libc::SIGWINCH, t + SEC, &mut sh);
+    assert_eq!(sh.signals, [(102, libc::SIGWINCH)], "not the old worker");
+    assert_eq!(
+        sh.said("received WINCH, sending it to the current workers:102"),
+        1
+    );
+    core.on_signal(libc::SIGUSR1, t + SEC, &mut sh);
+    assert_eq!(sh.signals.last(), Some(&(102, libc::SIGUSR1)));
+    assert_eq!(sh.spawned.len(), 2, "no restart");
+}
+
 mod workers;

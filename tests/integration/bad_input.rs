@@ -144,6 +144,14 @@ fn invalid_values_are_rejected_before_anything_starts() {
             "invalid --max-surge value '3': above --workers (2)",
         ),
         (&["--max-surge=1", "true"], "--max-surge needs --workers"),
+        (
+            &["--forward=HUP", "true"],
+            "invalid --forward value 'HUP': start_server acts on HUP itself",
+        ),
+        (
+            &["--forward=NOSUCH", "true"],
+            "invalid --forward value 'NOSUCH': no such signal 'NOSUCH'",
+        ),
     ] {
         // No listening socket is bound for a parse error: no sock file.
         rejects(&dir, args, 1, needle);

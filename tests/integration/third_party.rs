@@ -84,6 +84,57 @@ fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
     eprintln!("gunicorn: {requests} requests, none failed, across 20 restarts");
 }
 
+/// The pids of `pid`'s children, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// --forward passes gunicorn's own signals on: TTIN makes its arbiter
+/// start one more worker, TTOU stop one; start_server says so and stays
+/// as it was (no restart, the same generation).
+#[test]
+fn forwarded_ttin_and_ttou_add_and_remove_a_gunicorn_worker() {
+    if !std::path::Path::new("/usr/bin/gunicorn").exists() || !has_module("gunicorn") {
+        return skip("gunicorn is not installed (apt-get install gunicorn)");
+    }
+    let (_dir, mut server, addr, st) = serve(
+        "gunicorn-forward",
+        ("app.py", WSGI_APP),
+        &["--forward=TTIN,TTOU"],
+        |_| {
+            [PYTHON, "/usr/bin/gunicorn", "--workers=2", "app:app"]
+                .map(String::from)
+                .to_vec()
+        },
+    );
+    let arbiter = wait_status(&st, &[1], &server)[0].1;
+    let count = |n: usize| {
+        wait_for(&format!("gunicorn with {n} workers"), &server, || {
+            (children_of(arbiter).len() == n).then_some(())
+        })
+    };
+    count(2);
+    server.signal("TTIN");
+    server.wait_line(&format!(
+        "received TTIN, sending it to the current workers:{arbiter}"
+    ));
+    count(3);
+    server.signal("TTOU");
+    server.signal("TTOU");
+    count(1);
+    assert_eq!(status(&st), [(1, arbiter)], "no restart");
+    assert!(
+        get(&addr)
+            .unwrap()
+            .starts_with("hello from gunicorn, generation 1")
+    );
+    assert!(server.stop().success());
+}
+
 const SYSTEMD_WORKER: &str = r#"
 import os, signal, socket, sys
 from systemd import daemon
