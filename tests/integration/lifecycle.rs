@@ -405,15 +405,6 @@ fn daemonize_detaches_and_reports_the_first_start() {
     assert!(!dir.join("pid").exists());
 }
 
-/// The children of `pid`, as the kernel lists them.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 #[test]
 fn as_pid_1_orphans_are_reaped_and_term_shuts_down() {
     let true = tool_or_skip("unshare", &["--version"], "util-linux") else {

@@ -197,6 +197,22 @@ pub fn env_var(env: &[(String, String)], name: &str) -> Option<String> {
     env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
+/// The children of `pid` (of all its threads), as the kernel lists them.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// An envdir, `env` in `dir`, holding these files (name, contents).
 pub fn make_envdir(dir: &TempDir, files: &[(&str, &str)]) -> PathBuf {
     let envdir = dir.join("env");

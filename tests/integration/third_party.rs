@@ -84,15 +84,6 @@ fn gunicorn_hot_restarts_under_load_without_a_failed_request() {
     eprintln!("gunicorn: {requests} requests, none failed, across 20 restarts");
 }
 
-/// The pids of `pid`'s children, from /proc.
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 /// --forward passes gunicorn's own signals on: TTIN makes its arbiter
 /// start one more worker, TTOU stop one; start_server says so and stays
 /// as it was (no restart, the same generation).
@@ -101,20 +92,16 @@ fn forwarded_ttin_and_ttou_add_and_remove_a_gunicorn_worker() {
     if !std::path::Path::new("/usr/bin/gunicorn").exists() || !has_module("gunicorn") {
         return skip("gunicorn is not installed (apt-get install gunicorn)");
     }
-    let (_dir, mut server, addr, st) = serve(
-        "gunicorn-forward",
-        ("app.py", WSGI_APP),
-        &["--forward=TTIN,TTOU"],
-        |_| {
-            [PYTHON, "/usr/bin/gunicorn", "--workers=2", "app:app"]
-                .map(String::from)
-                .to_vec()
-        },
-    );
+    let gunicorn = [PYTHON, "/usr/bin/gunicorn", "--workers=2", "app:app"];
+    let app = ("app.py", WSGI_APP);
+    let forward = ["--forward=TTIN,TTOU"];
+    let (_dir, mut server, addr, st) = serve("gunicorn-forward", app, &forward, |_| {
+        gunicorn.map(String::from).to_vec()
+    });
     let arbiter = wait_status(&st, &[1], &server)[0].1;
     let count = |n: usize| {
         wait_for(&format!("gunicorn with {n} workers"), &server, || {
-            (children_of(arbiter).len() == n).then_some(())
+            (children(arbiter).len() == n).then_some(())
         })
     };
     count(2);

@@ -78,22 +78,6 @@ fn wait_generation(dir: &TempDir, generation: u64, n: usize, server: &Server) ->
         .collect()
 }
 
-/// start_server's children, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
 /// Resident memory of a worker, in KiB: 0 once it is gone, and for a
 /// child forked but not yet executed (still start_server's image, whose
 /// pages it shares and which is no worker's yet).
