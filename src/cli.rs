@@ -189,6 +189,9 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "forward", arg: "SIG,...",
         help: "pass these signals on to the current servers\n(not HUP INT TERM QUIT USR2 CHLD)",
         set: |p, v| { p.cfg.rules.forward.extend(v.parse(parse_forward)?); Ok(()) } },
+    Opt { name: "pdeathsig", arg: "SIG",
+        help: "each server gets SIG if start_server dies\n(killed; a live upgrade is no death)",
+        set: |p, v| { p.cfg.pdeathsig = Some(v.parse(parse_signal)?.number); Ok(()) } },
     Opt { name: "protocols", arg: "LIST",
         help: "fd-passing variables servers get: any of\nserver-starter,systemd,einhorn (all)",
         set: |p, v| { p.cfg.protocols = v.parse(parse_protocols)?; Ok(()) } },
@@ -1024,6 +1027,10 @@ mod tests {
             (&["--forward=NOSUCH", "x"], "no such signal 'NOSUCH'"),
             (&["--forward=KILL", "x"], "KILL cannot be caught"),
             (&["--forward=", "x"], "no such signal ''"),
+            (
+                &["--pdeathsig=0", "x"],
+                "invalid --pdeathsig value '0': no such signal",
+            ),
         ] {
             let err = parse(args.iter().map(OsString::from)).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -40,6 +40,8 @@ pub struct Config {
     pub fd_names: Vec<String>,
     /// The user workers run as (`--user`, `-user`).
     pub user: Option<String>,
+    /// --pdeathsig: what each worker gets if start_server dies.
+    pub pdeathsig: Option<i32>,
     /// Which program's behaviour this is.
     pub personality: Personality,
     /// socketmaster's `fd://N`: sockets already open on these descriptors.

@@ -183,7 +183,8 @@ impl Host for Effects {
             base: &self.s.base_env,
             over: &over,
         };
-        let child = spawn::spawn(&self.s.command, env, &fds, self.s.ids.as_ref())
+        let pdeathsig = self.s.config.pdeathsig;
+        let child = spawn::spawn(&self.s.command, env, &fds, self.s.ids.as_ref(), pdeathsig)
             .map_err(|e| format!("unable to fork: {}", errtext(&e)))?;
         if let Some((r, _)) = capture {
             match Relay::new(child.pid, r) {

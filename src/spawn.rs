@@ -143,8 +143,10 @@ pub fn spawn(
     env: Layered,
     fds: &[(RawFd, RawFd)],
     ids: Option<&Ids>,
+    pdeathsig: Option<i32>,
 ) -> io::Result<Spawned> {
-    spawn_with(cmd, env, fds, None, ids, true)
+    let pdeathsig = pdeathsig.map(|sig| (sig, sys::getpid()));
+    spawn_with(cmd, env, fds, None, (ids, pdeathsig), true)
 }
 
 /// A helper of our own (a log command, an upgrade check): nothing of ours
@@ -156,7 +158,7 @@ pub fn spawn_helper(
     fds: &[(RawFd, RawFd)],
     new_group: bool,
 ) -> io::Result<Spawned> {
-    spawn_with(cmd, env, fds, Some(3), None, new_group)
+    spawn_with(cmd, env, fds, Some(3), (None, None), new_group)
 }
 
 fn spawn_with(
@@ -164,7 +166,7 @@ fn spawn_with(
     env: Layered,
     fds: &[(RawFd, RawFd)],
     cloexec_from: Option<RawFd>,
-    ids: Option<&Ids>,
+    (ids, pdeathsig): (Option<&Ids>, Option<(i32, sys::Pid)>),
     new_group: bool,
 ) -> io::Result<Spawned> {
     let (envp, pid_slot) = envp(env);
@@ -185,6 +187,7 @@ fn spawn_with(
         ids: ids.map(|i| (i.uid, i.gid, i.groups.clone())),
         pid_slot,
         new_group,
+        pdeathsig,
     };
     let (pid, report) = sys::fork_exec(&mut script)?;
     sys::set_nonblocking(report.as_raw_fd())?;

@@ -119,6 +119,9 @@ pub struct ChildScript {
     /// Lead a process group of its own (so that the group, the child and
     /// whatever it starts, can be signalled as one).
     pub new_group: bool,
+    /// The signal the child gets when this process dies, and this
+    /// process's pid, to tell whether it died before the child asked.
+    pub pdeathsig: Option<(i32, Pid)>,
 }
 
 /// Room a pid slot needs: the digits of the largest pid_t.
@@ -234,6 +237,20 @@ fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
         };
         if !ok {
             fail(STEP_IDS, errno());
+        }
+    }
+    // After the credentials, whose change clears it.
+    if let Some((sig, parent)) = script.pdeathsig {
+        // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number reads
+        // no memory, and cannot fail for a valid signal (the parser
+        // checked it); getppid and kill are async-signal-safe.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong);
+            // The parent died before the request took hold: the signal
+            // it would have sent, now.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), sig);
+            }
         }
     }
     if let Some(dir) = &script.dir {

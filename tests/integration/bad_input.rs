@@ -149,6 +149,10 @@ fn invalid_values_are_rejected_before_anything_starts() {
             "invalid --forward value 'HUP': start_server acts on HUP itself",
         ),
         (
+            &["--pdeathsig=0", "true"],
+            "invalid --pdeathsig value '0': no such signal",
+        ),
+        (
             &["--forward=NOSUCH", "true"],
             "invalid --forward value 'NOSUCH': no such signal 'NOSUCH'",
         ),

@@ -480,3 +480,44 @@ fn a_log_command_that_stops_reading_never_stalls_start_server() {
     });
     assert!(!logger_left, "the log command was left running");
 }
+
+/// --pdeathsig: when start_server is killed (SIGKILL, as the OOM killer
+/// does), its worker gets the signal (the example server stops on TERM),
+/// so that the port is free for the next start_server at once. A live
+/// upgrade in between is no death: the worker lives on through it, and the
+/// request stays in force after it.
+#[test]
+fn with_pdeathsig_a_killed_start_servers_worker_goes_and_frees_the_port() {
+    let dir = TempDir::new("pdeathsig");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let port = format!("--port={addr}");
+    let st = format!("--status-file={}", dir.s("status"));
+    let hello = example("hello").display().to_string();
+    let args = [
+        &port[..],
+        &st,
+        "--readiness=notify",
+        "--pdeathsig=TERM",
+        "--",
+        &hello,
+    ];
+    let mut server = Server::start(&args);
+    let worker = wait_status(&dir.join("status"), &[1], &server)[0].1;
+    server.signal("USR2");
+    server.wait_line("upgraded in place");
+    assert_serves(&addr, "hello from generation 1");
+    assert!(alive(worker), "the upgrade killed the worker");
+    kill("KILL", server.pid);
+    server.wait_exit();
+    wait_for("the worker to go on its parent's death", &server, || {
+        (!alive(worker)).then_some(())
+    });
+    let mut next = Server::start(&args);
+    // The status file the killed one left says generation 1 too.
+    wait_for("the new worker in the status file", &next, || {
+        let s = status(&dir.join("status"));
+        (s.len() == 1 && s[0].1 != worker).then_some(())
+    });
+    assert_serves(&addr, "hello from generation 1");
+    assert!(next.stop().success());
+}
