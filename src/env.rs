@@ -93,6 +93,8 @@ pub const CONSUMED: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
     "EINHORN_FDS",
     "EINHORN_FD_COUNT",
     STATE_VAR,

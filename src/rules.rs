@@ -149,6 +149,8 @@ pub enum Upstream {
     Stopping,
     /// STATUS=: what is happening, in words.
     Status(String),
+    /// EXTEND_TIMEOUT_USEC=: stopping may take this much longer.
+    ExtendTimeout(Duration),
 }
 
 /// A worker's role as the state file and `--status` show it.
@@ -1414,6 +1416,10 @@ impl Core {
             true => SWEEP_REAP,
             false => self.rules.stop_timeout.unwrap_or(SWEEP_TIMEOUT),
         };
+        if self.rules.stop_timeout.is_some() {
+            let reap = if killed { Duration::ZERO } else { SWEEP_REAP };
+            sh.upstream(Upstream::ExtendTimeout(wait.saturating_add(reap)));
+        }
         self.phase.shutdown = Shutdown::Sweeping {
             at: after(now, wait),
             killed,
@@ -1611,6 +1617,12 @@ impl Core {
         self.phase.shutdown = Shutdown::Stopping {
             kill_at: self.rules.stop_timeout.map(|t| after(now, t)),
         };
+        // At most: --stop-timeout for the workers, as long again for what
+        // they left behind, and a moment to reap it after SIGKILL.
+        if let Some(t) = self.rules.stop_timeout {
+            let most = t.saturating_mul(2).saturating_add(SWEEP_REAP);
+            sh.upstream(Upstream::ExtendTimeout(most));
+        }
         if self.phase.workers.is_empty() {
             self.workers_gone(0, now, sh);
         }

@@ -57,6 +57,8 @@ pub struct Setup {
     /// The NOTIFY_SOCKET start_server itself was given (by systemd): told
     /// READY=1, RELOADING=1, STOPPING=1 and STATUS= as things happen.
     pub upstream_notify: Option<std::ffi::OsString>,
+    /// systemd's watchdog (WATCHDOG_USEC, for us): its period.
+    pub watchdog: Option<Duration>,
     /// The user workers run as.
     pub ids: Option<Ids>,
     /// How to execute ourselves again, for a live upgrade.
@@ -160,6 +162,8 @@ struct Effects {
     upgrade_requested: bool,
     /// einhorn control connections being read.
     acks: Vec<einhorn::Conn>,
+    /// When the next WATCHDOG=1 is due (at half the watchdog's period).
+    watchdog_at: Option<Instant>,
 }
 
 impl Host for Effects {
@@ -273,6 +277,7 @@ impl Host for Effects {
                 format!("RELOADING=1\nMONOTONIC_USEC={}", sys::monotonic_ns() / 1000)
             }
             Upstream::Stopping => "STOPPING=1".to_string(),
+            Upstream::ExtendTimeout(more) => format!("EXTEND_TIMEOUT_USEC={}", more.as_micros()),
             Upstream::Status(text) => {
                 if text == self.upstream_status {
                     return;
@@ -379,6 +384,20 @@ impl Effects {
         vars
     }
 
+    /// WATCHDOG=1, when due: at half the period systemd gave, the only
+    /// wake-up of an idle start_server under a watchdog.
+    fn watchdog(&mut self, now: Instant) {
+        if let (Some(at), Some(period)) = (self.watchdog_at, self.s.watchdog)
+            && now >= at
+        {
+            if let Some(address) = &self.s.upstream_notify {
+                let _ = sys::send_notification(address, b"WATCHDOG=1");
+            }
+            let half = period.checked_div(2).unwrap_or(period);
+            self.watchdog_at = Some(crate::clock::after(now, half));
+        }
+    }
+
     fn report_fd(&self, pid: Pid) -> Option<&OwnedFd> {
         self.reports
             .iter()
@@ -389,6 +408,7 @@ impl Effects {
 
 impl Shell {
     pub fn new(setup: Setup) -> Shell {
+        let setup_watchdog = setup.watchdog;
         let settings = setup.settings.clone();
         let rules = setup.config.rules.clone();
         let now = Instant::now();
@@ -409,6 +429,7 @@ impl Shell {
                 statuses: Limited::new("worker STATUS= lines", now),
                 upgrade_requested: false,
                 acks: Vec::new(),
+                watchdog_at: setup_watchdog.map(|_| now),
             },
             upgrade_check: None,
             stopped_by: None,
@@ -460,6 +481,7 @@ impl Shell {
             self.effects.ignored.deadline(),
             self.effects.statuses.deadline(),
             self.effects.s.output.deadline(),
+            self.effects.watchdog_at,
             check,
         ]
         .into_iter()
@@ -564,6 +586,7 @@ impl Shell {
         self.effects.ignored.on_timer(now);
         self.effects.statuses.on_timer(now);
         self.effects.s.output.on_timer(now);
+        self.effects.watchdog(now);
         self.core.on_timers(now, &mut self.effects);
         if std::mem::take(&mut self.effects.upgrade_requested) {
             self.upgrade();
@@ -1023,7 +1046,19 @@ impl Shell {
         for &fd in &carried {
             let _ = sys::set_cloexec(fd, false);
         }
-        let over = vec![(upgrade::STATE_VAR.into(), state.into())];
+        // What the service manager gave us, consumed at start-up, goes to
+        // the next image: it is the same process.
+        let mut over = vec![(upgrade::STATE_VAR.into(), state.into())];
+        if let Some(address) = &io.s.upstream_notify {
+            over.push(("NOTIFY_SOCKET".into(), address.clone()));
+        }
+        if let Some(period) = io.s.watchdog {
+            over.push((
+                "WATCHDOG_USEC".into(),
+                period.as_micros().to_string().into(),
+            ));
+            over.push(("WATCHDOG_PID".into(), sys::getpid().to_string().into()));
+        }
         let env = env::Layered {
             base: &io.s.base_env,
             over: &over,

@@ -323,6 +323,7 @@ impl Plan {
             started: r.started,
             notify: r.notify,
             upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
+            watchdog: watchdog(),
             ids: self.ids,
             image: self.image,
         }
@@ -342,6 +343,18 @@ pub fn resume(plan: Plan, text: &str, blocked: &sys::SigSet) -> Result<Shell, St
     })?;
     Shell::restore(plan.setup(resources), state)
         .map_err(|msg| format!("refusing the handed-over state: {msg}"))
+}
+
+/// systemd's watchdog period (WATCHDOG_USEC), when it is meant for us
+/// (WATCHDOG_PID ours, or absent) and there is a NOTIFY_SOCKET to ping.
+fn watchdog() -> Option<std::time::Duration> {
+    std::env::var_os("NOTIFY_SOCKET")?;
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let ours = match std::env::var("WATCHDOG_PID") {
+        Ok(pid) => pid.parse() == Ok(sys::getpid()),
+        Err(_) => true,
+    };
+    (ours && usec > 0).then(|| std::time::Duration::from_micros(usec))
 }
 
 /// The path we were started by, which a live upgrade executes again: a

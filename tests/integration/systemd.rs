@@ -55,12 +55,47 @@ while True:
 
 /// start_server (with `args`) under the stand-in, notified at `address`.
 fn under_systemd(address: &str, port: u16, log: &Path, args: &[&str]) -> Server {
+    under_systemd_with(address, port, log, args, &[])
+}
+
+/// The same, with `env` set for start_server (WATCHDOG_USEC, ...).
+fn under_systemd_with(
+    address: &str,
+    port: u16,
+    log: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Server {
     let mut cmd = Command::new("python3");
     cmd.args(["-c", SYSTEMD, address, &port.to_string()])
         .arg(log)
         .arg(bin())
-        .args(args);
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)));
     Server::spawn(&mut cmd)
+}
+
+/// The probe under start_server (with a pid file, `options` and `env`)
+/// under the stand-in, in a directory of its own: the directory, the
+/// stand-in's log, and the stand-in.
+fn probe_under_systemd(
+    name: &str,
+    options: &[&str],
+    env: &[(&str, String)],
+) -> (TempDir, std::path::PathBuf, Server) {
+    let dir = TempDir::with_mode(name, "graceful");
+    let (port, log) = (free_port(), dir.join("notify.log"));
+    let (probe, pid_file) = (probe(), format!("--pid-file={}", dir.s("pid")));
+    let mut args = options.to_vec();
+    args.extend([&pid_file[..], "--", &probe, dir.path().to_str().unwrap()]);
+    let server = under_systemd_with(&dir.s("notify"), port, &log, &args, env);
+    (dir, log, server)
+}
+
+/// start_server's pid, from the pid file in `dir`.
+fn main_pid(dir: &TempDir, server: &Server) -> u32 {
+    let text = wait_file_contains(&dir.join("pid"), "\n", server);
+    text.trim().parse().unwrap()
 }
 
 /// The messages logged so far: (arrival in ns of CLOCK_MONOTONIC, text).
@@ -177,8 +212,11 @@ fn the_whole_cycle_activation_ready_reload_failed_reload_and_stop() {
     // systemctl stop, KillMode=mixed: SIGTERM to the main process alone.
     kill("TERM", main_pid);
     assert!(server.wait_exit().success(), "{}", server.log());
+    // --stop-timeout=20: the workers 20 s, what they left 20 s more, 1 s
+    // to reap it.
     expected.extend([
         "STOPPING=1".to_string(),
+        "EXTEND_TIMEOUT_USEC=41000000".into(),
         "STATUS=stopping; no generation serving".into(),
     ]);
     assert_eq!(wait_messages(&log, expected.len(), &server), expected);
@@ -240,4 +278,71 @@ fn an_unreachable_or_full_notify_socket_is_one_warning_and_nothing_more() {
         assert!(server.stop().success(), "{}", server.log());
     }
     drop(full);
+}
+
+/// systemd's watchdog (WatchdogSec=): with WATCHDOG_USEC=200000 and no
+/// WATCHDOG_PID, WATCHDOG=1 every 100 ms (never closer), on through a
+/// live upgrade, which keeps NOTIFY_SOCKET too (a restart after it is
+/// still told); the worker is not handed the watchdog.
+#[test]
+fn the_watchdog_is_pinged_at_half_its_period_through_a_live_upgrade() {
+    let (dir, log, mut server) = probe_under_systemd(
+        "systemd-watchdog",
+        &["--interval=0"],
+        &[("WATCHDOG_USEC", "200000".into())],
+    );
+    let report = dir.report(1, &server);
+    assert!(!report.contains_key("env.WATCHDOG_USEC"), "{report:?}");
+    let pings = |n: usize| {
+        wait_for(&format!("{n} WATCHDOG=1"), &server, || {
+            let m = messages(&log);
+            let times: Vec<u128> = m
+                .iter()
+                .filter(|(_, t)| t == "WATCHDOG=1")
+                .map(|&(at, _)| at)
+                .collect();
+            (times.len() >= n).then_some(times)
+        })
+    };
+    let times = pings(4);
+    for pair in times.windows(2) {
+        let gap_ms = (pair[1] - pair[0]) / 1_000_000;
+        assert!(gap_ms >= 90, "pinged {gap_ms} ms after the last: {times:?}");
+    }
+    let main = main_pid(&dir, &server);
+    kill("USR2", main);
+    server.wait_line("upgraded in place");
+    let before = times.len();
+    let after = pings(before + 3);
+    assert!(after.len() >= before + 3);
+    kill("HUP", main);
+    dir.report(2, &server);
+    wait_for("READY=1 after the upgrade's restart", &server, || {
+        let m = messages(&log);
+        (m.iter().filter(|(_, t)| t == "READY=1").count() >= 2).then_some(())
+    });
+    kill("TERM", main);
+    assert!(server.wait_exit().success(), "{}", server.log());
+}
+
+/// A WATCHDOG_PID that is not start_server's (systemd's watchdog meant
+/// for another process) gets no ping, however long start_server runs.
+#[test]
+fn a_watchdog_meant_for_another_process_is_left_alone() {
+    let (dir, log, mut server) = probe_under_systemd(
+        "systemd-watchdog-other",
+        &[],
+        &[
+            ("WATCHDOG_USEC", "100000".into()),
+            ("WATCHDOG_PID", "1".into()),
+        ],
+    );
+    // Up after --interval (1 s): ten periods of the watchdog.
+    let texts = wait_messages(&log, 3, &server);
+    assert_eq!(texts[1], "READY=1");
+    let main = main_pid(&dir, &server);
+    kill("TERM", main);
+    assert!(server.wait_exit().success(), "{}", server.log());
+    let all: Vec<String> = messages(&log).into_iter().map(|(_, t)| t).collect();
+    assert!(!all.iter().any(|t| t == "WATCHDOG=1"), "{all:?}");
 }
