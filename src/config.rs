@@ -42,6 +42,8 @@ pub struct Config {
     pub user: Option<String>,
     /// --pdeathsig: what each worker gets if start_server dies.
     pub pdeathsig: Option<i32>,
+    /// --watch: paths whose changes restart the workers.
+    pub watch: Vec<PathBuf>,
     /// Which program's behaviour this is.
     pub personality: Personality,
     /// socketmaster's `fd://N`: sockets already open on these descriptors.
@@ -220,6 +222,9 @@ pub struct Rules {
     pub max_surge: Option<u32>,
     /// --forward: signals passed on to the current workers.
     pub forward: Vec<i32>,
+    /// --watch-delay: how long a watched path must be quiet after a
+    /// change before the restart.
+    pub watch_delay: Duration,
     pub policy: Policy,
 }
 
@@ -253,6 +258,7 @@ impl Default for Rules {
             workers: None,
             max_surge: None,
             forward: Vec::new(),
+            watch_delay: Duration::from_millis(500),
             policy: Personality::StartServer.policy(),
         }
     }

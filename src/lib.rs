@@ -57,6 +57,7 @@ mod upgrade_check;
 mod users;
 mod wait;
 mod waiters;
+mod watch;
 pub mod worker;
 
 use std::fs::File;

@@ -425,6 +425,8 @@ enum Due {
     Drain(Pid),
     /// The shutdown's timer (its delay, the sweep, --stop-timeout).
     Shutdown,
+    /// The watched paths have been quiet since their change.
+    Watch,
     AutoRestart,
 }
 
@@ -439,6 +441,9 @@ pub struct Phase {
     pub slots: Vec<Slot>,
     /// A HUP arrived while a restart was under way.
     pub pending_restart: bool,
+    /// A --watch path changed: the restart is due then, unless it changes
+    /// again.
+    pub watch_at: Option<Instant>,
     pub last_restart: Instant,
     /// Whether any worker has ever been executed.
     pub ever_started: bool,
@@ -463,6 +468,7 @@ impl Phase {
             generation: 0,
             slots: vec![Slot::IDLE],
             pending_restart: false,
+            watch_at: None,
             last_restart: now,
             ever_started: false,
             shutdown: Shutdown::Running,
@@ -628,6 +634,7 @@ impl Core {
             Shutdown::Sweeping { at, .. } => Some(at),
         };
         dues.extend(shutdown.map(|at| (at, Due::Shutdown)));
+        dues.extend(self.phase.watch_at.map(|at| (at, Due::Watch)));
         dues.extend(self.auto_restart_due().map(|at| (at, Due::AutoRestart)));
         dues
     }
@@ -789,6 +796,7 @@ impl Core {
     /// Shutting down: no slot waits for anything, and no old worker for
     /// the end of the kill-old delay.
     fn idle_slots(&mut self) {
+        self.phase.watch_at = None;
         for s in &mut self.phase.slots {
             s.next = Next::Nothing;
         }
@@ -1525,12 +1533,15 @@ impl Core {
         }
     }
 
+    /// A restart asked for, by HUP or by a watched path's change (`cause`
+    /// begins the lines said).
     fn on_hup(&mut self, now: Instant, sh: &mut dyn Host) {
+        self.restart_for("received HUP", now, sh);
+    }
+
+    fn restart_for(&mut self, cause: &str, now: Instant, sh: &mut dyn Host) {
         if self.stopping() {
-            sh.say(
-                Say::Note,
-                "received HUP while shutting down, ignored".into(),
-            );
+            sh.say(Say::Note, format!("{cause} while shutting down, ignored"));
         } else if self.busy() {
             self.phase.pending_restart = true;
             let under_way = if self.starting() > 0 {
@@ -1542,20 +1553,38 @@ impl Core {
             };
             sh.say(
                 Say::Note,
-                format!("received HUP while {under_way}, will restart once that is done"),
+                format!("{cause} while {under_way}, will restart once that is done"),
             );
         } else if self.retrying() {
             // A failing start: try the (presumably fixed) deployment now.
             for s in &mut self.phase.slots {
                 s.retry_now();
             }
-            sh.say(Say::Original, "received HUP, spawning a new worker".into());
+            sh.say(Say::Original, format!("{cause}, spawning a new worker"));
             sh.upstream(Upstream::Reloading);
             self.fill(now, sh);
         } else {
-            sh.say(Say::Original, "received HUP, spawning a new worker".into());
+            sh.say(Say::Original, format!("{cause}, spawning a new worker"));
             self.begin_restart(now, sh);
         }
+    }
+
+    /// A --watch path changed: the restart comes once the paths have
+    /// been quiet for --watch-delay (a burst of changes is one restart).
+    pub fn on_change(&mut self, path: &str, now: Instant, sh: &mut dyn Host) {
+        if self.stopping() || self.exit_code.is_some() {
+            return;
+        }
+        if self.phase.watch_at.is_none() {
+            sh.say(
+                Say::Note,
+                format!(
+                    "{path} changed, restarting once quiet for {} s (--watch)",
+                    fmt_secs(self.rules.watch_delay)
+                ),
+            );
+        }
+        self.phase.watch_at = Some(after(now, self.rules.watch_delay));
     }
 
     fn begin_shutdown(&mut self, sig: i32, now: Instant, sh: &mut dyn Host) {
@@ -1669,6 +1698,10 @@ impl Core {
             }
             Due::Drain(pid) => self.end_drain(pid, sh),
             Due::Shutdown => self.shutdown_due(now, sh),
+            Due::Watch => {
+                self.phase.watch_at = None;
+                self.restart_for("a watched path changed", now, sh);
+            }
             Due::AutoRestart => {
                 let forced = if self.has_old() { "forced, " } else { "" };
                 sh.say(

@@ -59,6 +59,8 @@ pub struct Setup {
     pub upstream_notify: Option<std::ffi::OsString>,
     /// systemd's watchdog (WATCHDOG_USEC, for us): its period.
     pub watchdog: Option<Duration>,
+    /// The --watch paths.
+    pub watcher: Option<crate::watch::Watcher>,
     /// The user workers run as.
     pub ids: Option<Ids>,
     /// How to execute ourselves again, for a live upgrade.
@@ -89,6 +91,8 @@ enum Source {
     LogDrained,
     /// The new program's answer, during a live upgrade.
     UpgradeCheck,
+    /// A --watch path changed.
+    Watch,
 }
 
 /// The descriptors one turn of the loop waits on, each with what it is.
@@ -507,6 +511,9 @@ impl Shell {
         if let Some(n) = &self.effects.s.notify {
             set.add(n.fd.as_raw_fd(), libc::POLLIN, Source::Notify);
         }
+        if let Some(w) = &self.effects.s.watcher {
+            set.add(w.fd().as_raw_fd(), libc::POLLIN, Source::Watch);
+        }
         for (i, c) in self.effects.acks.iter().enumerate() {
             set.add(c.fd.as_raw_fd(), libc::POLLIN, Source::Ack(i));
         }
@@ -536,6 +543,7 @@ impl Shell {
             match source {
                 Source::Report(pid) => self.on_report(pid),
                 Source::Notify => self.on_notifications(),
+                Source::Watch => self.on_watch(),
                 Source::Ack(i) => readable_acks.push(i),
                 Source::Relay(i) => readable_relays.push(i),
                 Source::UpgradeCheck => {
@@ -595,6 +603,18 @@ impl Shell {
     }
 
     // -------------------------------------------------------------- events
+
+    /// A --watch path changed: the rules hear of each.
+    fn on_watch(&mut self) {
+        let Some(watcher) = &mut self.effects.s.watcher else {
+            return;
+        };
+        for path in watcher.changed() {
+            let path = path.display().to_string();
+            self.core
+                .on_change(&path, Instant::now(), &mut self.effects);
+        }
+    }
 
     /// A starting worker's exec report pipe is readable (or it exited, or
     /// said it is ready: its program certainly ran, or never will).

@@ -21,6 +21,7 @@ use crate::output::Output;
 use crate::shell::{Image, Setup, Shell};
 use crate::status::{LockError, PidFile};
 use crate::users::{self, Ids};
+use crate::watch::Watcher;
 use crate::{procs, signals, spawn, sys, upgrade};
 
 /// What `check` found: everything start-up needs, nothing yet acquired.
@@ -222,6 +223,7 @@ pub fn acquire(mut plan: Plan, blocked: &sys::SigSet) -> Result<Started, String>
     held.listeners = listen::open_all(&sockets, &layout, inherited)?;
     let signals = signals::Signals::new(blocked)
         .map_err(|e| format!("unable to create signalfd: {}", errtext(&e)))?;
+    let watcher = watcher(cfg)?;
     let started = match cfg.daemonize {
         false => None,
         true => match daemonize(&held.listeners)
@@ -267,6 +269,7 @@ pub fn acquire(mut plan: Plan, blocked: &sys::SigSet) -> Result<Started, String>
         signals,
         started,
         notify,
+        watcher,
     };
     Ok(Started::Serving(Box::new(Shell::new(
         plan.setup(resources),
@@ -305,6 +308,7 @@ struct Resources {
     signals: signals::Signals,
     started: Option<std::os::fd::OwnedFd>,
     notify: Option<Notify>,
+    watcher: Option<Watcher>,
 }
 
 impl Plan {
@@ -322,6 +326,7 @@ impl Plan {
             signals: r.signals,
             started: r.started,
             notify: r.notify,
+            watcher: r.watcher,
             upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
             watchdog: watchdog(),
             ids: self.ids,
@@ -343,6 +348,15 @@ pub fn resume(plan: Plan, text: &str, blocked: &sys::SigSet) -> Result<Shell, St
     })?;
     Shell::restore(plan.setup(resources), state)
         .map_err(|msg| format!("refusing the handed-over state: {msg}"))
+}
+
+/// The --watch paths, watched (after the sockets are in place: its
+/// descriptor takes none of their numbers).
+fn watcher(cfg: &Config) -> Result<Option<Watcher>, String> {
+    match cfg.watch.is_empty() {
+        true => Ok(None),
+        false => Watcher::new(&cfg.watch).map(Some),
+    }
 }
 
 /// systemd's watchdog period (WATCHDOG_USEC), when it is meant for us
@@ -437,6 +451,7 @@ fn adopt(
         signals,
         started: None,
         notify,
+        watcher: watcher(cfg)?,
     };
     Ok((resources, state))
 }

@@ -372,6 +372,11 @@ impl State {
             }
         }
         let _ = writeln!(out, "forwarded {}", opt(self.phase.forwarded));
+        // A restart a watched path's change has due (a line a reader
+        // without --watch refuses).
+        if let Some(at) = self.phase.watch_at {
+            let _ = writeln!(out, "watch_at {}", ns(at));
+        }
         let p = &self.phase;
         let _ = writeln!(
             out,
@@ -643,6 +648,7 @@ impl State {
                 self.first_slot(|s| s.next = next);
             }
             "slot" => self.read_slot(l)?,
+            "watch_at" => self.phase.watch_at = Some(l.at(1)?),
             "stopping" => {
                 self.phase.shutdown = match l.fields.get(1) == Some(&"1") {
                     true => Shutdown::Stopping {
@@ -849,6 +855,7 @@ mod tests {
                     },
                 }],
                 pending_restart: true,
+                watch_at: Some(t(3)),
                 ever_started: true,
                 last_restart: c.now - Duration::from_secs(3),
                 shutdown: Shutdown::Stopping {

@@ -1230,4 +1230,31 @@ fn forwarded_signals_reach_the_current_workers_only() {
     assert_eq!(sh.spawned.len(), 2, "no restart");
 }
 
+/// --watch: a change starts the quiet period, each further change starts
+/// it again, and the restart comes once it has passed; said once per
+/// burst. None while shutting down.
+#[test]
+fn watched_changes_restart_once_quiet() {
+    let mut r = rules(Personality::StartServer, None);
+    r.watch_delay = SEC / 2;
+    let (mut core, mut sh, t) = running(r, settings(&[]));
+    for i in 0..10 {
+        core.on_change("/etc/app", t + SEC / 10 * i, &mut sh);
+    }
+    let last = t + SEC / 10 * 9;
+    assert_eq!(core.next_deadline(), Some(last + SEC / 2));
+    core.on_timers(last + SEC / 4, &mut sh);
+    assert_eq!(sh.spawned.len(), 1, "not while changes keep coming");
+    core.on_timers(last + SEC / 2, &mut sh);
+    assert_eq!(sh.spawned.len(), 2);
+    assert_eq!(
+        sh.said("/etc/app changed, restarting once quiet for 0.5 s (--watch)"),
+        1
+    );
+    assert_eq!(sh.said("a watched path changed, spawning a new worker"), 1);
+    core.on_signal(libc::SIGTERM, last + SEC, &mut sh);
+    core.on_change("/etc/app", last + SEC, &mut sh);
+    assert_eq!(core.phase.watch_at, None);
+}
+
 mod workers;

@@ -153,6 +153,18 @@ fn invalid_values_are_rejected_before_anything_starts() {
             "invalid --pdeathsig value '0': no such signal",
         ),
         (
+            &["--watch=", "true"],
+            "invalid --watch value '': empty path",
+        ),
+        (
+            &["--watch-delay=-1", "true"],
+            "invalid --watch-delay value '-1'",
+        ),
+        (
+            &["--watch=/nonexistent/dir/app.conf", "true"],
+            "invalid --watch value '/nonexistent/dir/app.conf': unable to watch its directory: No such file or directory",
+        ),
+        (
             &["--forward=NOSUCH", "true"],
             "invalid --forward value 'NOSUCH': no such signal 'NOSUCH'",
         ),

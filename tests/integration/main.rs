@@ -20,5 +20,6 @@ mod support;
 mod systemd;
 mod third_party;
 mod upgrade;
+mod watch;
 mod worker_env;
 mod workers;

@@ -1,0 +1,148 @@
+//! --watch: restarts on a change of a watched path, with kubelet's real
+//! atomic-writer layout for a mounted ConfigMap, an editor's
+//! write-then-rename, a burst of writes, a path that does not exist yet,
+//! and across a live upgrade.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use crate::support::*;
+
+/// start_server running the example server with `--watch-delay=0.2` and
+/// `options`, its status file in `dir`.
+fn watching(dir: &TempDir, options: &[&str]) -> Server {
+    let st = format!("--status-file={}", dir.s("status"));
+    let port = format!("--port=127.0.0.1:{}", free_port());
+    let hello = example("hello").display().to_string();
+    let mut args = vec![&port[..], &st, "--readiness=notify", "--watch-delay=0.2"];
+    args.extend(options);
+    args.extend(["--", &hello]);
+    let server = Server::start(&args);
+    wait_status(&dir.join("status"), &[1], &server);
+    server
+}
+
+/// What kubelet's atomic writer does to a ConfigMap volume at `volume`
+/// to publish `files`: a new timestamped directory holding them, a
+/// `..data_tmp` link to it renamed over `..data`, a link per file name
+/// into `..data` (made once), and the previous directory removed.
+fn publish(volume: &Path, version: u32, files: &[(&str, &str)]) {
+    let stamp = format!("..2026_12_06_09_00_00.{version}");
+    let dir = volume.join(&stamp);
+    std::fs::create_dir(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let old = std::fs::read_link(volume.join("..data")).ok();
+    symlink(&stamp, volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = volume.join(name);
+        if link.symlink_metadata().is_err() {
+            symlink(Path::new("..data").join(name), link).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(volume.join(old)).unwrap();
+    }
+}
+
+#[test]
+fn a_configmap_updated_by_kubelets_atomic_writer_restarts_watching_the_volume_or_a_file() {
+    for watched in ["", "app.conf"] {
+        let dir = TempDir::new("watch-configmap");
+        let volume = dir.join("config");
+        std::fs::create_dir(&volume).unwrap();
+        publish(&volume, 1, &[("app.conf", "one\n")]);
+        let arg = format!("--watch={}", volume.join(watched).display());
+        let mut server = watching(&dir, &[&arg]);
+        publish(&volume, 2, &[("app.conf", "two\n")]);
+        wait_status(&dir.join("status"), &[2], &server);
+        server.wait_line("a watched path changed, spawning a new worker");
+        // The watch follows the new version: the next update counts too.
+        publish(&volume, 3, &[("app.conf", "three\n")]);
+        wait_status(&dir.join("status"), &[3], &server);
+        assert!(server.stop().success());
+    }
+}
+
+#[test]
+fn an_editors_write_then_rename_restarts_and_the_new_file_is_watched() {
+    let dir = TempDir::new("watch-editor");
+    let conf = dir.join("app.conf");
+    std::fs::write(&conf, "one\n").unwrap();
+    let arg = format!("--watch={}", conf.display());
+    let mut server = watching(&dir, &[&arg]);
+    for (generation, text) in [(2, "two\n"), (3, "three\n")] {
+        std::fs::write(dir.join(".app.conf.swp"), text).unwrap();
+        std::fs::rename(dir.join(".app.conf.swp"), &conf).unwrap();
+        wait_status(&dir.join("status"), &[generation], &server);
+    }
+    // Written in place: a change too.
+    std::fs::write(&conf, "four\n").unwrap();
+    wait_status(&dir.join("status"), &[4], &server);
+    assert!(server.stop().success());
+}
+
+/// A burst of 100 writes is one restart: the next generation after it
+/// is the burst's, and a HUP after that makes the one after.
+#[test]
+fn a_burst_of_100_writes_is_one_restart() {
+    let dir = TempDir::new("watch-burst");
+    let conf = dir.join("app.conf");
+    std::fs::write(&conf, "0\n").unwrap();
+    let arg = format!("--watch={}", conf.display());
+    let mut server = watching(&dir, &[&arg]);
+    for i in 0..100 {
+        std::fs::write(&conf, format!("{i}\n")).unwrap();
+    }
+    wait_status(&dir.join("status"), &[2], &server);
+    server.signal("HUP");
+    wait_status(&dir.join("status"), &[3], &server);
+    assert_eq!(
+        server.count("changed, restarting once quiet"),
+        1,
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        server.count("a watched path changed, spawning"),
+        1,
+        "{}",
+        server.log()
+    );
+    assert!(server.stop().success());
+}
+
+/// A path that does not exist yet is watched from its directory: other
+/// names there do not count; its creation does.
+#[test]
+fn a_path_that_does_not_exist_yet_counts_once_created_and_others_do_not() {
+    let dir = TempDir::new("watch-later");
+    let arg = format!("--watch={}", dir.join("later.conf").display());
+    let mut server = watching(&dir, &[&arg]);
+    std::fs::write(dir.join("other.conf"), "x\n").unwrap();
+    std::fs::write(dir.join("later.conf"), "x\n").unwrap();
+    wait_status(&dir.join("status"), &[2], &server);
+    server.signal("HUP");
+    wait_status(&dir.join("status"), &[3], &server);
+    let log = server.log();
+    assert_eq!(server.count("changed, restarting once quiet"), 1, "{log}");
+    assert_eq!(server.count("later.conf changed"), 1, "{log}");
+    assert_eq!(server.count("other.conf"), 0, "{log}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_watch_is_made_again_by_a_live_upgrade() {
+    let dir = TempDir::new("watch-upgrade");
+    let conf = dir.join("app.conf");
+    std::fs::write(&conf, "one\n").unwrap();
+    let arg = format!("--watch={}", conf.display());
+    let mut server = watching(&dir, &[&arg]);
+    server.signal("USR2");
+    server.wait_line("upgraded in place");
+    std::fs::write(&conf, "two\n").unwrap();
+    wait_status(&dir.join("status"), &[2], &server);
+    assert!(server.stop().success());
+}
