@@ -18,8 +18,24 @@ fn watching(dir: &TempDir, options: &[&str]) -> Server {
     args.extend(options);
     args.extend(["--", &hello]);
     let server = Server::start(&args);
-    wait_status(&dir.join("status"), &[1], &server);
+    up(dir, 1, &server);
     server
+}
+
+/// Waits until the status file in `dir` lists `generation` alone.
+fn up(dir: &TempDir, generation: u64, server: &Server) {
+    wait_status(&dir.join("status"), &[generation], server);
+}
+
+/// The same in a new directory `name`, watching `app.conf` there
+/// (written first): the directory and the file's path.
+fn watching_file(name: &str) -> (TempDir, std::path::PathBuf, Server) {
+    let dir = TempDir::new(name);
+    let conf = dir.join("app.conf");
+    std::fs::write(&conf, "0\n").unwrap();
+    let arg = format!("--watch={}", conf.display());
+    let server = watching(&dir, &[&arg]);
+    (dir, conf, server)
 }
 
 /// What kubelet's atomic writer does to a ConfigMap volume at `volume`
@@ -57,30 +73,26 @@ fn a_configmap_updated_by_kubelets_atomic_writer_restarts_watching_the_volume_or
         let arg = format!("--watch={}", volume.join(watched).display());
         let mut server = watching(&dir, &[&arg]);
         publish(&volume, 2, &[("app.conf", "two\n")]);
-        wait_status(&dir.join("status"), &[2], &server);
+        up(&dir, 2, &server);
         server.wait_line("a watched path changed, spawning a new worker");
         // The watch follows the new version: the next update counts too.
         publish(&volume, 3, &[("app.conf", "three\n")]);
-        wait_status(&dir.join("status"), &[3], &server);
+        up(&dir, 3, &server);
         assert!(server.stop().success());
     }
 }
 
 #[test]
 fn an_editors_write_then_rename_restarts_and_the_new_file_is_watched() {
-    let dir = TempDir::new("watch-editor");
-    let conf = dir.join("app.conf");
-    std::fs::write(&conf, "one\n").unwrap();
-    let arg = format!("--watch={}", conf.display());
-    let mut server = watching(&dir, &[&arg]);
+    let (dir, conf, mut server) = watching_file("watch-editor");
     for (generation, text) in [(2, "two\n"), (3, "three\n")] {
         std::fs::write(dir.join(".app.conf.swp"), text).unwrap();
         std::fs::rename(dir.join(".app.conf.swp"), &conf).unwrap();
-        wait_status(&dir.join("status"), &[generation], &server);
+        up(&dir, generation, &server);
     }
     // Written in place: a change too.
     std::fs::write(&conf, "four\n").unwrap();
-    wait_status(&dir.join("status"), &[4], &server);
+    up(&dir, 4, &server);
     assert!(server.stop().success());
 }
 
@@ -88,17 +100,11 @@ fn an_editors_write_then_rename_restarts_and_the_new_file_is_watched() {
 /// is the burst's, and a HUP after that makes the one after.
 #[test]
 fn a_burst_of_100_writes_is_one_restart() {
-    let dir = TempDir::new("watch-burst");
-    let conf = dir.join("app.conf");
-    std::fs::write(&conf, "0\n").unwrap();
-    let arg = format!("--watch={}", conf.display());
-    let mut server = watching(&dir, &[&arg]);
-    for i in 0..100 {
-        std::fs::write(&conf, format!("{i}\n")).unwrap();
-    }
-    wait_status(&dir.join("status"), &[2], &server);
+    let (dir, conf, mut server) = watching_file("watch-burst");
+    (0..100).for_each(|i| std::fs::write(&conf, format!("{i}\n")).unwrap());
+    up(&dir, 2, &server);
     server.signal("HUP");
-    wait_status(&dir.join("status"), &[3], &server);
+    up(&dir, 3, &server);
     assert_eq!(
         server.count("changed, restarting once quiet"),
         1,
@@ -123,9 +129,9 @@ fn a_path_that_does_not_exist_yet_counts_once_created_and_others_do_not() {
     let mut server = watching(&dir, &[&arg]);
     std::fs::write(dir.join("other.conf"), "x\n").unwrap();
     std::fs::write(dir.join("later.conf"), "x\n").unwrap();
-    wait_status(&dir.join("status"), &[2], &server);
+    up(&dir, 2, &server);
     server.signal("HUP");
-    wait_status(&dir.join("status"), &[3], &server);
+    up(&dir, 3, &server);
     let log = server.log();
     assert_eq!(server.count("changed, restarting once quiet"), 1, "{log}");
     assert_eq!(server.count("later.conf changed"), 1, "{log}");
@@ -135,14 +141,10 @@ fn a_path_that_does_not_exist_yet_counts_once_created_and_others_do_not() {
 
 #[test]
 fn the_watch_is_made_again_by_a_live_upgrade() {
-    let dir = TempDir::new("watch-upgrade");
-    let conf = dir.join("app.conf");
-    std::fs::write(&conf, "one\n").unwrap();
-    let arg = format!("--watch={}", conf.display());
-    let mut server = watching(&dir, &[&arg]);
+    let (dir, conf, mut server) = watching_file("watch-upgrade");
     server.signal("USR2");
     server.wait_line("upgraded in place");
     std::fs::write(&conf, "two\n").unwrap();
-    wait_status(&dir.join("status"), &[2], &server);
+    up(&dir, 2, &server);
     assert!(server.stop().success());
 }
