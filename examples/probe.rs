@@ -23,6 +23,13 @@
 //! `wrap` stands for a wrapper that passes no signal on (as `sh -c` does):
 //! it runs `probe DIR` as its child, waits for it, and dies of the first
 //! signal it gets.
+//!
+//!     sh -c 'PROGRAM ARG...'
+//!
+//! Run under the name `sh`, it is the least shell a container image
+//! without one needs for podman's healthchecks (which run an exec probe
+//! through `/bin/sh -c`): the words of the command, split at spaces, are
+//! executed as they are, no quoting, no expansion.
 
 use std::fs;
 use std::path::Path;
@@ -38,6 +45,18 @@ fn now() -> u128 {
 }
 
 fn main() {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if argv0 == "sh" || argv0.ends_with("/sh") {
+        use std::os::unix::process::CommandExt;
+        let line = std::env::args()
+            .nth(2)
+            .expect("usage: sh -c 'PROGRAM ARG...'");
+        let mut words = line.split_whitespace();
+        let program = words.next().expect("a program to run");
+        let err = std::process::Command::new(program).args(words).exec();
+        eprintln!("sh: {program}: {err}");
+        std::process::exit(127);
+    }
     let dir = std::env::args().nth(1).expect("usage: probe DIR");
     if dir == "wrap" {
         let dir = std::env::args().nth(2).expect("usage: probe wrap DIR");

@@ -86,11 +86,12 @@ fn podman() -> Option<&'static Podman> {
             std::fs::copy(from, context.join(to)).unwrap();
         }
         podman.build(&context, "localhost/start_server-example")?;
-        // ...and the probe on top, for the tests.
+        // ...and the probe on top, for the tests, also as the /bin/sh
+        // podman runs a healthcheck with (see examples/probe.rs).
         std::fs::copy(example("probe"), context.join("probe")).unwrap();
         std::fs::write(
             context.join("Containerfile"),
-            "FROM localhost/start_server-example\nCOPY probe /probe\n",
+            "FROM localhost/start_server-example\nCOPY probe /probe\nCOPY probe /bin/sh\n",
         )
         .unwrap();
         podman.build(&context, IMAGE)?;
@@ -564,4 +565,150 @@ fn ctrl_c_on_podman_run_it_reaches_only_start_server() {
         assert!(answer.contains("hello from generation 1"), "{answer:?}");
     }
     assert_eq!(c.wait_exit(), Some(0), "{}", c.server.log());
+}
+
+/// The pod of examples/kubernetes.yaml, played by `podman kube play`:
+/// removed (`podman kube down`) when dropped.
+struct Pod {
+    podman: &'static Podman,
+    manifest: PathBuf,
+    conf: PathBuf,
+}
+
+impl Pod {
+    /// A podman command for the pod: with a containers.conf of our own,
+    /// since `kube play` has no --ulimit and podman's default limits are
+    /// above what this host allows.
+    fn cmd(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self
+            .podman
+            .cmd()
+            .env("CONTAINERS_CONF", &self.conf)
+            .args(args)
+            .output()
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    }
+
+    /// What the pod's start_server said.
+    fn logs(&self) -> String {
+        self.cmd(&["logs", "hello-server"]).1
+    }
+
+    /// Waits until `probe` says yes; on timeout, fails with the pod's logs.
+    fn wait(&self, what: &str, mut probe: impl FnMut() -> bool) {
+        let end = std::time::Instant::now() + DEADLINE;
+        while !probe() {
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for {what}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let manifest = self.manifest.to_str().unwrap().to_string();
+        let _ = self.cmd(&["kube", "down", &manifest]);
+    }
+}
+
+/// examples/kubernetes.yaml as podman 4.3 can run it here, each change
+/// said: the test image (the example image plus a /bin/sh stand-in:
+/// podman runs an exec probe's healthcheck through `/bin/sh -c`, which a
+/// kubelet does not), a host port to reach it, and the ConfigMap volume as
+/// a host directory on which the test replays kubelet's atomic writer
+/// (podman copies a ConfigMap into its volume once and never updates it).
+fn manifest_for_podman(port: u16, config: &Path) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes.yaml"),
+    )
+    .unwrap();
+    let swaps = [
+        (
+            "image: localhost/start_server-example",
+            format!("image: {IMAGE}"),
+        ),
+        (
+            "- containerPort: 8080",
+            format!("- containerPort: 8080\n          hostPort: {port}"),
+        ),
+        (
+            "configMap:\n        name: hello-config",
+            format!(
+                "hostPath:\n        path: {}\n        type: Directory",
+                config.display()
+            ),
+        ),
+    ];
+    swaps.into_iter().fold(text, |text, (from, to)| {
+        assert!(
+            text.contains(from),
+            "examples/kubernetes.yaml lacks {from:?}"
+        );
+        text.replacen(from, &to, 1)
+    })
+}
+
+/// The Kubernetes manifest, run by `podman kube play`: it serves; a
+/// ConfigMap update as kubelet writes it makes a new generation; the
+/// liveness probe (`podman healthcheck run`) passes; and the pod stops
+/// gracefully: TERM, the shutdown delay, the workers stopped, exit 0.
+/// (`podman kube down` alone kills at once in podman 4.3: the pod is
+/// stopped first.)
+#[test]
+fn the_kubernetes_manifest_serves_restarts_on_a_configmap_update_and_stops_gracefully() {
+    let Some(podman) = podman() else { return };
+    let dir = TempDir::new("kube");
+    let config = dir.join("config");
+    std::fs::create_dir(&config).unwrap();
+    publish(&config, 1, &[("greeting.conf", "hello\n")]);
+    let port = free_port();
+    let manifest = dir.join("kubernetes.yaml");
+    std::fs::write(&manifest, manifest_for_podman(port, &config)).unwrap();
+    let nofile = hard_limit("Max open files").unwrap_or(1024).min(4096);
+    let nproc = hard_limit("Max processes").unwrap_or(4096).min(4096);
+    let conf = dir.join("containers.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n"
+        ),
+    )
+    .unwrap();
+    let pod = Pod {
+        podman,
+        manifest: manifest.clone(),
+        conf,
+    };
+    let (code, out) = pod.cmd(&["kube", "play", manifest.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "podman kube play: {out}");
+    let addr = format!("127.0.0.1:{port}");
+    let serves = |generation: u64| {
+        get(&addr).is_ok_and(|b| b.starts_with(&format!("hello from generation {generation},")))
+    };
+    pod.wait("generation 1 serving", || serves(1));
+    publish(&config, 2, &[("greeting.conf", "hello again\n")]);
+    pod.wait("generation 2 serving", || serves(2));
+    let (code, out) = pod.cmd(&["healthcheck", "run", "hello-server"]);
+    assert_eq!(code, Some(0), "the liveness probe: {out}\n{}", pod.logs());
+    let (code, out) = pod.cmd(&["pod", "stop", "hello"]);
+    assert_eq!(code, Some(0), "podman pod stop: {out}");
+    let (_, exit) = pod.cmd(&["inspect", "hello-server", "--format", "{{.State.ExitCode}}"]);
+    let logs = pod.logs();
+    assert_eq!(exit.trim(), "0", "{logs}");
+    for line in [
+        "a watched path changed, spawning a new worker",
+        "received TERM, serving 5 s more before stopping the workers (--shutdown-delay)",
+        "received TERM, sending TERM to all workers:",
+        "exiting",
+    ] {
+        assert!(logs.contains(line), "{line:?} not in:\n{logs}");
+    }
+    assert!(!logs.contains("no writable directory"), "{logs}");
 }

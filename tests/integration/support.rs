@@ -213,6 +213,31 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// What kubelet's atomic writer does to a ConfigMap volume at `volume`
+/// to publish `files`: a new timestamped directory holding them, a
+/// `..data_tmp` link to it renamed over `..data`, a link per file name
+/// into `..data` (made once), and the previous directory removed.
+pub fn publish(volume: &std::path::Path, version: u32, files: &[(&str, &str)]) {
+    let stamp = format!("..2026_12_06_09_00_00.{version}");
+    let dir = volume.join(&stamp);
+    std::fs::create_dir(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let old = std::fs::read_link(volume.join("..data")).ok();
+    std::os::unix::fs::symlink(&stamp, volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = volume.join(name);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(std::path::Path::new("..data").join(name), link).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(volume.join(old)).unwrap();
+    }
+}
+
 /// An envdir, `env` in `dir`, holding these files (name, contents).
 pub fn make_envdir(dir: &TempDir, files: &[(&str, &str)]) -> PathBuf {
     let envdir = dir.join("env");

@@ -3,9 +3,6 @@
 //! write-then-rename, a burst of writes, a path that does not exist yet,
 //! and across a live upgrade.
 
-use std::os::unix::fs::symlink;
-use std::path::Path;
-
 use crate::support::*;
 
 /// start_server running the example server with `--watch-delay=0.2` and
@@ -36,31 +33,6 @@ fn watching_file(name: &str) -> (TempDir, std::path::PathBuf, Server) {
     let arg = format!("--watch={}", conf.display());
     let server = watching(&dir, &[&arg]);
     (dir, conf, server)
-}
-
-/// What kubelet's atomic writer does to a ConfigMap volume at `volume`
-/// to publish `files`: a new timestamped directory holding them, a
-/// `..data_tmp` link to it renamed over `..data`, a link per file name
-/// into `..data` (made once), and the previous directory removed.
-fn publish(volume: &Path, version: u32, files: &[(&str, &str)]) {
-    let stamp = format!("..2026_12_06_09_00_00.{version}");
-    let dir = volume.join(&stamp);
-    std::fs::create_dir(&dir).unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-    let old = std::fs::read_link(volume.join("..data")).ok();
-    symlink(&stamp, volume.join("..data_tmp")).unwrap();
-    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
-    for (name, _) in files {
-        let link = volume.join(name);
-        if link.symlink_metadata().is_err() {
-            symlink(Path::new("..data").join(name), link).unwrap();
-        }
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(volume.join(old)).unwrap();
-    }
 }
 
 #[test]
