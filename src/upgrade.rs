@@ -351,26 +351,7 @@ impl State {
             })
             .min();
         let _ = writeln!(out, "kill_old_at {}", opt(kill_old_at.map(ns)));
-        match self.phase.shutdown {
-            Shutdown::Running => out += "stopping - -\n",
-            Shutdown::Stopping { kill_at } => {
-                let _ = writeln!(out, "stopping 1 {}", opt(kill_at.map(ns)));
-            }
-            Shutdown::Killed => out += "stopping 1 -\n",
-            // Written after a line an older reader understands: one that
-            // does not know these lines refuses the state.
-            Shutdown::Delaying { sig, until } => {
-                let _ = write!(out, "stopping - -\ndelaying {sig} {}\n", ns(until));
-            }
-            Shutdown::Sweeping { at, killed, code } => {
-                let _ = write!(
-                    out,
-                    "stopping 1 -\nsweeping {} {} {code}\n",
-                    ns(at),
-                    b(killed)
-                );
-            }
-        }
+        self.encode_shutdown(&mut out, clock);
         let _ = writeln!(out, "forwarded {}", opt(self.phase.forwarded));
         // A restart a watched path's change has due (a line a reader
         // without --watch refuses).
@@ -435,6 +416,33 @@ impl State {
         }
         out += "end\n";
         out
+    }
+
+    /// Where a shutdown stands, in `stopping` (and `delaying` or
+    /// `sweeping`) lines.
+    fn encode_shutdown(&self, out: &mut String, clock: &Clock) {
+        let ns = |t: Instant| clock.ns_of(t);
+        let b = |v: bool| u8::from(v);
+        match self.phase.shutdown {
+            Shutdown::Running => *out += "stopping - -\n",
+            Shutdown::Stopping { kill_at } => {
+                let _ = writeln!(out, "stopping 1 {}", opt(kill_at.map(ns)));
+            }
+            Shutdown::Killed => *out += "stopping 1 -\n",
+            // Written after a line an older reader understands: one that
+            // does not know these lines refuses the state.
+            Shutdown::Delaying { sig, until } => {
+                let _ = write!(out, "stopping - -\ndelaying {sig} {}\n", ns(until));
+            }
+            Shutdown::Sweeping { at, killed, code } => {
+                let _ = write!(
+                    out,
+                    "stopping 1 -\nsweeping {} {} {code}\n",
+                    ns(at),
+                    b(killed)
+                );
+            }
+        }
     }
 
     /// With several slots (or a worker off the first place), each slot
