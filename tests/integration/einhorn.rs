@@ -141,7 +141,9 @@ fn several_goji_workers_ack_each_for_itself_and_the_roll_waits_for_each() {
     server.signal("HUP");
     // While slot 0's new worker loads, both old ones hold 0 and 1.
     let new = server.wait_worker(3);
-    assert_eq!(index(new).as_deref(), Some("2"));
+    // Read once it runs its program (until then /proc shows ours).
+    let got = wait_for("the new worker's environment", &server, || index(new));
+    assert_eq!(got, "2");
     wait_status(&st, &[2, 2], &server);
     let lines = server.lines()[before..].to_vec();
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
