@@ -1105,9 +1105,19 @@ impl Core {
 
     fn begin_restart(&mut self, now: Instant, sh: &mut dyn Host) {
         sh.upstream(Upstream::Reloading);
+        // A slot whose worker has served past the start check's reach
+        // starts this restart with no failure counted: failed starts are
+        // counted in a row, and a start that held ended the row (its
+        // worker's exit would have said so only once it came).
+        let stable = self.rules.interval.max(STABLE_AFTER);
         for w in &mut self.phase.workers {
             if matches!(w.role, Role::Current) {
                 w.role = Role::AWAITING;
+                if now.saturating_duration_since(w.spawned) >= stable
+                    && let Some(s) = self.phase.slots.get_mut(w.slot as usize)
+                {
+                    s.failures = 0;
+                }
             }
         }
         self.queue_all(true);

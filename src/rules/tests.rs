@@ -1257,4 +1257,41 @@ fn watched_changes_restart_once_quiet() {
     assert_eq!(core.phase.watch_at, None);
 }
 
+/// Failed starts are counted in a row: a restart after a generation that
+/// came up and served past the start check begins from none, so
+/// --start-retries gives a later restart its whole allowance.
+#[test]
+fn a_restart_after_a_generation_that_served_counts_failures_from_none() {
+    let mut r = rules(Personality::StartServer, None);
+    r.start_retries = Some(2);
+    let (mut core, mut sh, t) = running(r, settings(&[]));
+    // A restart that fails twice, then comes up.
+    core.on_signal(libc::SIGHUP, t, &mut sh);
+    let mut t = t;
+    for _ in 0..2 {
+        let pid = sh.last_pid();
+        core.on_exec(pid, ExecReport::Executed, &mut sh);
+        core.on_exit(pid, exited(1), t, &mut sh);
+        t += SEC;
+        core.on_timers(t, &mut sh);
+    }
+    let pid = sh.last_pid();
+    core.on_exec(pid, ExecReport::Executed, &mut sh);
+    t += SEC;
+    core.on_timers(t, &mut sh);
+    assert_eq!(core.phase.slots[0].failures, 2);
+    // It serves a minute; the next restart may fail twice and still try.
+    t += 60 * SEC;
+    core.on_signal(libc::SIGHUP, t, &mut sh);
+    assert_eq!(core.phase.slots[0].failures, 0);
+    for _ in 0..2 {
+        let pid = sh.last_pid();
+        core.on_exec(pid, ExecReport::Executed, &mut sh);
+        core.on_exit(pid, exited(1), t, &mut sh);
+        t += SEC;
+        core.on_timers(t, &mut sh);
+    }
+    assert_eq!(sh.said("giving up the restart"), 0, "{:?}", sh.lines);
+}
+
 mod workers;
