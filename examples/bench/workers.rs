@@ -152,7 +152,7 @@ fn roll(ours: &str, dir: &Path, hello: &Path, n: usize, surge: usize) {
             })
         })
         .collect();
-    let steady = peak_while(s.pid(), || thread::sleep(Duration::from_millis(500))).1;
+    let steady = peak_while(s.pid(), || thread::sleep(Duration::from_millis(1500))).1;
     let began = Instant::now();
     let (most, peak) = peak_while(s.pid(), || {
         for generation in 2..=11 {

@@ -208,8 +208,10 @@ fn roll_under_load(
     // The steady state: the workers' summed RSS at its peak under the
     // same load, before any restart.
     let sampler = Sampler::start(server.pid);
+    // Long enough for the peak: the workers' memory moves with the
+    // requests in flight.
     wait_for("requests before the first restart", &server, || {
-        (load.ok() > 300).then_some(())
+        (load.ok() > 1000).then_some(())
     });
     let (_, steady) = sampler.finish();
     let began = Instant::now();
