@@ -6,12 +6,15 @@
 //! line, upstream notification) is asked of a [`Host`] (the shell). The unit
 //! tests (`rules/tests.rs`) drive it with a fake host and a fake clock.
 //!
-//! Workers are kept in one list, each with its generation and role: the
-//! one starting (at most one at a time), the current one, and old ones
-//! (kept until they exit, signalled once their successor is up). What
-//! changes as the rules run is one [`Phase`], which a live upgrade hands
-//! over whole; the timers it implies are one list ([`Core::dues`]), read
-//! both for the next deadline and to fire what is due.
+//! Workers are kept in one list, each with its generation, its slot
+//! (one of --workers places, kept across generations) and its role:
+//! starting, current, or old (kept until they exit, signalled once their
+//! successor is up). Each slot says what it waits for when it has no
+//! worker starting or serving: nothing, a spawn as soon as --max-surge
+//! allows, or a retry at a time. What changes as the rules run is one
+//! [`Phase`], which a live upgrade hands over whole; the timers it implies
+//! are one list ([`Core::dues`]), read both for the next deadline and to
+//! fire what is due.
 //!
 //! What each event does in each phase (`-`: nothing; "restart" below
 //! also stands for a retry wait after a failed start):
@@ -21,13 +24,19 @@
 //! | HUP | start a new worker | one more restart once done (a retry wait: retry now) | one more restart once done | ignored | ignored | ignored |
 //! | TERM, INT, QUIT | shutdown delay, or signal every worker | same | same | end the delay: signal every worker | KILL every worker | KILL what is left |
 //! | upgrade signal, USR1 | the host upgrades, reopens the log | same | same | same | same | same |
+//! | a --forward signal | the current workers get it | same | same | same | same | same |
+//! | a --watch change | a restart once quiet | same | same | ignored | ignored | ignored |
 //! | exec report | - | a failure is a failed start: retry, back off, give up | - | - | - | - |
 //! | READY=1 (notify) | - | the new worker is up | - | - | - | - |
 //! | a worker exits | the current one: respawn (a new generation), or leave (socketmaster) | the new one: a failed start; an old one: gone | an old one: gone | as serving | the last one: sweep, then leave | - |
 //! | a timer falls due | auto-restart | --interval passed: up; --ready-timeout: KILL; retry: spawn | signal the old workers; --drain-timeout: KILL | signal every worker | --stop-timeout: KILL | TERM grace over: KILL; reap time over: leave |
 //!
-//! A new worker being up ends the restart: with a kill-old delay, that
-//! phase follows; without, the old workers get --signal-on-hup at once.
+//! A new worker being up hands over: the old worker of its slot (with
+//! --max-surge below --workers), or, once every slot's new worker is up,
+//! all old workers, get --signal-on-hup, at once or after the kill-old
+//! delay. With several workers, "the new worker" in the table is each
+//! one, "respawn" keeps the slot and the generation, and a restart is
+//! under way until every slot has its new worker up.
 
 use std::time::{Duration, Instant};
 
