@@ -661,7 +661,7 @@ impl Core {
     /// after another.
     fn busy(&self) -> bool {
         self.starting() > 0
-            || self.has_awaiting()
+            || self.has_queued()
             || self.phase.workers.iter().any(|w| {
                 matches!(
                     w.role,
@@ -817,11 +817,17 @@ impl Core {
     }
 
     /// A slot awaits room to start its new worker.
-    fn has_awaiting(&self) -> bool {
+    fn has_queued(&self) -> bool {
         self.phase
             .slots
             .iter()
             .any(|s| matches!(s.next, Next::Queued { .. }))
+    }
+
+    /// No new worker is on its way (with several slots: the last of a
+    /// start or a roll is up, or given up): the time for READY=1.
+    fn settled(&self) -> bool {
+        self.starting() == 0 && !self.has_queued()
     }
 
     fn signal_all(&self, sig: i32, sh: &mut dyn Host) {
@@ -1051,7 +1057,7 @@ impl Core {
                     self.rules.slots()
                 ),
             );
-            if self.starting() == 0 && !self.has_awaiting() {
+            if self.settled() {
                 sh.upstream(Upstream::Ready);
             }
             self.tell_state(sh);
@@ -1141,10 +1147,9 @@ impl Core {
         w.role = Role::Current;
         let slot = w.slot;
         self.phase.last_restart = now;
-        // The service manager hears READY=1 once no other new worker is on
-        // its way: with several slots, when the last of a start or a
-        // roll is up.
-        if self.starting() == 0 && !self.has_awaiting() {
+        // The service manager hears READY=1 once no other new worker is
+        // on its way.
+        if self.settled() {
             sh.upstream(Upstream::Ready);
         }
         self.announce(sh);
@@ -1565,7 +1570,7 @@ impl Core {
             self.phase.pending_restart = true;
             let under_way = if self.starting() > 0 {
                 "a new worker is starting"
-            } else if self.has_awaiting() {
+            } else if self.has_queued() {
                 "new workers await their turn (--max-surge)"
             } else {
                 "old workers await --kill-old-delay"

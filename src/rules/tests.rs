@@ -158,6 +158,19 @@ fn running(rules: Rules, settings: Settings) -> (Core, Fake, Instant) {
     (core, sh, t)
 }
 
+/// The last worker spawned runs and exits 1 at once, `n` times, a
+/// second apart: the instant after.
+fn fail_starts(core: &mut Core, sh: &mut Fake, mut t: Instant, n: usize) -> Instant {
+    for _ in 0..n {
+        let pid = sh.last_pid();
+        core.on_exec(pid, ExecReport::Executed, sh);
+        core.on_exit(pid, exited(1), t, sh);
+        t += SEC;
+        core.on_timers(t, sh);
+    }
+    t
+}
+
 /// Spawns the next generation by HUP and brings it up.
 fn restart(core: &mut Core, sh: &mut Fake, t: Instant) -> Instant {
     core.on_signal(libc::SIGHUP, t, sh);
@@ -701,13 +714,7 @@ fn start_retries_spent_during_a_restart_keeps_the_old_generation() {
     r.start_retries = Some(1);
     let (mut core, mut sh, mut t) = running(r, settings(&[]));
     core.on_signal(libc::SIGHUP, t, &mut sh);
-    for _ in 0..2 {
-        let pid = sh.last_pid();
-        core.on_exec(pid, ExecReport::Executed, &mut sh);
-        core.on_exit(pid, exited(1), t, &mut sh);
-        t += SEC;
-        core.on_timers(t, &mut sh);
-    }
+    t = fail_starts(&mut core, &mut sh, t, 2);
     assert_eq!(sh.spawned.len(), 3);
     assert_eq!(
         sh.said("2 failed starts in a row, giving up the restart (--start-retries=1): generation 1 (pid 101) goes on serving"),
@@ -879,13 +886,7 @@ fn upstream_hears_reloading_ready_stopping_and_what_happens() {
     // A restart that never comes up: given up, and READY=1 again.
     sh.upstream.clear();
     core.on_signal(libc::SIGHUP, t, &mut sh);
-    for _ in 0..2 {
-        let pid = sh.last_pid();
-        core.on_exec(pid, ExecReport::Executed, &mut sh);
-        core.on_exit(pid, exited(1), t, &mut sh);
-        t += SEC;
-        core.on_timers(t, &mut sh);
-    }
+    t = fail_starts(&mut core, &mut sh, t, 2);
     assert_eq!(
         sh.upstream,
         [
@@ -1268,13 +1269,7 @@ fn a_restart_after_a_generation_that_served_counts_failures_from_none() {
     // A restart that fails twice, then comes up.
     core.on_signal(libc::SIGHUP, t, &mut sh);
     let mut t = t;
-    for _ in 0..2 {
-        let pid = sh.last_pid();
-        core.on_exec(pid, ExecReport::Executed, &mut sh);
-        core.on_exit(pid, exited(1), t, &mut sh);
-        t += SEC;
-        core.on_timers(t, &mut sh);
-    }
+    t = fail_starts(&mut core, &mut sh, t, 2);
     let pid = sh.last_pid();
     core.on_exec(pid, ExecReport::Executed, &mut sh);
     t += SEC;
@@ -1284,13 +1279,7 @@ fn a_restart_after_a_generation_that_served_counts_failures_from_none() {
     t += 60 * SEC;
     core.on_signal(libc::SIGHUP, t, &mut sh);
     assert_eq!(core.phase.slots[0].failures, 0);
-    for _ in 0..2 {
-        let pid = sh.last_pid();
-        core.on_exec(pid, ExecReport::Executed, &mut sh);
-        core.on_exit(pid, exited(1), t, &mut sh);
-        t += SEC;
-        core.on_timers(t, &mut sh);
-    }
+    fail_starts(&mut core, &mut sh, t, 2);
     assert_eq!(sh.said("giving up the restart"), 0, "{:?}", sh.lines);
 }
 
