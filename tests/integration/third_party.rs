@@ -227,3 +227,74 @@ fn puma_hot_restarts_on_ready_through_the_sd_notify_gem() {
     assert_eq!(server.count("not ready after"), 0, "{}", server.log());
     assert!(server.stop().success());
 }
+
+/// node, reading its configuration at start-up, serving it, and stopping
+/// on TERM.
+const NODE_CONFIG_APP: &str = r#"
+const greeting = require("fs").readFileSync("config/greeting.conf", "utf8");
+const server = require("http").createServer((req, res) => res.end(greeting));
+server.listen({ fd: 3 });
+process.on("SIGTERM", () => server.close(() => process.exit(0)));
+"#;
+
+/// start_server running that node app in a new directory `name` (its
+/// ConfigMap-like volume `config` published as version 1), ready once
+/// node waits on the socket, with `options` (`{dir}` stands for the
+/// directory).
+fn node_with_config(name: &str, options: &[&str]) -> Option<(TempDir, Server, String)> {
+    let true = tool_or_skip("node", &["--version"], "nodejs") else {
+        return None;
+    };
+    let dir = TempDir::new(name);
+    std::fs::write(dir.join("app.js"), NODE_CONFIG_APP).unwrap();
+    std::fs::create_dir(dir.join("config")).unwrap();
+    publish(&dir.join("config"), 1, &[("greeting.conf", "one\n")]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        format!("--port={addr}"),
+        format!("--status-file={}", dir.s("status")),
+        format!("--dir={}", dir.path().display()),
+        "--readiness=accept".into(),
+    ];
+    let here = dir.path().display().to_string();
+    args.extend(options.iter().map(|o| o.replace("{dir}", &here)));
+    args.extend(["--".into(), "node".into(), "app.js".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    wait_status(&dir.join("status"), &[1], &server);
+    Some((dir, server, addr))
+}
+
+/// --watch with node: kubelet's atomic writer publishes a new
+/// configuration, node (which reads it only at start-up) is restarted,
+/// and the new generation serves the new text.
+#[test]
+fn node_serves_its_new_configuration_after_a_watched_update() {
+    let Some((dir, mut server, addr)) = node_with_config("node-watch", &["--watch={dir}/config"])
+    else {
+        return;
+    };
+    assert_eq!(get(&addr).unwrap(), "one\n");
+    publish(&dir.join("config"), 2, &[("greeting.conf", "two\n")]);
+    wait_status(&dir.join("status"), &[2], &server);
+    assert_eq!(get(&addr).unwrap(), "two\n");
+    assert!(server.stop().success());
+}
+
+/// --pdeathsig with node: start_server killed by SIGKILL, node gets TERM,
+/// closes its server and exits, and the port is free for the next one.
+#[test]
+fn node_goes_with_a_killed_start_server_under_pdeathsig() {
+    let Some((dir, mut server, addr)) = node_with_config("node-pdeathsig", &["--pdeathsig=TERM"])
+    else {
+        return;
+    };
+    let node = status(&dir.join("status"))[0].1;
+    kill("KILL", server.pid);
+    server.wait_exit();
+    wait_for("node to go with start_server", &server, || {
+        (!alive(node)).then_some(())
+    });
+    let listener = std::net::TcpListener::bind(&addr);
+    assert!(listener.is_ok(), "the port is still held: {listener:?}");
+}
