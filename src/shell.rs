@@ -123,6 +123,10 @@ impl PollSet {
     }
 }
 
+/// How long after a failed write of the status or state file it is tried
+/// again.
+const UNWRITTEN_RETRY: Duration = Duration::from_secs(1);
+
 /// How far up the process tree a sender is looked for among the workers.
 const NOTIFY_ANCESTRY: usize = 32;
 
@@ -155,6 +159,12 @@ struct Effects {
     settings_problems: Vec<String>,
     status_written: bool,
     state_written: bool,
+    /// What the status and state files should say but could not be
+    /// written (a full disk, no descriptor free): written again at
+    /// `unwritten_retry_at`, until it goes through or a newer write does.
+    status_unwritten: Option<Vec<(u64, Pid)>>,
+    state_unwritten: Option<(Vec<Shows>, u64)>,
+    unwritten_retry_at: Option<Instant>,
     /// The last STATUS= told upstream, and whether telling failed once.
     upstream_status: String,
     upstream_warned: bool,
@@ -238,12 +248,22 @@ impl Host for Effects {
         let path = status::state_path(path);
         let count = self.s.config.rules.workers;
         match status::write_state(&path, sys::getpid(), workers, count, restarts_given_up) {
-            Ok(()) => self.state_written = true,
-            Err(e) => warning!(
-                "unable to write state file {}: {}",
-                path.display(),
-                errtext(&e)
-            ),
+            Ok(()) => {
+                self.state_written = true;
+                self.state_unwritten = None;
+            }
+            Err(e) => {
+                // Said once: the retries are silent.
+                if self.state_unwritten.is_none() {
+                    warning!(
+                        "unable to write state file {}: {}",
+                        path.display(),
+                        errtext(&e)
+                    );
+                }
+                self.state_unwritten = Some((workers.to_vec(), restarts_given_up));
+                self.retry_unwritten_later();
+            }
         }
     }
 
@@ -253,12 +273,21 @@ impl Host for Effects {
             return;
         };
         match status::write_status(path, workers) {
-            Ok(()) => self.status_written = true,
-            Err(e) => warning!(
-                "unable to write status file {}: {}",
-                path.display(),
-                errtext(&e)
-            ),
+            Ok(()) => {
+                self.status_written = true;
+                self.status_unwritten = None;
+            }
+            Err(e) => {
+                if self.status_unwritten.is_none() {
+                    warning!(
+                        "unable to write status file {}: {}",
+                        path.display(),
+                        errtext(&e)
+                    );
+                }
+                self.status_unwritten = Some(workers.to_vec());
+                self.retry_unwritten_later();
+            }
         }
     }
 
@@ -319,6 +348,27 @@ impl Host for Effects {
 }
 
 impl Effects {
+    fn retry_unwritten_later(&mut self) {
+        if self.unwritten_retry_at.is_none() {
+            self.unwritten_retry_at = Some(crate::clock::after(Instant::now(), UNWRITTEN_RETRY));
+        }
+    }
+
+    /// The status and state files that could not be written, tried again
+    /// once the retry is due.
+    fn retry_unwritten(&mut self, now: Instant) {
+        if self.unwritten_retry_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.unwritten_retry_at = None;
+        if let Some(workers) = self.status_unwritten.clone() {
+            self.announce(&workers);
+        }
+        if let Some((workers, given_up)) = self.state_unwritten.clone() {
+            self.state(&workers, given_up);
+        }
+    }
+
     /// Re-reads the envdir; the settings it gives.
     fn refresh(&mut self) -> Option<Settings> {
         let dir = self.s.envdir.as_ref()?;
@@ -427,6 +477,9 @@ impl Shell {
                 settings_problems: Vec::new(),
                 status_written: false,
                 state_written: false,
+                status_unwritten: None,
+                state_unwritten: None,
+                unwritten_retry_at: None,
                 upstream_status: String::new(),
                 upstream_warned: false,
                 ignored: Limited::new("ignored notifications", now),
@@ -486,6 +539,7 @@ impl Shell {
             self.effects.statuses.deadline(),
             self.effects.s.output.deadline(),
             self.effects.watchdog_at,
+            self.effects.unwritten_retry_at,
             check,
         ]
         .into_iter()
@@ -595,6 +649,7 @@ impl Shell {
         self.effects.statuses.on_timer(now);
         self.effects.s.output.on_timer(now);
         self.effects.watchdog(now);
+        self.effects.retry_unwritten(now);
         self.core.on_timers(now, &mut self.effects);
         if std::mem::take(&mut self.effects.upgrade_requested) {
             self.upgrade();

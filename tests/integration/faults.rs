@@ -356,6 +356,14 @@ fn a_full_filesystem_is_reported_and_restart_gives_up_at_its_timeout() {
     server.wait_line(&format!(
         "unable to write status file {st}: No space left on device"
     ));
+    // Room again: the status file catches up (it is tried again every
+    // second), without a line per attempt.
+    std::fs::remove_file(format!("{small}/filler")).unwrap();
+    wait_file_contains(std::path::Path::new(&status), "2:", &server);
+    assert_eq!(
+        server.log().matches("unable to write status file").count(),
+        1
+    );
     assert!(server.stop().success(), "{}", server.log());
 }
 
