@@ -18,8 +18,6 @@ use crate::sys::{self, Pid};
 
 /// How long start_server waits at exit for a log command to drain.
 const LOGGER_GRACE: Duration = Duration::from_secs(2);
-/// The longest start_server waits for a log command's exec report.
-const EXEC_REPORT_WAIT: Duration = Duration::from_secs(1);
 /// A log command that lived at least this long is restarted at once when
 /// it exits; one that dies sooner, after a wait that doubles from 1 s...
 const LOGGER_STABLE: Duration = Duration::from_secs(10);
@@ -145,17 +143,7 @@ impl Output {
         };
         let child = spawn::spawn_helper(&sh, env, &[(r.as_raw_fd(), 0), (out, 1), (err, 2)], false)
             .map_err(fail)?;
-        // The exec takes well under a millisecond: wait for its report,
-        // but never longer than EXEC_REPORT_WAIT (a command still not
-        // executed by then is taken as started; if it fails after all, its
-        // exit is reaped like any other).
-        let mut pfd = [libc::pollfd {
-            fd: child.report.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let _ = sys::poll(&mut pfd, Some(EXEC_REPORT_WAIT));
-        if let Report::Failed { step, errno } = spawn::read_report(&child.report) {
+        if let Report::Failed { step, errno } = child.report {
             return Err(format!(
                 "log command: {}",
                 spawn::describe_failure(&sh, step, errno)

@@ -145,11 +145,21 @@ pub struct Shell {
     stopped_by: Option<Pid>,
 }
 
+/// A worker's exec report, before the rules hear it.
+enum ExecNews {
+    /// Known when the spawn returned (see `sys::fork_exec`): told at the
+    /// start of the next turn, or before the worker's exit or readiness.
+    Known(Report),
+    /// The exec report pipe of a worker that a previous program image
+    /// started and whose program was not known to run yet.
+    Pipe(OwnedFd),
+}
+
 /// What the rules act through: the [`Host`] of [`Core`].
 struct Effects {
     s: Setup,
-    /// Exec report pipes of workers whose program is not known to run yet.
-    reports: Vec<(Pid, OwnedFd)>,
+    /// Exec reports not given to the rules yet.
+    reports: Vec<(Pid, ExecNews)>,
     /// Workers' output being relayed (socketmaster).
     relays: Vec<Relay>,
     envdir_vars: Vars,
@@ -210,7 +220,8 @@ impl Host for Effects {
                 Err(e) => warning!("unable to relay output: {}", errtext(&e)),
             }
         }
-        self.reports.push((child.pid, child.report));
+        self.reports
+            .push((child.pid, ExecNews::Known(child.report)));
         Ok(child.pid)
     }
 
@@ -452,11 +463,12 @@ impl Effects {
         }
     }
 
-    fn report_fd(&self, pid: Pid) -> Option<&OwnedFd> {
-        self.reports
-            .iter()
-            .find(|(p, _)| *p == pid)
-            .map(|(_, fd)| fd)
+    /// The exec report pipes still watched.
+    fn report_pipes(&self) -> impl Iterator<Item = (Pid, &OwnedFd)> {
+        self.reports.iter().filter_map(|(pid, news)| match news {
+            ExecNews::Pipe(fd) => Some((*pid, fd)),
+            ExecNews::Known(_) => None,
+        })
     }
 }
 
@@ -550,6 +562,7 @@ impl Shell {
     /// One turn of the loop: wait for the next event or deadline, then act
     /// on everything that is ready.
     fn wait_and_dispatch(&mut self) {
+        self.tell_known_reports();
         let timeout = self
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()));
@@ -559,8 +572,8 @@ impl Shell {
             libc::POLLIN,
             Source::Signals,
         );
-        for (pid, fd) in &self.effects.reports {
-            set.add(fd.as_raw_fd(), libc::POLLIN, Source::Report(*pid));
+        for (pid, fd) in self.effects.report_pipes() {
+            set.add(fd.as_raw_fd(), libc::POLLIN, Source::Report(pid));
         }
         if let Some(n) = &self.effects.s.notify {
             set.add(n.fd.as_raw_fd(), libc::POLLIN, Source::Notify);
@@ -671,13 +684,27 @@ impl Shell {
         }
     }
 
-    /// A starting worker's exec report pipe is readable (or it exited, or
-    /// said it is ready: its program certainly ran, or never will).
+    /// The exec reports known since the last turn's spawns, told.
+    fn tell_known_reports(&mut self) {
+        let known: Vec<Pid> = (self.effects.reports.iter())
+            .filter(|(_, news)| matches!(news, ExecNews::Known(_)))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in known {
+            self.on_report(pid);
+        }
+    }
+
+    /// A starting worker's exec report is known, or its pipe is readable
+    /// (or it exited, or said it is ready: its program certainly ran, or
+    /// never will).
     fn on_report(&mut self, pid: Pid) {
-        let Some(fd) = self.effects.report_fd(pid) else {
-            return;
+        let report = match self.effects.reports.iter().find(|(p, _)| *p == pid) {
+            None => return,
+            Some((_, ExecNews::Known(report))) => *report,
+            Some((_, ExecNews::Pipe(fd))) => spawn::read_report(fd),
         };
-        let report = match spawn::read_report(fd) {
+        let report = match report {
             Report::Pending => return,
             Report::Exec => ExecReport::Executed,
             Report::Failed { step, errno } => ExecReport::Failed {
@@ -1005,11 +1032,7 @@ impl Shell {
                 address: n.address.clone(),
                 id: n.file.as_ref().and_then(|f| f.id),
             }),
-            reports: io
-                .reports
-                .iter()
-                .map(|(p, f)| (*p, f.as_raw_fd()))
-                .collect(),
+            reports: io.report_pipes().map(|(p, f)| (p, f.as_raw_fd())).collect(),
             relays: io
                 .relays
                 .iter()
@@ -1041,7 +1064,8 @@ impl Shell {
             Ok::<_, String>(owned)
         };
         for (pid, fd) in state.reports {
-            io.reports.push((pid, adopt(fd, "exec report")?));
+            io.reports
+                .push((pid, ExecNews::Pipe(adopt(fd, "exec report")?)));
         }
         for r in state.relays {
             let fd = adopt(r.fd, "output relay")?;
@@ -1071,6 +1095,7 @@ impl Shell {
             note!("an upgrade is already under way, ignored");
             return;
         }
+        self.tell_known_reports();
         let exe = &self.effects.s.image.exe;
         note!("upgrading in place: executing {}", exe.display());
         let state = self.snapshot().encode(&Clock::read());
@@ -1104,6 +1129,7 @@ impl Shell {
         // ACKs already written are read first: the connections end here.
         let all: Vec<usize> = (0..self.effects.acks.len()).collect();
         self.on_acks(&all);
+        self.tell_known_reports();
         let exe = self.effects.s.image.exe.clone();
         let state = self.snapshot().encode(&Clock::read());
         let io = &mut self.effects;
@@ -1115,7 +1141,7 @@ impl Shell {
                 .map(PidFile::raw_fd)
                 .into_iter()
                 .chain(io.s.notify.as_ref().map(|n| n.fd.as_raw_fd()))
-                .chain(io.reports.iter().map(|(_, f)| f.as_raw_fd()))
+                .chain(io.report_pipes().map(|(_, f)| f.as_raw_fd()))
                 .chain(io.relays.iter().map(|r| r.fd().as_raw_fd()))
                 .collect();
         for &fd in &carried {

@@ -1,7 +1,7 @@
 //! Starting a process: the plan is built in the parent (argv, envp, the
 //! PATH search, the descriptor moves), then [`sys::fork_exec`] runs the
-//! child's fixed script. An exec failure comes back through a
-//! close-on-exec pipe that the event loop watches.
+//! child's fixed script. Whether the exec failed is known when the spawn
+//! returns.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -128,10 +128,11 @@ pub fn envp(env: Layered) -> (CStrArray, Option<usize>) {
     (b.finish(), pid_slot)
 }
 
-/// A started child and the pipe that reports its exec.
+/// A started child and how its exec went ([`Report::Exec`] or
+/// [`Report::Failed`]).
 pub struct Spawned {
     pub pid: Pid,
-    pub report: OwnedFd,
+    pub report: Report,
 }
 
 /// Starts a worker: `cmd` with environment `env` and the descriptor
@@ -189,13 +190,18 @@ fn spawn_with(
         new_group,
         pdeathsig,
     };
-    let (pid, report) = sys::fork_exec(&mut script)?;
-    sys::set_nonblocking(report.as_raw_fd())?;
+    let (pid, failure) = sys::fork_exec(&mut script)?;
+    let report = match failure {
+        None => Report::Exec,
+        Some((step, errno)) => Report::Failed { step, errno },
+    };
     Ok(Spawned { pid, report })
 }
 
-/// What an exec report pipe says once readable.
-#[derive(Debug, PartialEq)]
+/// How a child's exec went: known at spawn, or read from the exec report
+/// pipe a previous program image handed over (end of file once the exec
+/// succeeded, `[step, errno as 4 native-endian bytes]` when it failed).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Report {
     /// End of file: the exec succeeded.
     Exec,

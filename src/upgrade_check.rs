@@ -28,7 +28,7 @@ pub struct UpgradeCheck {
     cmd: Command,
     /// Its standard output, until end-of-file.
     out: Option<OwnedFd>,
-    report: OwnedFd,
+    report: Report,
     answer: Vec<u8>,
     status: Option<WaitStatus>,
     pub deadline: Instant,
@@ -145,7 +145,7 @@ impl UpgradeCheck {
     }
 
     fn judge(&self, status: WaitStatus) -> Verdict {
-        if let Report::Failed { step, errno } = spawn::read_report(&self.report) {
+        if let Report::Failed { step, errno } = self.report {
             return Verdict::Refused(spawn::describe_failure(&self.cmd, step, errno));
         }
         let answer = String::from_utf8_lossy(&self.answer);

@@ -3,6 +3,8 @@
 #![allow(unsafe_code)]
 
 use super::*;
+use std::cell::UnsafeCell;
+use std::sync::atomic::AtomicBool;
 
 /// A NULL-terminated array of C strings, as `execve` takes it, the strings
 /// one after another in a single buffer. Built before the clone, so that
@@ -127,87 +129,121 @@ pub struct ChildScript {
 /// Room a pid slot needs: the digits of the largest pid_t.
 pub const PID_DIGITS: usize = 10;
 
-/// What the child reports through the close-on-exec pipe when it fails:
-/// the step that failed, then errno.
+/// The steps of the child's script that can fail (a [`Failure`] names
+/// one).
 pub const STEP_FDS: u8 = 1;
 pub const STEP_CHDIR: u8 = 2;
 pub const STEP_EXEC: u8 = 3;
 pub const STEP_IDS: u8 = 4;
 
-/// Forks a child that runs `script` and execs. Returns the child's pid and
-/// the read end of a close-on-exec pipe: it reaches end-of-file when the
-/// exec succeeds, or carries `[step, errno as 4 native-endian bytes]` when
-/// it fails (the child then exits 127 for ENOENT, 126 otherwise).
+/// The child's stack: child_run needs well under a page.
+const STACK: usize = 16 * 1024;
+
+/// A stack for the child in static memory, used by one child at a time:
+/// only the pages the child touches (the top one) are ever faulted in, and
+/// that once for the process's life. A stack array in the parent's frame
+/// would be probed page by page (the compiler touches every page of a
+/// frame that large), four page faults on every start.
+#[repr(C, align(16))]
+struct ChildStack(UnsafeCell<MaybeUninit<[u8; STACK]>>);
+
+// SAFETY: the bytes are only ever used by the one child that holds
+// STACK_BUSY, through a pointer handed to clone.
+unsafe impl Sync for ChildStack {}
+
+static STACK_SPACE: ChildStack = ChildStack(UnsafeCell::new(MaybeUninit::uninit()));
+/// Whether a child runs on STACK_SPACE now (only threads of a test
+/// binary can find it so; they get a stack of their own).
+static STACK_BUSY: AtomicBool = AtomicBool::new(false);
+
+/// How the child's script failed, when it did: `(step, errno)`.
+pub type Failure = (u8, i32);
+
+/// Forks a child that runs `script` and execs. Returns the child's pid
+/// and, when its script failed (the child then exits 127 for ENOENT, 126
+/// otherwise), the step that failed and its errno.
 ///
 /// The child is made the way posix_spawn makes it: a clone that shares
-/// this process's memory and runs on a stack of its own (in this frame)
-/// while this process waits for it to exec or exit (CLONE_VM |
-/// CLONE_VFORK). No page table is copied and no page faults in on either
-/// side, which a fork of even this small process costs. The child writes
-/// only to its stack and to the script (its pid in the environment), which
-/// this process drops afterwards.
-pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, OwnedFd)> {
+/// this process's memory and runs on a stack of its own while this
+/// process waits for it to exec or exit (CLONE_VM | CLONE_VFORK). No page
+/// table is copied and no page faults in on either side, which a fork of
+/// even this small process costs. The child writes only to its stack, to
+/// the script (its pid in the environment), which this process drops
+/// afterwards, and, on failure, to the word that says so. This call
+/// returns once the child has executed (past the point where execve can
+/// still fail: the new program runs, or the kernel kills the child) or
+/// exited, so what that word holds then is the outcome: nothing to wait
+/// for, no pipe to watch.
+pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, Option<Failure>)> {
     /// What the child's entry point is handed.
     struct Start<'a> {
         script: &'a mut ChildScript,
-        report: RawFd,
+        /// 0, or the failure: `1 << 40 | step << 32 | errno`.
+        failure: AtomicU64,
     }
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: arg is the &mut Start that fork_exec passed to clone,
         // alive until the child execs or exits: the parent is suspended
         // until then (CLONE_VFORK).
         let start = unsafe { &mut *arg.cast::<Start>() };
-        child_run(start.script, start.report)
+        child_run(start.script, &start.failure)
     }
-    /// The child's stack: child_run needs well under a page.
-    const STACK: usize = 16 * 1024;
-    let (report_r, report_w) = pipe()?;
-    let mut stack = [0u8; STACK];
     let mut start = Start {
         script,
-        report: report_w.as_raw_fd(),
+        failure: AtomicU64::new(0),
+    };
+    let mut own: Option<Box<MaybeUninit<[u8; STACK]>>> = None;
+    let shared = !STACK_BUSY.swap(true, Ordering::Acquire);
+    let base: *mut u8 = match shared {
+        true => STACK_SPACE.0.get().cast(),
+        false => own.insert(Box::new_uninit()).as_mut_ptr().cast(),
     };
     // The stack grows down from its end (16-byte aligned, as the ABI
     // wants; the C library aligns it again).
-    let top = stack.as_mut_ptr().wrapping_add(STACK);
+    let top = base.wrapping_add(STACK);
     let top = top.wrapping_sub(top as usize % 16);
     // SAFETY: entry runs only async-signal-safe calls (dup, dup2, fcntl,
-    // setpgid, chdir, sigprocmask, execve, write, _exit, raw credential
-    // syscalls) on memory prepared before the clone, on its own stack
-    // (which outlives it: this frame waits), and never returns. With
-    // CLONE_VFORK this thread resumes only once the child has executed or
-    // exited, so nothing the child reads changes under it. Every catchable
-    // asynchronous signal is blocked (main blocks them first), so no
-    // handler runs in the child on shared memory.
-    let pid = cvt(unsafe {
+    // setpgid, chdir, sigprocmask, execve, _exit, raw credential
+    // syscalls) on memory prepared before the clone, on a stack of its own
+    // (STACK bytes below `top`, used by no one else until this call
+    // returns), and never returns. With CLONE_VFORK this thread resumes
+    // only once the child has executed or exited, so nothing the child
+    // reads changes under it. Every catchable asynchronous signal is
+    // blocked (main blocks them first), so no handler runs in the child on
+    // shared memory.
+    let pid = unsafe {
         libc::clone(
             entry,
             top.cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&raw mut start).cast(),
         )
-    })?;
-    if script.new_group {
+    };
+    if shared {
+        STACK_BUSY.store(false, Ordering::Release);
+    }
+    let pid = cvt(pid)?;
+    if start.script.new_group {
         // The child does the same: whichever runs first, the group exists
         // before anyone can signal it. Once the child has executed, this
         // fails with EACCES, and the child has done it.
         // SAFETY: setpgid has no memory-safety preconditions.
         unsafe { libc::setpgid(pid, pid) };
     }
-    drop(report_w);
-    Ok((pid, report_r))
+    let failure = start.failure.load(Ordering::SeqCst);
+    let failed = (failure != 0).then_some(((failure >> 32) as u8, failure as u32 as i32));
+    Ok((pid, failed))
 }
 
 /// The child's fixed script. Never returns.
-fn child_run(script: &mut ChildScript, report: RawFd) -> ! {
+fn child_run(script: &mut ChildScript, failure: &AtomicU64) -> ! {
     let fail = |step: u8, errno: i32| -> ! {
-        let e = errno.to_ne_bytes();
-        let msg = [step, e[0], e[1], e[2], e[3]];
-        // SAFETY: write and _exit are async-signal-safe; msg is on the stack.
-        unsafe {
-            libc::write(report, msg.as_ptr().cast(), msg.len());
-            libc::_exit(if errno == libc::ENOENT { 127 } else { 126 })
-        }
+        failure.store(
+            1 << 40 | u64::from(step) << 32 | u64::from(errno as u32),
+            Ordering::SeqCst,
+        );
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
     };
     let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
 
