@@ -84,8 +84,7 @@ pub fn try_emit(line: &[u8]) -> bool {
     }
     match sink() {
         Sink::Stderr => {
-            let mut buf = [0; LINE_MAX];
-            let _ = sys::write_all(2, capped(line, &mut buf));
+            let _ = sys::write_parts(2, &capped(line));
         }
         Sink::Syslog { fd, tag } => {
             // RFC 3164: <PRI>TIMESTAMP TAG: MSG, facility user, severity info.
@@ -102,23 +101,15 @@ pub fn try_emit(line: &[u8]) -> bool {
 /// writable takes this much without blocking, and in one piece.
 const LINE_MAX: usize = libc::PIPE_BUF;
 
-/// `line` and its newline in `buf`, cut to LINE_MAX with `...` where it
-/// is longer: on the stack, for a line costs no allocation.
-fn capped<'b>(line: &[u8], buf: &'b mut [u8; LINE_MAX]) -> &'b [u8] {
+/// `line` and its newline, cut to LINE_MAX in all with `...` where it is
+/// longer: the parts to write in one go, copying nothing.
+fn capped(line: &[u8]) -> [&[u8]; 3] {
     const MORE: &[u8] = b"...";
     const KEPT: usize = LINE_MAX - 1 - MORE.len();
-    let (body, more): (&[u8], &[u8]) = match line.get(..KEPT) {
-        Some(kept) if line.len() >= LINE_MAX => (kept, MORE),
-        _ => (line, b""),
-    };
-    let mut len = 0;
-    for part in [body, more, b"\n"] {
-        for (slot, &b) in buf.iter_mut().skip(len).zip(part) {
-            *slot = b;
-        }
-        len = len.saturating_add(part.len());
+    match line.get(..KEPT) {
+        Some(kept) if line.len() >= LINE_MAX => [kept, MORE, b"\n"],
+        _ => [line, b"", b"\n"],
     }
-    buf.get(..len).unwrap_or(buf)
 }
 
 /// Writes complete lines (each ending in a newline) if the destination
@@ -235,12 +226,12 @@ pub(crate) use {fatal, note, original, warning};
 mod tests {
     #[test]
     fn lines_fit_a_pipe_at_once() {
-        let mut buf = [0; super::LINE_MAX];
-        assert_eq!(super::capped(b"short", &mut buf), b"short\n");
-        let long = super::capped(&[b'x'; 10_000], &mut buf);
+        let capped = |line: &[u8]| super::capped(line).concat();
+        assert_eq!(capped(b"short"), b"short\n");
+        let long = capped(&[b'x'; 10_000]);
         assert_eq!(long.len(), super::LINE_MAX);
         assert!(long.ends_with(b"...\n") && long.starts_with(b"xxx"));
-        let full = super::capped(&[b'x'; super::LINE_MAX - 1], &mut buf);
+        let full = capped(&[b'x'; super::LINE_MAX - 1]);
         assert_eq!(full.len(), super::LINE_MAX);
         assert!(full.ends_with(b"xx\n"));
     }

@@ -264,14 +264,7 @@ impl Host for Effects {
                 self.state_unwritten = None;
             }
             Err(e) => {
-                // Said once: the retries are silent.
-                if self.state_unwritten.is_none() {
-                    warning!(
-                        "unable to write state file {}: {}",
-                        path.display(),
-                        errtext(&e)
-                    );
-                }
+                unwritten("state", &path, &e, self.state_unwritten.is_some());
                 self.state_unwritten = Some((workers.to_vec(), restarts_given_up));
                 self.retry_unwritten_later();
             }
@@ -289,13 +282,7 @@ impl Host for Effects {
                 self.status_unwritten = None;
             }
             Err(e) => {
-                if self.status_unwritten.is_none() {
-                    warning!(
-                        "unable to write status file {}: {}",
-                        path.display(),
-                        errtext(&e)
-                    );
-                }
+                unwritten("status", path, &e, self.status_unwritten.is_some());
                 self.status_unwritten = Some(workers.to_vec());
                 self.retry_unwritten_later();
             }
@@ -355,6 +342,18 @@ impl Host for Effects {
 
     fn reopen_log(&mut self) {
         self.s.output.reopen();
+    }
+}
+
+/// A write of the status or state file failed: said the first time
+/// (`again` for the retries, which are silent).
+fn unwritten(what: &str, path: &std::path::Path, e: &std::io::Error, again: bool) {
+    if !again {
+        warning!(
+            "unable to write {what} file {}: {}",
+            path.display(),
+            errtext(e)
+        );
     }
 }
 
@@ -506,14 +505,14 @@ impl Shell {
     }
 
     /// Runs until shutdown; returns the exit status.
-    pub fn run(mut self) -> i32 {
+    pub fn run(mut self: Box<Self>) -> i32 {
         self.refresh();
         self.core.start(Instant::now(), &mut self.effects);
         self.run_loop()
     }
 
     /// Runs the loop until it is time to exit; returns the exit status.
-    pub fn run_loop(mut self) -> i32 {
+    pub fn run_loop(mut self: Box<Self>) -> i32 {
         // Children that exited before the loop began are reaped first: a
         // SIGCHLD pending across a live upgrade's exec is discarded when
         // the new image resets the signal dispositions.
@@ -686,12 +685,12 @@ impl Shell {
 
     /// The exec reports known since the last turn's spawns, told.
     fn tell_known_reports(&mut self) {
-        let known: Vec<Pid> = (self.effects.reports.iter())
-            .filter(|(_, news)| matches!(news, ExecNews::Known(_)))
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in known {
-            self.on_report(pid);
+        let known = |(_, news): &&(Pid, ExecNews)| matches!(news, ExecNews::Known(_));
+        // Each told is removed; bounded all the same.
+        for _ in 0..self.effects.reports.iter().filter(known).count() {
+            if let Some(&(pid, _)) = self.effects.reports.iter().find(known) {
+                self.on_report(pid);
+            }
         }
     }
 
@@ -723,6 +722,8 @@ impl Shell {
     /// Reads the waiting notifications (a batch at most), acts on those from
     /// workers, and reports the others in one line; or takes the waiting
     /// einhorn connections.
+    // Not inlined: its buffer would otherwise sit in every turn's frame.
+    #[inline(never)]
     fn on_notifications(&mut self) {
         if self
             .effects
@@ -930,7 +931,7 @@ impl Shell {
     // ------------------------------------------------------------- the end
 
     /// Reaps what is left, removes our files, and returns `code`.
-    fn finish(mut self, code: i32) -> i32 {
+    fn finish(mut self: Box<Self>, code: i32) -> i32 {
         match code {
             0 => original!("exiting"),
             crate::rules::EXIT_KILLED if self.core.rules().policy.respawn => {
@@ -1051,9 +1052,9 @@ impl Shell {
 
     /// A supervisor carrying on from `state`, handed over by the previous
     /// program image; the descriptors it names are adopted.
-    pub fn restore(setup: Setup, state: State) -> Result<Shell, String> {
+    pub fn restore(setup: Setup, state: State) -> Result<Box<Shell>, String> {
         let from = state.program.clone().unwrap_or_else(|| "unknown".into());
-        let mut sup = Shell::new(setup);
+        let mut sup = Box::new(Shell::new(setup));
         let io = &mut sup.effects;
         io.status_written = state.status_written;
         let adopt = |fd: std::os::fd::RawFd, what: &str| {

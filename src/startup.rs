@@ -49,6 +49,7 @@ pub enum Started {
 }
 
 /// Checks the command line and the environment; acquires nothing.
+#[inline(never)]
 pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
     let policy = cfg.rules.policy;
     if policy.resolve_command {
@@ -338,7 +339,8 @@ impl Plan {
 /// Carries on from the state a previous program image handed over: it
 /// kept open only what it hands over, which is adopted; nothing else may
 /// reach the workers.
-pub fn resume(plan: Plan, text: &str, blocked: &sys::SigSet) -> Result<Shell, String> {
+#[inline(never)]
+pub fn resume(plan: Plan, text: &str, blocked: &sys::SigSet) -> Result<Box<Shell>, String> {
     sys::cloexec_inherited();
     let (resources, state) = adopt(&plan.cfg, text, blocked).map_err(|msg| {
         format!(
@@ -376,9 +378,9 @@ fn watchdog() -> Option<std::time::Duration> {
 /// `argv[0]` as given (made absolute), looked up in PATH when it has no
 /// slash; /proc/self/exe where neither names a program.
 fn own_path(argv0: &OsStr) -> PathBuf {
-    let found = spawn::resolve(argv0).map(|p| match std::env::current_dir() {
-        Ok(cwd) if p.is_relative() => cwd.join(p),
-        _ => p,
+    let found = spawn::resolve(argv0).map(|p| match p.is_relative() {
+        true => std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(&p)),
+        false => p,
     });
     found
         .or_else(|| std::env::current_exe().ok())

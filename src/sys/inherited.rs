@@ -54,11 +54,11 @@ fn unclaimed() -> Vec<RawFd> {
     record_inherited();
     let mut out = Vec::new();
     for (w, word) in INHERITED.iter().enumerate() {
-        let bits = word.load(Ordering::SeqCst);
-        for b in 0..64 {
-            if bits & (1 << b) != 0 {
-                out.push(w.saturating_mul(64).saturating_add(b) as RawFd);
-            }
+        let mut bits = word.load(Ordering::SeqCst);
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits.wrapping_sub(1);
+            out.push(w.saturating_mul(64).saturating_add(b) as RawFd);
         }
     }
     out
@@ -255,6 +255,40 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Writes `parts` one after another, in one writev where the descriptor
+/// takes them whole (a pipe does up to PIPE_BUF bytes in all, in one
+/// piece), the rest as it comes otherwise. At most four parts.
+pub fn write_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [empty; 4];
+    for (v, part) in iov.iter_mut().zip(parts) {
+        *v = libc::iovec {
+            iov_base: part.as_ptr().cast_mut().cast(),
+            iov_len: part.len(),
+        };
+    }
+    let written = loop {
+        // SAFETY: each iovec points at a live slice of its length (or is
+        // empty); the kernel only reads them.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        match cvt_size(n) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => break other?,
+        }
+    };
+    // What a short write left, part by part.
+    let mut skip = written;
+    for part in parts.iter().take(iov.len()) {
+        let done = skip.min(part.len());
+        skip = skip.saturating_sub(done);
+        write_all(fd, part.get(done..).unwrap_or_default())?;
     }
     Ok(())
 }

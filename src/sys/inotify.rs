@@ -41,7 +41,9 @@ pub struct Event {
     pub name: Vec<u8>,
 }
 
-/// The events pending, without blocking (none when none are).
+/// The events pending, without blocking (none when none are). Not
+/// inlined: its buffer would otherwise sit in the event loop's frame.
+#[inline(never)]
 pub fn read_events(fd: &OwnedFd) -> Vec<Event> {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
     let mut buf = [0u8; 4096];
