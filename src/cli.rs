@@ -268,6 +268,14 @@ pub fn usage() -> String {
 /// Neither Getopt::Long (without bundling) nor Go's flag package reads
 /// single-dash letters as a cluster: `-port=80` is the option `port` with
 /// the value `80`. lexopt sees the letter `p` and the rest.
+/// lexopt's errors for `next` and `raw_args`: only a value attached to
+/// an option and left unread, which never happens here (every option's
+/// value is read where the option is). Not lexopt's text, which would
+/// bring in the whole of OsStr's debug formatting for it.
+fn unread(_: lexopt::Error) -> String {
+    "an option's value was left unread".to_string()
+}
+
 fn single_dash(c: char, parser: &mut lexopt::Parser) -> (String, Option<OsString>) {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let rest = parser.optional_value().unwrap_or_default();
@@ -328,7 +336,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             p.cfg.command.extend(raw);
             break;
         }
-        let Some(arg) = parser.next().map_err(|e| e.to_string())? else {
+        let Some(arg) = parser.next().map_err(unread)? else {
             break;
         };
         let (word, attached) = match arg {
@@ -347,9 +355,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, String> {
             }
             Value(v) => {
                 p.cfg.command.push(v);
-                p.cfg
-                    .command
-                    .extend(parser.raw_args().map_err(|e| e.to_string())?);
+                p.cfg.command.extend(parser.raw_args().map_err(unread)?);
                 break;
             }
         };
@@ -672,13 +678,13 @@ pub fn parse_socketmaster(args: impl IntoIterator<Item = OsString>) -> Result<Mo
     let mut listen: Option<String> = None;
     let mut command: Option<OsString> = None;
     let mut rest: Vec<OsString> = Vec::new();
-    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+    while let Some(arg) = parser.next().map_err(unread)? {
         let (name, attached) = match arg {
             Long(name) => (name.to_string(), parser.optional_value()),
             Short(c) => single_dash(c, &mut parser),
             Value(v) => {
                 rest.push(v);
-                rest.extend(parser.raw_args().map_err(|e| e.to_string())?);
+                rest.extend(parser.raw_args().map_err(unread)?);
                 break;
             }
         };
