@@ -66,14 +66,21 @@ impl<'a> Layered<'a> {
 
 /// One entry per name, the first kept where it stands: what getenv(3)
 /// saw in the environment we were given.
-pub fn dedup(vars: Vars) -> Vars {
-    let mut out = Vars::with_capacity(vars.len());
-    for (name, value) in vars {
-        if !out.iter().any(|(k, _)| *k == name) {
-            out.push((name, value));
+pub fn dedup(mut vars: Vars) -> Vars {
+    // In place: the kept entries move up, in order, over the others.
+    let mut kept = 0;
+    for i in 0..vars.len() {
+        let seen = match (vars.get(..kept), vars.get(i)) {
+            (Some(before), Some((name, _))) => before.iter().any(|(k, _)| k == name),
+            _ => true,
+        };
+        if !seen {
+            vars.swap(kept, i);
+            kept = kept.saturating_add(1);
         }
     }
-    out
+    vars.truncate(kept);
+    vars
 }
 
 /// The variable a live upgrade's state travels in (see `upgrade`).
@@ -303,6 +310,9 @@ mod tests {
     fn names_appear_once() {
         let mut v = dedup(vars(&[("PATH", "/a"), ("X", "1"), ("PATH", "/b")]));
         assert_eq!(v, vars(&[("PATH", "/a"), ("X", "1")]));
+        let several = [("A", "1"), ("B", "1"), ("A", "2"), ("C", "1"), ("B", "2")];
+        let kept = [("A", "1"), ("B", "1"), ("C", "1")];
+        assert_eq!(dedup(vars(&several)), vars(&kept));
         overlay(&mut v, &vars(&[("PATH", "/env"), ("Y", "2")]));
         assert_eq!(v, vars(&[("X", "1"), ("PATH", "/env"), ("Y", "2")]));
     }

@@ -109,8 +109,10 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
 /// out), and where LISTEN_PID's value starts in its buffer when it is the
 /// placeholder.
 pub fn envp(env: Layered) -> (CStrArray, Option<usize>) {
+    // Room for both layers whole: a little more than the program gets (a
+    // name set over the base counts twice), for one pass instead of two.
     let (mut count, mut size) = (0usize, 0usize);
-    for (k, v) in env.iter() {
+    for (k, v) in env.base.iter().chain(env.over) {
         count = count.saturating_add(1);
         size = size
             .saturating_add(k.len())

@@ -141,15 +141,12 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
 /// Our environment as the workers' starts: without what was handed to
 /// us, with the settings given as options (exported, as in the original).
 fn base_env(cfg: &Config) -> Vars {
-    let mut vars = env::dedup(
-        std::env::vars_os()
-            .filter(|(k, _)| {
-                k != "SERVER_STARTER_PORT"
-                    && k != "SERVER_STARTER_GENERATION"
-                    && !env::is_consumed(k)
-            })
-            .collect(),
-    );
+    let given = std::env::vars_os();
+    let mut vars = Vars::with_capacity(given.size_hint().0);
+    vars.extend(given.filter(|(k, _)| {
+        k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION" && !env::is_consumed(k)
+    }));
+    let mut vars = env::dedup(vars);
     if let Some(dir) = &cfg.envdir {
         env::set(&mut vars, "ENVDIR", dir.as_os_str());
     }
