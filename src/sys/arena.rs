@@ -27,7 +27,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// third of it.
 pub const ARENA_SIZE: usize = 64 * 1024;
 
-#[repr(C, align(4096))]
+/// Aligned for any block (blocks are rounded up to their own alignment),
+/// not to a page: the arena's first bytes share a page with the other
+/// small statics, faulted in anyway.
+#[repr(C, align(16))]
 struct Space(UnsafeCell<[u8; ARENA_SIZE]>);
 
 // SAFETY: the bytes are handed out in disjoint blocks (each range is

@@ -175,16 +175,23 @@ const STACK: usize = 16 * 1024;
 /// would be probed page by page (the compiler touches every page of a
 /// frame that large), four page faults on every start.
 #[repr(C, align(16))]
-struct ChildStack(UnsafeCell<MaybeUninit<[u8; STACK]>>);
+struct ChildStack {
+    bytes: UnsafeCell<MaybeUninit<[u8; STACK]>>,
+    /// Whether a child runs on `bytes` now (only threads of a test binary
+    /// can find it so; they get a stack of their own). After the bytes,
+    /// next to the top of the stack, the only part a child uses: one page
+    /// for both, and for the statics that follow.
+    busy: AtomicBool,
+}
 
 // SAFETY: the bytes are only ever used by the one child that holds
-// STACK_BUSY, through a pointer handed to clone.
+// `busy`, through a pointer handed to clone.
 unsafe impl Sync for ChildStack {}
 
-static STACK_SPACE: ChildStack = ChildStack(UnsafeCell::new(MaybeUninit::uninit()));
-/// Whether a child runs on STACK_SPACE now (only threads of a test
-/// binary can find it so; they get a stack of their own).
-static STACK_BUSY: AtomicBool = AtomicBool::new(false);
+static CHILD_STACK: ChildStack = ChildStack {
+    bytes: UnsafeCell::new(MaybeUninit::uninit()),
+    busy: AtomicBool::new(false),
+};
 
 /// How the child's script failed, when it did: `(step, errno)`.
 pub type Failure = (u8, i32);
@@ -223,9 +230,9 @@ pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, Option<Failure>)>
         failure: AtomicU64::new(0),
     };
     let mut own: Option<Box<MaybeUninit<[u8; STACK]>>> = None;
-    let shared = !STACK_BUSY.swap(true, Ordering::Acquire);
+    let shared = !CHILD_STACK.busy.swap(true, Ordering::Acquire);
     let base: *mut u8 = match shared {
-        true => STACK_SPACE.0.get().cast(),
+        true => CHILD_STACK.bytes.get().cast(),
         false => own.insert(Box::new_uninit()).as_mut_ptr().cast(),
     };
     // The stack grows down from its end (16-byte aligned, as the ABI
@@ -250,7 +257,7 @@ pub fn fork_exec(script: &mut ChildScript) -> io::Result<(Pid, Option<Failure>)>
         )
     };
     if shared {
-        STACK_BUSY.store(false, Ordering::Release);
+        CHILD_STACK.busy.store(false, Ordering::Release);
     }
     let pid = cvt(pid)?;
     if start.script.new_group {
