@@ -271,6 +271,16 @@ impl Layout {
     /// Moves `fd` above every target if it sits on one, so that placing a
     /// socket cannot clobber it.
     pub fn clear(&self, fd: OwnedFd) -> std::io::Result<OwnedFd> {
+        self.clear_for(fd, None)
+    }
+
+    /// The same for socket `own`'s descriptor, left where it is when it
+    /// already sits on that socket's own target (no other socket's).
+    pub fn clear_for(&self, fd: OwnedFd, own: Option<usize>) -> std::io::Result<OwnedFd> {
+        let target = own.and_then(|i| self.targets.get(i).copied().flatten());
+        if target == Some(fd.as_raw_fd()) {
+            return Ok(fd);
+        }
         let targets: Vec<RawFd> = self.targets.iter().flatten().copied().collect();
         match targets.iter().max() {
             Some(&max) if targets.contains(&fd.as_raw_fd()) => {
@@ -404,9 +414,9 @@ fn open_into(
     layout: &Layout,
     mut inherited: Vec<Inherited>,
 ) -> Result<(), String> {
-    let clear = |fd: OwnedFd, what: &str| {
+    let clear = |fd: OwnedFd, own: usize, what: &str| {
         layout
-            .clear(fd)
+            .clear_for(fd, Some(own))
             .map_err(|e| format!("unable to move {what}: {}", errtext(&e)))
     };
     let take = |inherited: &mut Vec<Inherited>, want: &sys::LocalAddr, udp: bool| {
@@ -422,7 +432,7 @@ fn open_into(
             out.push(Listener {
                 name,
                 fd_name,
-                fd: clear(h.fd, "an inherited socket")?,
+                fd: clear(h.fd, out.len(), "an inherited socket")?,
                 unix_path: None,
             });
         }
@@ -442,7 +452,7 @@ fn open_into(
         out.push(Listener {
             name: p.spec.clone(),
             fd_name: fd_name.unwrap_or_else(|| derived_fd_name(&p.spec)),
-            fd: clear(fd, &p.spec)?,
+            fd: clear(fd, out.len(), &p.spec)?,
             unix_path: None,
         });
         // Said here, before any --path is handled, as the original does;
@@ -464,7 +474,7 @@ fn open_into(
         out.push(Listener {
             fd_name: fd_name.unwrap_or_else(|| derived_fd_name(&name)),
             name,
-            fd: clear(fd, &path.to_string_lossy())?,
+            fd: clear(fd, out.len(), &path.to_string_lossy())?,
             unix_path: ours.then(|| SocketFile::bound(path.clone())),
         });
     }
@@ -485,7 +495,7 @@ fn open_into(
         out.push(Listener {
             fd_name: derived_fd_name(&name),
             name,
-            fd: clear(owned, "an open socket")?,
+            fd: clear(owned, out.len(), "an open socket")?,
             unix_path: None,
         });
     }
