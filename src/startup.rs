@@ -141,11 +141,10 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
 /// Our environment as the workers' starts: without what was handed to
 /// us, with the settings given as options (exported, as in the original).
 fn base_env(cfg: &Config) -> Vars {
-    let given = std::env::vars_os();
-    let mut vars = Vars::with_capacity(given.size_hint().0);
-    vars.extend(given.filter(|(k, _)| {
+    let mut vars = sys::environment();
+    vars.retain(|(k, _)| {
         k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION" && !env::is_consumed(k)
-    }));
+    });
     let mut vars = env::dedup(vars);
     if let Some(dir) = &cfg.envdir {
         env::set(&mut vars, "ENVDIR", dir.as_os_str());

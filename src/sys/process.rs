@@ -5,6 +5,51 @@ use super::*;
 
 pub use crate::wait::WaitStatus;
 
+unsafe extern "C" {
+    /// The C library's environment: a NULL-terminated array of
+    /// `NAME=VALUE` strings.
+    static environ: *const *const libc::c_char;
+}
+
+/// This process's environment as it was given, in order: the strings of
+/// the form `NAME=VALUE` (a name of at least one byte), split. Read from
+/// the C library's array, with one allocation per name and per value
+/// and the vector made once at its size (the standard library's copy
+/// grows a vector of its own first, every step of it left behind).
+pub fn environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    // environ is the C library's NULL-terminated array of NUL-terminated
+    // strings, set up before main; this program never changes its own
+    // environment (no setenv, putenv or set_var: workers get theirs
+    // built apart), so the array and its strings stay valid and
+    // unchanged while they are read here.
+    // SAFETY: as above; entries are read up to the terminating NULL.
+    let count = unsafe {
+        let mut n = 0usize;
+        while !environ.is_null() && !(*environ.add(n)).is_null() {
+            n = n.saturating_add(1);
+        }
+        n
+    };
+    // SAFETY: as above; `i` is below `count`, so entry `i` is a string.
+    let entry = |i: usize| unsafe { CStr::from_ptr(*environ.add(i)).to_bytes() };
+    let mut out = Vec::with_capacity(count);
+    for entry in (0..count).map(entry) {
+        let eq = entry.iter().skip(1).position(|&b| b == b'=');
+        if let Some((name, value)) = eq.and_then(|i| {
+            let (name, rest) = entry.split_at_checked(i.saturating_add(1))?;
+            Some((name, rest.get(1..)?))
+        }) {
+            out.push((
+                OsString::from_vec(name.to_vec()),
+                OsString::from_vec(value.to_vec()),
+            ));
+        }
+    }
+    out
+}
+
 /// Reaps one child that has ended, without blocking: `Ok(None)` when none
 /// has (or there are no children at all).
 pub fn waitpid_any() -> io::Result<Option<(Pid, WaitStatus)>> {
@@ -100,4 +145,15 @@ pub fn read_process_memory(pid: Pid, addr: usize, buf: &mut [u8]) -> io::Result<
     // kernel only reads `remote`, checking the other process's memory
     // itself (EFAULT where it is not mapped).
     cvt_size(unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_environment_is_the_one_the_standard_library_reads() {
+        let ours = super::environment();
+        let std: Vec<_> = std::env::vars_os().collect();
+        assert_eq!(ours, std);
+        assert!(!ours.is_empty());
+    }
 }
