@@ -67,11 +67,22 @@ impl<'a> Layered<'a> {
 /// One entry per name, the first kept where it stands: what getenv(3)
 /// saw in the environment we were given.
 pub fn dedup(mut vars: Vars) -> Vars {
+    // Each name is compared with those kept before it by a word of its
+    // length and first bytes, and in full only where the words match: a
+    // few hundred cheap comparisons for an environment of a few dozen.
+    let mut words: Vec<u64> = Vec::with_capacity(vars.len());
     // In place: the kept entries move up, in order, over the others.
     let mut kept = 0;
     for i in 0..vars.len() {
         let seen = match (vars.get(..kept), vars.get(i)) {
-            (Some(before), Some((name, _))) => before.iter().any(|(k, _)| k == name),
+            (Some(before), Some((name, _))) => {
+                let w = name_word(name);
+                let seen = (words.iter().zip(before)).any(|(&kw, (k, _))| kw == w && k == name);
+                if !seen {
+                    words.push(w);
+                }
+                seen
+            }
             _ => true,
         };
         if !seen {
@@ -81,6 +92,18 @@ pub fn dedup(mut vars: Vars) -> Vars {
     }
     vars.truncate(kept);
     vars
+}
+
+/// A name's length and first six bytes in one word: equal names have
+/// equal words.
+fn name_word(name: &OsStr) -> u64 {
+    let bytes = name.as_bytes();
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX).min(0xffff);
+    let mut w = len.wrapping_shl(48);
+    for (i, &b) in (0u32..).zip(bytes.iter().take(6)) {
+        w |= u64::from(b).wrapping_shl(i.wrapping_mul(8));
+    }
+    w
 }
 
 /// The variable a live upgrade's state travels in (see `upgrade`).
@@ -111,6 +134,11 @@ pub const CONSUMED: &[&str] = &[
 /// Whether `name` is one of the variables start_server consumes.
 pub fn is_consumed(name: &OsStr) -> bool {
     let bytes = name.as_bytes();
+    // Most names are passed over at their first byte (a test keeps this
+    // in step with CONSUMED).
+    if !matches!(bytes.first(), Some(b'L' | b'N' | b'W' | b'E' | b'S')) {
+        return false;
+    }
     CONSUMED.iter().any(|c| c.as_bytes() == bytes) || bytes.starts_with(b"EINHORN_FD_")
 }
 
@@ -307,12 +335,29 @@ mod tests {
     }
 
     #[test]
+    fn consumed_names_start_with_the_letters_looked_at_first() {
+        for name in CONSUMED {
+            assert!(b"LNWES".contains(&name.as_bytes()[0]), "{name}");
+            assert!(is_consumed(OsStr::new(name)), "{name}");
+        }
+        assert!(is_consumed(OsStr::new("EINHORN_FD_3")));
+        assert!(!is_consumed(OsStr::new("PATH")));
+        assert!(!is_consumed(OsStr::new("LISTEN")));
+    }
+
+    #[test]
     fn names_appear_once() {
         let mut v = dedup(vars(&[("PATH", "/a"), ("X", "1"), ("PATH", "/b")]));
         assert_eq!(v, vars(&[("PATH", "/a"), ("X", "1")]));
         let several = [("A", "1"), ("B", "1"), ("A", "2"), ("C", "1"), ("B", "2")];
         let kept = [("A", "1"), ("B", "1"), ("C", "1")];
         assert_eq!(dedup(vars(&several)), vars(&kept));
+        // Names alike in length and first bytes are still told apart.
+        let alike = [("SERVER_1", "a"), ("SERVER_2", "b"), ("SERVER_1", "c")];
+        assert_eq!(
+            dedup(vars(&alike)),
+            vars(&[("SERVER_1", "a"), ("SERVER_2", "b")])
+        );
         overlay(&mut v, &vars(&[("PATH", "/env"), ("Y", "2")]));
         assert_eq!(v, vars(&[("X", "1"), ("PATH", "/env"), ("Y", "2")]));
     }
