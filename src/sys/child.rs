@@ -96,12 +96,15 @@ impl CStrArrayBuilder {
     /// starts in the buffer, or None (and appends nothing) when a part
     /// holds a NUL.
     pub fn push(&mut self, parts: &[&[u8]]) -> Option<usize> {
-        if parts.iter().any(|p| holds_nul(p)) {
-            return None;
-        }
         let start = self.bytes.len();
         for p in parts {
             append(&mut self.bytes, p);
+        }
+        // One search over the string as appended, taken back if it holds
+        // a NUL.
+        if holds_nul(self.bytes.get(start..).unwrap_or_default()) {
+            self.bytes.truncate(start);
+            return None;
         }
         self.bytes.push(0);
         self.starts.push(start);
