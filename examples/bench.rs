@@ -462,8 +462,9 @@ fn report_handover(name: &str, runs: &[i128]) {
 
 /// A start_server running `bench stamp` as its worker, on a loopback port.
 /// `bench startup A B`: start_server's share of spawn-to-first-
-/// instruction for two builds, in alternating runs (A, B, A, B, ...) so
-/// that both meet the same machine; the medians of 5 rounds of 21 pairs.
+/// instruction for two builds, in alternating runs (direct, A, B, direct,
+/// A, B, ...) so that all three meet the same machine, the direct spawn
+/// that is subtracted included; the medians of 5 rounds of 21 each.
 fn startup_ab(bins: &[String]) {
     let [a, b] = bins else {
         panic!("usage: bench startup BIN-A BIN-B");
@@ -478,12 +479,13 @@ fn startup_ab(bins: &[String]) {
     };
     println!("start_server's share of spawn to first instruction, ms (A: {a}, B: {b})");
     for round in 1..=5 {
-        let d = median((0..21).map(|_| spawn_directly(&me)).collect());
-        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        let (mut td, mut ta, mut tb) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..21 {
+            td.push(spawn_directly(&me));
             ta.push(spawn(a));
             tb.push(spawn(b));
         }
+        let d = median(td);
         let share = |t: Vec<u128>| median(t).saturating_sub(d) as f64 / 1e6;
         println!(
             "round {round}: A {:.3}  B {:.3}  (direct spawn {:.3})",
