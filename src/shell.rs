@@ -1,10 +1,11 @@
 //! The supervisor's shell: one `poll` with one deadline, around the rules
 //! in [`crate::rules`].
 //!
-//! Events are signals (read from a signalfd), exec reports (a pipe per
-//! starting worker), notifications, workers' output and timers (the
-//! earliest the rules, the notification rate limit and an upgrade check
-//! ask for). Nothing here sleeps, and when nothing is pending the loop
+//! Events are signals (read from a signalfd), exec reports (known when a
+//! spawn returns; a pipe only for a worker a previous program image
+//! started), notifications, workers' output and timers (the earliest the
+//! rules, the notification rate limit, a status file to write again and
+//! an upgrade check ask for). Nothing here sleeps, and when nothing is pending the loop
 //! waits with no timeout at all, so an idle supervisor never wakes. The
 //! shell owns every descriptor and reads the clock; the rules decide.
 
@@ -78,7 +79,8 @@ pub struct Image {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Source {
     Signals,
-    /// A starting worker's exec report.
+    /// A starting worker's exec report pipe (handed over by a previous
+    /// program image).
     Report(Pid),
     /// The socket workers send READY=1 (or connect to with einhorn's
     /// ACK) to.
