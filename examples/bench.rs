@@ -32,6 +32,8 @@
 //! `term GEN TIME` when its SIGTERM arrives; as `bench accepting`, the
 //! same, `ready` just before it blocks in accept.
 
+#[path = "../tests/integration/procfs.rs"]
+mod procfs;
 #[path = "bench/workers.rs"]
 mod workers;
 

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::procfs::{children, rss_kib};
+
 /// One request at a time, each blocking 5 ms; the answer names the pid.
 const BLOCKING: &str = r#"
 import os, socket, time
@@ -198,33 +200,6 @@ fn peak_while(pid: u32, during: impl FnOnce()) -> (usize, u64) {
     during();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap_or((0, 0))
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    if status.starts_with("Name:\tstart_server\n") {
-        return 0;
-    }
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// start_server on a free loopback port with a status file, running

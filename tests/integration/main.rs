@@ -14,6 +14,7 @@ mod layout;
 mod lifecycle;
 mod load;
 mod notify;
+mod procfs;
 mod socketmaster;
 mod sockets;
 mod support;

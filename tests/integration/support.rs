@@ -11,6 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use crate::procfs::children;
+
 /// The usual deadline for an event that should take milliseconds.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -195,22 +197,6 @@ pub fn raw_environ(pid: u32) -> Vec<(String, String)> {
 /// The value of `name` in an environment read by [`raw_environ`].
 pub fn env_var(env: &[(String, String)], name: &str) -> Option<String> {
     env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-}
-
-/// The children of `pid` (of all its threads), as the kernel lists them.
-pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
 }
 
 /// What kubelet's atomic writer does to a ConfigMap volume at `volume`

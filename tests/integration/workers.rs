@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::procfs::rss_kib;
 use crate::support::*;
 
 /// start_server on a free loopback port with a status file in `dir`, the
@@ -76,21 +77,6 @@ fn wait_generation(dir: &TempDir, generation: u64, n: usize, server: &Server) ->
         .into_iter()
         .map(|(_, pid)| pid)
         .collect()
-}
-
-/// Resident memory of a worker, in KiB: 0 once it is gone, and for a
-/// child forked but not yet executed (still start_server's image, whose
-/// pages it shares and which is no worker's yet).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    if status.starts_with("Name:\tstart_server\n") {
-        return 0;
-    }
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Samples start_server's children from /proc until stopped: the most
