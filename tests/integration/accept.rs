@@ -272,12 +272,14 @@ fn monotonic_ns((at, ns): (Instant, i128), t: Instant) -> i128 {
 /// own, with `--readiness=accept` and --start-retries=0 (a failed restart
 /// is given up at once).
 struct Running {
-    dir: TempDir,
     server: Server,
     addr: String,
     status: PathBuf,
     /// An instant and CLOCK_MONOTONIC at it, to place the server's lines.
     clock: (Instant, i128),
+    /// Last: fields drop in order, and the directory is removed only once
+    /// the server has stopped (it removes its status file as it exits).
+    dir: TempDir,
 }
 
 impl Running {
@@ -309,11 +311,11 @@ impl Running {
         let server = Server::spawn(&mut cmd);
         wait_status(&status, &[1], &server);
         Some(Running {
-            dir,
             server,
             addr,
             status,
             clock: monotonic_now(),
+            dir,
         })
     }
 
