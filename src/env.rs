@@ -3,7 +3,7 @@
 //! given as options, the envdir read afresh, then the protocol variables.
 //! Also the run-time settings Server::Starter takes from the environment.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -12,30 +12,93 @@ use crate::clock::{fmt_secs, parse_seconds};
 use crate::config::{DEFAULT_AUTO_RESTART_INTERVAL, Protocols, Settings};
 use crate::listen::Listener;
 
-/// Variables as NAME, VALUE pairs; a later entry wins.
-pub type Vars = Vec<(OsString, OsString)>;
+/// One variable of an environment.
+#[derive(Clone)]
+pub enum Var {
+    /// A `NAME=VALUE` string of the environment start_server was given,
+    /// and its name's length: a worker gets the very string, uncopied.
+    Given(&'static CStr, usize),
+    /// A variable set here.
+    Set(OsString, OsString),
+}
+
+impl Var {
+    pub fn new(name: impl Into<OsString>, value: impl Into<OsString>) -> Var {
+        Var::Set(name.into(), value.into())
+    }
+
+    /// A string of the environment we were given, if it has a name (at
+    /// least one byte before an `=`).
+    pub fn given(entry: &'static CStr) -> Option<Var> {
+        let eq = entry.to_bytes().iter().skip(1).position(|&b| b == b'=')?;
+        Some(Var::Given(entry, eq.saturating_add(1)))
+    }
+
+    pub fn name(&self) -> &OsStr {
+        match self {
+            Var::Given(entry, len) => {
+                OsStr::from_bytes(entry.to_bytes().get(..*len).unwrap_or_default())
+            }
+            Var::Set(name, _) => name,
+        }
+    }
+
+    pub fn value(&self) -> &OsStr {
+        match self {
+            Var::Given(entry, len) => OsStr::from_bytes(
+                entry
+                    .to_bytes()
+                    .get(len.saturating_add(1)..)
+                    .unwrap_or_default(),
+            ),
+            Var::Set(_, value) => value,
+        }
+    }
+}
+
+/// Equal when their names and values are, whichever kind they are.
+impl PartialEq for Var {
+    fn eq(&self, other: &Var) -> bool {
+        self.name() == other.name() && self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}={:?}", self.name(), self.value())
+    }
+}
+
+/// Variables in order; a later entry wins.
+pub type Vars = Vec<Var>;
+
+/// The environment start_server was given, in order, each string that
+/// has a name.
+pub fn given() -> Vars {
+    let entries = crate::sys::environment();
+    let mut vars = Vars::with_capacity(entries.len());
+    vars.extend(entries.into_iter().filter_map(Var::given));
+    vars
+}
 
 /// Looks `name` up, the last entry winning.
 pub fn get<'a>(vars: &'a Vars, name: &str) -> Option<&'a OsStr> {
-    vars.iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_os_str())
+    vars.iter().rev().find(|v| v.name() == name).map(Var::value)
 }
 
 /// Sets `name`, replacing any earlier entry.
 pub fn set(vars: &mut Vars, name: &str, value: impl Into<OsString>) {
-    vars.retain(|(k, _)| k != name);
-    vars.push((name.into(), value.into()));
+    vars.retain(|v| v.name() != name);
+    vars.push(Var::new(name, value));
 }
 
 /// Sets every variable of `over` in `vars`, in order: a name never
 /// appears twice, and `over` wins (the envdir over the inherited
 /// environment).
 pub fn overlay(vars: &mut Vars, over: &Vars) {
-    for (name, value) in over {
-        vars.retain(|(k, _)| k != name);
-        vars.push((name.clone(), value.clone()));
+    for var in over {
+        vars.retain(|v| v.name() != var.name());
+        vars.push(var.clone());
     }
 }
 
@@ -55,11 +118,11 @@ impl<'a> Layered<'a> {
     }
 
     /// Every variable, in the order the program gets them.
-    pub fn iter(&self) -> impl Iterator<Item = &'a (OsString, OsString)> + use<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a Var> + use<'a> {
         let over = self.over;
         self.base
             .iter()
-            .filter(move |(k, _)| !over.iter().any(|(name, _)| name == k))
+            .filter(move |v| !over.iter().any(|o| o.name() == v.name()))
             .chain(over)
     }
 }
@@ -75,9 +138,9 @@ pub fn dedup(mut vars: Vars) -> Vars {
     let mut kept = 0;
     for i in 0..vars.len() {
         let seen = match (vars.get(..kept), vars.get(i)) {
-            (Some(before), Some((name, _))) => {
-                let w = name_word(name);
-                let seen = (words.iter().zip(before)).any(|(&kw, (k, _))| kw == w && k == name);
+            (Some(before), Some(var)) => {
+                let (name, w) = (var.name(), name_word(var.name()));
+                let seen = (words.iter().zip(before)).any(|(&kw, k)| kw == w && k.name() == name);
                 if !seen {
                     words.push(w);
                 }
@@ -209,12 +272,12 @@ pub fn read_envdir(dir: &Path) -> (Vars, Vec<String>) {
             &entry.path(),
             ARG_STRLEN_MAX.saturating_sub(bytes.len().saturating_add(2)),
         ) {
-            Ok(Some(line)) => vars.push((name, OsStr::from_bytes(&line).to_owned())),
+            Ok(Some(line)) => vars.push(Var::Set(name, OsStr::from_bytes(&line).to_owned())),
             Ok(None) => {}
             Err(why) => problems.push(format!("{}: {why}", name.to_string_lossy())),
         }
     }
-    vars.sort();
+    vars.sort_by(|a, b| a.name().cmp(b.name()));
     (vars, problems)
 }
 
@@ -298,7 +361,7 @@ impl Settings {
 /// Variables from `NAME, VALUE` pairs, for tests.
 #[cfg(test)]
 pub fn vars(pairs: &[(&str, &str)]) -> Vars {
-    pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    pairs.iter().map(|(k, v)| Var::new(*k, *v)).collect()
 }
 
 #[cfg(test)]

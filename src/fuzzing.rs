@@ -72,7 +72,8 @@ pub fn envdir(data: &[u8]) -> bool {
         let _ = std::fs::write(dir.join(name), content);
     }
     let (vars, _) = env::read_envdir(&dir);
-    for (name, value) in &vars {
+    for var in &vars {
+        let (name, value) = (var.name(), var.value());
         let v = value.as_encoded_bytes();
         assert!(!v.contains(&b'\n') && !v.contains(&0), "{name:?}={value:?}");
         assert!(name.len() + v.len() + 2 <= env::ARG_STRLEN_MAX);

@@ -136,7 +136,7 @@ impl Output {
         let (r, w) = sys::pipe().map_err(fail)?;
         let sh =
             Command::new(&["/bin/sh".into(), "-c".into(), cmd.to_owned()], None).map_err(fail)?;
-        let vars: Vars = std::env::vars_os().collect();
+        let vars = crate::env::given();
         let env = Layered {
             base: &vars,
             over: &Vars::new(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Settings};
 use crate::einhorn;
-use crate::env::{self, Vars};
+use crate::env::{self, Var, Vars};
 use crate::listen::{self, Listener};
 use crate::log::{self, errtext, fatal, note, original, warning};
 use crate::notify::{self, Channel, Limited, Notify};
@@ -1152,16 +1152,13 @@ impl Shell {
         }
         // What the service manager gave us, consumed at start-up, goes to
         // the next image: it is the same process.
-        let mut over = vec![(upgrade::STATE_VAR.into(), state.into())];
+        let mut over = vec![Var::new(upgrade::STATE_VAR, state)];
         if let Some(address) = &io.s.upstream_notify {
-            over.push(("NOTIFY_SOCKET".into(), address.clone()));
+            over.push(Var::new("NOTIFY_SOCKET", address));
         }
         if let Some(period) = io.s.watchdog {
-            over.push((
-                "WATCHDOG_USEC".into(),
-                period.as_micros().to_string().into(),
-            ));
-            over.push(("WATCHDOG_PID".into(), sys::getpid().to_string().into()));
+            over.push(Var::new("WATCHDOG_USEC", period.as_micros().to_string()));
+            over.push(Var::new("WATCHDOG_PID", sys::getpid().to_string()));
         }
         let env = env::Layered {
             base: &io.s.base_env,

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::env::{Layered, PID_PLACEHOLDER};
+use crate::env::{Layered, PID_PLACEHOLDER, Var};
 use crate::sys::{self, CStrArray, CStrArrayBuilder, ChildScript, Pid};
 use crate::users::Ids;
 
@@ -111,17 +111,28 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
 pub fn envp(env: Layered) -> (CStrArray, Option<usize>) {
     // Room for both layers whole: a little more than the program gets (a
     // name set over the base counts twice), for one pass instead of two.
+    // Only the variables set here are copied: those we were given are
+    // passed on as they are.
     let (mut count, mut size) = (0usize, 0usize);
-    for (k, v) in env.base.iter().chain(env.over) {
+    for var in env.base.iter().chain(env.over) {
         count = count.saturating_add(1);
-        size = size
-            .saturating_add(k.len())
-            .saturating_add(v.len())
-            .saturating_add(2);
+        if let Var::Set(k, v) = var {
+            size = size
+                .saturating_add(k.len())
+                .saturating_add(v.len())
+                .saturating_add(2);
+        }
     }
     let mut b = CStrArrayBuilder::with_capacity(count, size);
     let mut pid_slot = None;
-    for (k, v) in env.iter() {
+    for var in env.iter() {
+        let (k, v) = match var {
+            Var::Given(entry, _) => {
+                b.push_given(entry);
+                continue;
+            }
+            Var::Set(k, v) => (k, v),
+        };
         let start = b.push(&[k.as_bytes(), b"=", v.as_bytes()]);
         if k == "LISTEN_PID" && v == PID_PLACEHOLDER {
             pid_slot = start.map(|s| s.saturating_add(k.len()).saturating_add(1));
@@ -282,5 +293,25 @@ mod tests {
             over: &Vars::new(),
         });
         assert_eq!(none, None);
+    }
+
+    #[test]
+    fn variables_we_were_given_are_passed_on_uncopied() {
+        let given = crate::env::given();
+        // A name no test runner's environment holds.
+        let over = vars(&[("START_SERVER_UNCOPIED_TEST", "1")]);
+        let (array, _) = envp(Layered {
+            base: &given,
+            over: &over,
+        });
+        let strings = array.strings();
+        assert_eq!(strings.len(), given.len() + 1);
+        for (s, var) in strings.iter().zip(&given) {
+            let crate::env::Var::Given(entry, _) = var else {
+                panic!("{var:?} is not one we were given");
+            };
+            assert_eq!(s.as_ptr(), entry.as_ptr().cast());
+        }
+        assert_eq!(strings.last().unwrap(), b"START_SERVER_UNCOPIED_TEST=1");
     }
 }

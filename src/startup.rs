@@ -141,8 +141,9 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
 /// Our environment as the workers' starts: without what was handed to
 /// us, with the settings given as options (exported, as in the original).
 fn base_env(cfg: &Config) -> Vars {
-    let mut vars = sys::environment();
-    vars.retain(|(k, _)| {
+    let mut vars = env::given();
+    vars.retain(|v| {
+        let k = v.name();
         k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION" && !env::is_consumed(k)
     });
     let mut vars = env::dedup(vars);

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::env::{self, Vars};
+use crate::env::{self, Var, Vars};
 use crate::log::errtext;
 use crate::spawn::{self, Command, Report};
 use crate::sys::{self, Pid, WaitStatus};
@@ -54,8 +54,8 @@ impl UpgradeCheck {
         now: Instant,
     ) -> Result<UpgradeCheck, String> {
         let over: Vars = vec![
-            (upgrade::STATE_VAR.into(), state.into()),
-            (upgrade::CHECK_VAR.into(), "1".into()),
+            Var::new(upgrade::STATE_VAR, state),
+            Var::new(upgrade::CHECK_VAR, "1"),
         ];
         let env = env::Layered {
             base: env,

@@ -6,11 +6,12 @@ use super::*;
 use std::cell::UnsafeCell;
 use std::sync::atomic::AtomicBool;
 
-/// A NULL-terminated array of C strings, as `execve` takes it, the strings
-/// one after another in a single buffer. Built before the clone, so that
-/// the child only reads it (but for the pid slot).
+/// A NULL-terminated array of C strings, as `execve` takes it: strings
+/// made here, one after another in a single buffer, and strings of the
+/// environment we were given, where they are. Built before the clone, so
+/// that the child only reads it (but for the pid slot).
 pub struct CStrArray {
-    /// Each string with its NUL.
+    /// Each string made here, with its NUL.
     bytes: Vec<u8>,
     ptrs: Vec<*const libc::c_char>,
 }
@@ -30,18 +31,24 @@ impl CStrArray {
         self.ptrs.as_ptr()
     }
 
-    /// The strings, without their NULs, as the pointers find them.
+    /// The strings, without their NULs, as the pointers find them; each
+    /// made here is in the buffer, in order.
     #[cfg(test)]
     pub fn strings(&self) -> Vec<&[u8]> {
-        let ends = self.bytes.iter().enumerate().filter(|(_, b)| **b == 0);
-        let mut start = 0;
+        let range = self.bytes.as_ptr_range();
+        let mut made = 0;
         let mut out = Vec::new();
-        for ((end, _), &ptr) in ends.zip(&self.ptrs) {
-            assert_eq!(ptr, self.bytes[start..].as_ptr().cast());
-            out.push(&self.bytes[start..end]);
-            start = end + 1;
+        for &ptr in &self.ptrs[..self.ptrs.len() - 1] {
+            // SAFETY: every pointer but the last is to a NUL-terminated
+            // string, in the buffer or given for the life of the process.
+            let s = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+            if range.contains(&ptr.cast()) {
+                assert_eq!(ptr, self.bytes[made..].as_ptr().cast());
+                made += s.len() + 1;
+            }
+            out.push(s);
         }
-        assert_eq!(out.len() + 1, self.ptrs.len());
+        assert_eq!(made, self.bytes.len());
         assert!(self.ptrs.last().unwrap().is_null());
         out
     }
@@ -51,7 +58,15 @@ impl CStrArray {
 /// when the capacities given are enough.
 pub struct CStrArrayBuilder {
     bytes: Vec<u8>,
-    starts: Vec<usize>,
+    strings: Vec<Place>,
+}
+
+/// Where a string of the array is.
+enum Place {
+    /// In the buffer, from this offset.
+    Made(usize),
+    /// Where it was given.
+    Given(&'static CStr),
 }
 
 /// Whether `bytes` holds a NUL: eight bytes at a time (the byte-wise
@@ -85,11 +100,19 @@ fn append(bytes: &mut Vec<u8>, part: &[u8]) {
 }
 
 impl CStrArrayBuilder {
+    /// Room for `strings` strings in all, and `bytes` bytes of those made
+    /// here.
     pub fn with_capacity(strings: usize, bytes: usize) -> CStrArrayBuilder {
         CStrArrayBuilder {
             bytes: Vec::with_capacity(bytes),
-            starts: Vec::with_capacity(strings),
+            strings: Vec::with_capacity(strings),
         }
+    }
+
+    /// Appends a string that stays where it is for the life of the
+    /// process, uncopied.
+    pub fn push_given(&mut self, s: &'static CStr) {
+        self.strings.push(Place::Given(s));
     }
 
     /// Appends the string that `parts` make, joined; returns where it
@@ -107,7 +130,7 @@ impl CStrArrayBuilder {
             return None;
         }
         self.bytes.push(0);
-        self.starts.push(start);
+        self.strings.push(Place::Made(start));
         Some(start)
     }
 
@@ -116,8 +139,11 @@ impl CStrArrayBuilder {
         // array: its bytes live in their own heap allocation, which
         // nothing resizes afterwards.
         let base = self.bytes.as_ptr();
-        let mut ptrs = Vec::with_capacity(self.starts.len().saturating_add(1));
-        ptrs.extend(self.starts.iter().map(|&s| base.wrapping_add(s).cast()));
+        let mut ptrs = Vec::with_capacity(self.strings.len().saturating_add(1));
+        ptrs.extend(self.strings.iter().map(|s| match s {
+            Place::Made(start) => base.wrapping_add(*start).cast(),
+            Place::Given(s) => s.as_ptr(),
+        }));
         ptrs.push(std::ptr::null());
         CStrArray {
             bytes: self.bytes,

@@ -11,19 +11,17 @@ unsafe extern "C" {
     static environ: *const *const libc::c_char;
 }
 
-/// This process's environment as it was given, in order: the strings of
-/// the form `NAME=VALUE` (a name of at least one byte), split. Read from
-/// the C library's array, with one allocation per name and per value
-/// and the vector made once at its size (the standard library's copy
-/// grows a vector of its own first, every step of it left behind).
-pub fn environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    use std::ffi::OsString;
-    use std::os::unix::ffi::OsStringExt;
+/// This process's environment as it was given, in order: its strings
+/// (normally `NAME=VALUE`), borrowed for the rest of the process's life,
+/// so that passing one on to a worker copies nothing.
+pub fn environment() -> Vec<&'static CStr> {
     // environ is the C library's NULL-terminated array of NUL-terminated
-    // strings, set up before main; this program never changes its own
-    // environment (no setenv, putenv or set_var: workers get theirs
-    // built apart), so the array and its strings stay valid and
-    // unchanged while they are read here.
+    // strings, set up before main. This program never changes its own
+    // environment (no setenv or putenv; std's set_var is unsafe, and only
+    // this module holds unsafe code: workers get theirs built apart), and
+    // the C library never frees or rewrites the strings a process starts
+    // with: each one stays where it is, unchanged, until the process
+    // ends.
     // SAFETY: as above; entries are read up to the terminating NULL.
     let count = unsafe {
         let mut n = 0usize;
@@ -32,21 +30,11 @@ pub fn environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
         }
         n
     };
-    // SAFETY: as above; `i` is below `count`, so entry `i` is a string.
-    let entry = |i: usize| unsafe { CStr::from_ptr(*environ.add(i)).to_bytes() };
+    // SAFETY: as above; `i` is below `count`, so entry `i` is a string,
+    // valid and unchanged for the rest of the process.
+    let entry = |i: usize| unsafe { CStr::from_ptr::<'static>(*environ.add(i)) };
     let mut out = Vec::with_capacity(count);
-    for entry in (0..count).map(entry) {
-        let eq = entry.iter().skip(1).position(|&b| b == b'=');
-        if let Some((name, value)) = eq.and_then(|i| {
-            let (name, rest) = entry.split_at_checked(i.saturating_add(1))?;
-            Some((name, rest.get(1..)?))
-        }) {
-            out.push((
-                OsString::from_vec(name.to_vec()),
-                OsString::from_vec(value.to_vec()),
-            ));
-        }
-    }
+    out.extend((0..count).map(entry));
     out
 }
 
@@ -151,7 +139,19 @@ pub fn read_process_memory(pid: Pid, addr: usize, buf: &mut [u8]) -> io::Result<
 mod tests {
     #[test]
     fn the_environment_is_the_one_the_standard_library_reads() {
-        let ours = super::environment();
+        use std::os::unix::ffi::OsStrExt;
+        let ours: Vec<_> = super::environment()
+            .iter()
+            .filter_map(|e| {
+                let bytes = e.to_bytes();
+                let eq = 1 + bytes[1..].iter().position(|&b| b == b'=')?;
+                let name = std::ffi::OsStr::from_bytes(&bytes[..eq]);
+                Some((
+                    name.to_owned(),
+                    std::ffi::OsStr::from_bytes(&bytes[eq + 1..]).to_owned(),
+                ))
+            })
+            .collect();
         let std: Vec<_> = std::env::vars_os().collect();
         assert_eq!(ours, std);
         assert!(!ours.is_empty());
