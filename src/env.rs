@@ -3,7 +3,7 @@
 //! given as options, the envdir read afresh, then the protocol variables.
 //! Also the run-time settings Server::Starter takes from the environment.
 
-use std::ffi::{CStr, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -11,13 +11,14 @@ use std::time::Duration;
 use crate::clock::{fmt_secs, parse_seconds};
 use crate::config::{DEFAULT_AUTO_RESTART_INTERVAL, Protocols, Settings};
 use crate::listen::Listener;
+use crate::sys::EnvString;
 
 /// One variable of an environment.
 #[derive(Clone)]
 pub enum Var {
-    /// A `NAME=VALUE` string of the environment start_server was given,
-    /// and its name's length: a worker gets the very string, uncopied.
-    Given(&'static CStr, usize),
+    /// A string of the environment start_server was given: a worker gets
+    /// the very string, uncopied.
+    Given(EnvString),
     /// A variable set here.
     Set(OsString, OsString),
 }
@@ -27,30 +28,16 @@ impl Var {
         Var::Set(name.into(), value.into())
     }
 
-    /// A string of the environment we were given, if it has a name (at
-    /// least one byte before an `=`).
-    pub fn given(entry: &'static CStr) -> Option<Var> {
-        let eq = entry.to_bytes().iter().skip(1).position(|&b| b == b'=')?;
-        Some(Var::Given(entry, eq.saturating_add(1)))
-    }
-
     pub fn name(&self) -> &OsStr {
         match self {
-            Var::Given(entry, len) => {
-                OsStr::from_bytes(entry.to_bytes().get(..*len).unwrap_or_default())
-            }
+            Var::Given(s) => OsStr::from_bytes(s.name()),
             Var::Set(name, _) => name,
         }
     }
 
     pub fn value(&self) -> &OsStr {
         match self {
-            Var::Given(entry, len) => OsStr::from_bytes(
-                entry
-                    .to_bytes()
-                    .get(len.saturating_add(1)..)
-                    .unwrap_or_default(),
-            ),
+            Var::Given(s) => OsStr::from_bytes(s.value()),
             Var::Set(_, value) => value,
         }
     }
@@ -75,10 +62,43 @@ pub type Vars = Vec<Var>;
 /// The environment start_server was given, in order, each string that
 /// has a name.
 pub fn given() -> Vars {
-    let entries = crate::sys::environment();
-    let mut vars = Vars::with_capacity(entries.len());
-    vars.extend(entries.into_iter().filter_map(Var::given));
+    let strings = crate::sys::environment();
+    let mut vars = Vars::with_capacity(strings.len());
+    vars.extend(strings.into_iter().map(Var::Given));
     vars
+}
+
+/// start_server's own environment, read once at start-up, in two parts:
+/// what it passes on to the workers, and the variables that speak to
+/// start_server itself ([`CONSUMED`]), which never reach a worker. Each
+/// name appears once in each, its first entry kept: what getenv(3)
+/// finds.
+pub struct Environment {
+    pub passed: Vars,
+    pub handed: Vars,
+}
+
+impl Environment {
+    pub fn read() -> Environment {
+        let given = given();
+        let mut passed = Vars::with_capacity(given.len());
+        let mut handed = Vars::new();
+        for var in given {
+            match is_consumed(var.name()) {
+                true => handed.push(var),
+                false => passed.push(var),
+            }
+        }
+        Environment {
+            passed: dedup(passed),
+            handed: dedup(handed),
+        }
+    }
+
+    /// A variable handed to start_server itself.
+    pub fn handed(&self, name: &str) -> Option<&OsStr> {
+        get(&self.handed, name)
+    }
 }
 
 /// Looks `name` up, the last entry winning.
@@ -119,42 +139,80 @@ impl<'a> Layered<'a> {
 
     /// Every variable, in the order the program gets them.
     pub fn iter(&self) -> impl Iterator<Item = &'a Var> + use<'a> {
-        let over = self.over;
+        let over = NameSet::of(self.over);
         self.base
             .iter()
-            .filter(move |v| !over.iter().any(|o| o.name() == v.name()))
-            .chain(over)
+            .filter(move |v| !over.contains(v.name()))
+            .chain(self.over)
     }
 }
 
 /// One entry per name, the first kept where it stands: what getenv(3)
 /// saw in the environment we were given.
 pub fn dedup(mut vars: Vars) -> Vars {
-    // Each name is compared with those kept before it by a word of its
-    // length and first bytes, and in full only where the words match: a
-    // few hundred cheap comparisons for an environment of a few dozen.
-    let mut words: Vec<u64> = Vec::with_capacity(vars.len());
-    // In place: the kept entries move up, in order, over the others.
-    let mut kept = 0;
-    for i in 0..vars.len() {
-        let seen = match (vars.get(..kept), vars.get(i)) {
-            (Some(before), Some(var)) => {
-                let (name, w) = (var.name(), name_word(var.name()));
-                let seen = (words.iter().zip(before)).any(|(&kw, k)| kw == w && k.name() == name);
-                if !seen {
-                    words.push(w);
-                }
-                seen
-            }
-            _ => true,
-        };
-        if !seen {
-            vars.swap(kept, i);
-            kept = kept.saturating_add(1);
+    let mut names = NameSet::with_capacity(vars.len());
+    let keep: Vec<bool> = vars.iter().map(|v| names.insert(v.name())).collect();
+    let mut keep = keep.into_iter();
+    vars.retain(|_| keep.next().unwrap_or(true));
+    vars
+}
+
+/// A set of names, made to tell quickly whether a name is in it (every
+/// variable of every worker's environment is looked up in one). Most
+/// names that are not are told apart by one bit of a 256-bit filter,
+/// most others by a word of their length and first bytes; only names
+/// alike in both are compared in full.
+struct NameSet<'a> {
+    filter: [u64; 4],
+    names: Vec<(u64, &'a OsStr)>,
+}
+
+impl<'a> NameSet<'a> {
+    fn with_capacity(n: usize) -> NameSet<'a> {
+        NameSet {
+            filter: [0; 4],
+            names: Vec::with_capacity(n),
         }
     }
-    vars.truncate(kept);
-    vars
+
+    /// The names of `vars`.
+    fn of(vars: &'a Vars) -> NameSet<'a> {
+        let mut set = NameSet::with_capacity(vars.len());
+        for v in vars {
+            set.insert(v.name());
+        }
+        set
+    }
+
+    /// The filter's word and bit for a name's word.
+    fn bit(word: u64) -> (usize, u64) {
+        let h = word.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_shr(56);
+        (h.wrapping_shr(6) as usize, 1u64.wrapping_shl(h as u32))
+    }
+
+    fn find(&self, name: &OsStr, word: u64) -> bool {
+        let (i, bit) = Self::bit(word);
+        self.filter.get(i).is_some_and(|f| f & bit != 0)
+            && self.names.iter().any(|&(w, n)| w == word && n == name)
+    }
+
+    fn contains(&self, name: &OsStr) -> bool {
+        self.find(name, name_word(name))
+    }
+
+    /// Adds `name`; false when it was there already.
+    fn insert(&mut self, name: &'a OsStr) -> bool {
+        let word = name_word(name);
+        if self.find(name, word) {
+            return false;
+        }
+        let (i, bit) = Self::bit(word);
+        if let Some(f) = self.filter.get_mut(i) {
+            *f |= bit;
+        }
+        self.names.push((word, name));
+        true
+    }
 }
 
 /// A name's length and first six bytes in one word: equal names have
@@ -421,6 +479,14 @@ mod tests {
             dedup(vars(&alike)),
             vars(&[("SERVER_1", "a"), ("SERVER_2", "b")])
         );
+        // Enough names that the filter's bits collide: each is still told
+        // apart from the others, and found again.
+        let names: Vec<String> = (0..600).map(|i| format!("VARIABLE_{i}")).collect();
+        let mut many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "first")).collect();
+        many.extend(names.iter().step_by(7).map(|n| (n.as_str(), "again")));
+        let kept = dedup(vars(&many));
+        assert_eq!(kept.len(), names.len());
+        assert!(kept.iter().all(|v| v.value() == "first"));
         overlay(&mut v, &vars(&[("PATH", "/env"), ("Y", "2")]));
         assert_eq!(v, vars(&[("X", "1"), ("PATH", "/env"), ("Y", "2")]));
     }

@@ -107,20 +107,24 @@ pub fn main() -> i32 {
             return EXIT_FAILURE;
         }
     };
-    match mode {
-        Mode::Run(cfg) if std::env::var_os(upgrade::CHECK_VAR).is_some() => {
-            answer_check(cfg.rules.slots())
-        }
-        Mode::Run(cfg) => run(*cfg, blocked, &argv0),
-        other => client::answer(other, socketmaster),
+    let Mode::Run(cfg) = mode else {
+        return client::answer(mode, socketmaster);
+    };
+    let env = env::Environment::read();
+    match env.handed(upgrade::CHECK_VAR) {
+        Some(_) => answer_check(&env, cfg.rules.slots()),
+        None => run(*cfg, blocked, &argv0, env),
     }
 }
 
 /// Asked by a running start_server whether we take its state: our parent
 /// is the one asking, and its workers are ours to be.
-fn answer_check(slots: u32) -> i32 {
-    let text = std::env::var(upgrade::STATE_VAR).unwrap_or_default();
-    let (answer, code) = match startup::accept_state(&text, sys::getppid(), slots) {
+fn answer_check(env: &env::Environment, slots: u32) -> i32 {
+    let text = env
+        .handed(upgrade::STATE_VAR)
+        .and_then(|t| t.to_str())
+        .unwrap_or_default();
+    let (answer, code) = match startup::accept_state(text, sys::getppid(), slots) {
         Ok(_) => (upgrade::CHECK_OK.to_string(), 0),
         Err(why) => (why, EXIT_FAILURE),
     };
@@ -143,7 +147,7 @@ fn ensure_stdio() {
 
 /// Start-up: check, then acquire and supervise, or carry on from a
 /// previous program image's state (a live upgrade).
-fn run(cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
+fn run(cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr, env: env::Environment) -> i32 {
     let fail = |msg: String| {
         fatal!("{msg}");
         EXIT_FAILURE
@@ -152,19 +156,20 @@ fn run(cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr) -> i32 {
     // recorded, to be taken (sockets LISTEN_FDS passes, a live upgrade's
     // state, socketmaster's fd://N) or closed later; or, when nothing can
     // be taken from it, closed at once.
-    let takes = !cfg.open_fds.is_empty()
-        || std::env::var_os("LISTEN_FDS").is_some()
-        || std::env::var_os(upgrade::STATE_VAR).is_some();
+    let state = env
+        .handed(upgrade::STATE_VAR)
+        .map(|t| t.to_string_lossy().into_owned());
+    let takes = !cfg.open_fds.is_empty() || env.handed("LISTEN_FDS").is_some() || state.is_some();
     match takes {
         true => sys::record_inherited(),
         false => sys::close_all_inherited(),
     }
-    let plan = match startup::check(cfg, argv0) {
+    let plan = match startup::check(cfg, argv0, env) {
         Ok(plan) => plan,
         Err(msg) => return fail(msg),
     };
-    if let Some(text) = std::env::var_os(upgrade::STATE_VAR) {
-        return match startup::resume(plan, &text.to_string_lossy(), &blocked) {
+    if let Some(text) = state {
+        return match startup::resume(plan, &text, &blocked) {
             Ok(shell) => shell.run_loop(),
             Err(msg) => fail(msg),
         };

@@ -72,7 +72,14 @@ pub struct Setup {
 /// arguments we were run with (its environment is `Setup::base_env`).
 pub struct Image {
     pub exe: PathBuf,
-    pub argv: Vec<std::ffi::OsString>,
+}
+
+impl Image {
+    /// Our arguments, read where the process keeps them when they are
+    /// needed (a live upgrade), not copied at every start.
+    fn argv() -> Vec<std::ffi::OsString> {
+        std::env::args_os().collect()
+    }
 }
 
 /// What a descriptor in the poll set stands for.
@@ -1102,8 +1109,8 @@ impl Shell {
         let exe = &self.effects.s.image.exe;
         note!("upgrading in place: executing {}", exe.display());
         let state = self.snapshot().encode(&Clock::read());
-        let (argv, env) = (&self.effects.s.image.argv, &self.effects.s.base_env);
-        match UpgradeCheck::start(exe, argv, env, &state, Instant::now()) {
+        let (argv, env) = (Image::argv(), &self.effects.s.base_env);
+        match UpgradeCheck::start(exe, &argv, env, &state, Instant::now()) {
             Ok(check) => self.upgrade_check = Some(check),
             Err(why) => warning!("not upgrading: {why}; carrying on"),
         }
@@ -1164,7 +1171,7 @@ impl Shell {
             base: &io.s.base_env,
             over: &over,
         };
-        let err = match exec_args(&exe, &io.s.image.argv, env) {
+        let err = match exec_args(&exe, &Image::argv(), env) {
             Ok((path, argv, envp)) => sys::execve(&path, &argv, &envp),
             Err(e) => e,
         };

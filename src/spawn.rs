@@ -88,8 +88,8 @@ impl Command {
 const _: () = assert!(PID_PLACEHOLDER.len() == sys::PID_DIGITS);
 
 /// The executable `program` names: itself if it holds a slash, else the
-/// first executable file of that name in our PATH.
-pub fn resolve(program: &OsStr) -> Option<PathBuf> {
+/// first executable file of that name in `path` (our PATH).
+pub fn resolve(program: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &std::path::Path| {
         p.metadata()
@@ -99,8 +99,8 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         let p = PathBuf::from(program);
         return runnable(&p).then_some(p);
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-    std::env::split_paths(&path)
+    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
+    std::env::split_paths(path)
         .map(|dir| dir.join(program))
         .find(|p| runnable(p))
 }
@@ -127,8 +127,8 @@ pub fn envp(env: Layered) -> (CStrArray, Option<usize>) {
     let mut pid_slot = None;
     for var in env.iter() {
         let (k, v) = match var {
-            Var::Given(entry, _) => {
-                b.push_given(entry);
+            Var::Given(s) => {
+                b.push_given(*s);
                 continue;
             }
             Var::Set(k, v) => (k, v),
@@ -307,7 +307,7 @@ mod tests {
         let strings = array.strings();
         assert_eq!(strings.len(), given.len() + 1);
         for (s, var) in strings.iter().zip(&given) {
-            let crate::env::Var::Given(entry, _) = var else {
+            let crate::env::Var::Given(entry) = var else {
                 panic!("{var:?} is not one we were given");
             };
             assert_eq!(s.as_ptr(), entry.as_ptr().cast());

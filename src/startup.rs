@@ -37,6 +37,8 @@ pub struct Plan {
     image: Image,
     /// Sockets handed to us (LISTEN_FDS).
     inherited: Vec<listen::Inherited>,
+    /// The variables of our environment that speak to us.
+    handed: Vars,
 }
 
 /// How start-up ended, when it did not fail.
@@ -50,14 +52,14 @@ pub enum Started {
 
 /// Checks the command line and the environment; acquires nothing.
 #[inline(never)]
-pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
+pub fn check(mut cfg: Config, argv0: &OsStr, env: env::Environment) -> Result<Plan, String> {
     let policy = cfg.rules.policy;
     if policy.resolve_command {
         let program = cfg
             .command
             .first_mut()
             .ok_or("server program not specified")?;
-        let path = spawn::resolve(program).ok_or_else(|| {
+        let path = spawn::resolve(program, env::get(&env.passed, "PATH")).ok_or_else(|| {
             format!(
                 "{}command '{}' not found in PATH",
                 policy.flag_prefix,
@@ -87,12 +89,13 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
     }
     // What was handed to us (LISTEN_FDS, NOTIFY_SOCKET, ...) is consumed
     // here; the workers get their own.
+    let handed = |name| env.handed(name).and_then(OsStr::to_str);
     let inherited = listen::inherited(
-        std::env::var("LISTEN_FDS").ok().as_deref(),
-        std::env::var("LISTEN_PID").ok().as_deref(),
-        std::env::var("LISTEN_FDNAMES").ok().as_deref(),
+        handed("LISTEN_FDS"),
+        handed("LISTEN_PID"),
+        handed("LISTEN_FDNAMES"),
     );
-    let base_env = base_env(&cfg);
+    let base_env = base_env(&cfg, env.passed);
     let (settings, problems) = config::Settings::from_vars(&base_env);
     if policy.env_settings
         && let Some(problem) = problems.into_iter().next()
@@ -123,8 +126,7 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
     let command = spawn::Command::new(&cfg.command, cfg.dir.clone())
         .map_err(|_| "invalid server command: an argument holds a NUL byte".to_string())?;
     let image = Image {
-        exe: own_path(argv0),
-        argv: std::env::args_os().collect(),
+        exe: own_path(argv0, env::get(&base_env, "PATH")),
     };
     Ok(Plan {
         cfg,
@@ -135,18 +137,18 @@ pub fn check(mut cfg: Config, argv0: &OsStr) -> Result<Plan, String> {
         command,
         image,
         inherited,
+        handed: env.handed,
     })
 }
 
-/// Our environment as the workers' starts: without what was handed to
-/// us, with the settings given as options (exported, as in the original).
-fn base_env(cfg: &Config) -> Vars {
-    let mut vars = env::given();
+/// Our environment as the workers' starts: what we pass on, without the
+/// variables each worker gets afresh, with the settings given as options
+/// (exported, as in the original).
+fn base_env(cfg: &Config, mut vars: Vars) -> Vars {
     vars.retain(|v| {
         let k = v.name();
-        k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION" && !env::is_consumed(k)
+        k != "SERVER_STARTER_PORT" && k != "SERVER_STARTER_GENERATION"
     });
-    let mut vars = env::dedup(vars);
     if let Some(dir) = &cfg.envdir {
         env::set(&mut vars, "ENVDIR", dir.as_os_str());
     }
@@ -325,8 +327,8 @@ impl Plan {
             started: r.started,
             notify: r.notify,
             watcher: r.watcher,
-            upstream_notify: std::env::var_os("NOTIFY_SOCKET"),
-            watchdog: watchdog(),
+            upstream_notify: env::get(&self.handed, "NOTIFY_SOCKET").map(OsStr::to_os_string),
+            watchdog: watchdog(&self.handed),
             ids: self.ids,
             image: self.image,
         }
@@ -360,12 +362,13 @@ fn watcher(cfg: &Config) -> Result<Option<Watcher>, String> {
 
 /// systemd's watchdog period (WATCHDOG_USEC), when it is meant for us
 /// (WATCHDOG_PID ours, or absent) and there is a NOTIFY_SOCKET to ping.
-fn watchdog() -> Option<std::time::Duration> {
-    std::env::var_os("NOTIFY_SOCKET")?;
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    let ours = match std::env::var("WATCHDOG_PID") {
-        Ok(pid) => pid.parse() == Ok(sys::getpid()),
-        Err(_) => true,
+fn watchdog(handed: &Vars) -> Option<std::time::Duration> {
+    let text = |name| env::get(handed, name).map(|v| v.to_str().unwrap_or_default());
+    text("NOTIFY_SOCKET")?;
+    let usec: u64 = text("WATCHDOG_USEC")?.parse().ok()?;
+    let ours = match text("WATCHDOG_PID") {
+        Some(pid) => pid.parse() == Ok(sys::getpid()),
+        None => true,
     };
     (ours && usec > 0).then(|| std::time::Duration::from_micros(usec))
 }
@@ -374,8 +377,8 @@ fn watchdog() -> Option<std::time::Duration> {
 /// symbolic link re-pointed at a new version then runs that version.
 /// `argv[0]` as given (made absolute), looked up in PATH when it has no
 /// slash; /proc/self/exe where neither names a program.
-fn own_path(argv0: &OsStr) -> PathBuf {
-    let found = spawn::resolve(argv0).map(|p| match p.is_relative() {
+fn own_path(argv0: &OsStr, path: Option<&OsStr>) -> PathBuf {
+    let found = spawn::resolve(argv0, path).map(|p| match p.is_relative() {
         true => std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(&p)),
         false => p,
     });

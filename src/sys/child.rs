@@ -66,7 +66,7 @@ enum Place {
     /// In the buffer, from this offset.
     Made(usize),
     /// Where it was given.
-    Given(&'static CStr),
+    Given(*const libc::c_char),
 }
 
 /// Whether `bytes` holds a NUL: eight bytes at a time (the byte-wise
@@ -109,10 +109,9 @@ impl CStrArrayBuilder {
         }
     }
 
-    /// Appends a string that stays where it is for the life of the
-    /// process, uncopied.
-    pub fn push_given(&mut self, s: &'static CStr) {
-        self.strings.push(Place::Given(s));
+    /// Appends a string of the environment we were given, uncopied.
+    pub fn push_given(&mut self, s: EnvString) {
+        self.strings.push(Place::Given(s.as_ptr()));
     }
 
     /// Appends the string that `parts` make, joined; returns where it
@@ -142,7 +141,7 @@ impl CStrArrayBuilder {
         let mut ptrs = Vec::with_capacity(self.strings.len().saturating_add(1));
         ptrs.extend(self.strings.iter().map(|s| match s {
             Place::Made(start) => base.wrapping_add(*start).cast(),
-            Place::Given(s) => s.as_ptr(),
+            Place::Given(s) => *s,
         }));
         ptrs.push(std::ptr::null());
         CStrArray {

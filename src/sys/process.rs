@@ -11,10 +11,46 @@ unsafe extern "C" {
     static environ: *const *const libc::c_char;
 }
 
-/// This process's environment as it was given, in order: its strings
-/// (normally `NAME=VALUE`), borrowed for the rest of the process's life,
-/// so that passing one on to a worker copies nothing.
-pub fn environment() -> Vec<&'static CStr> {
+/// A string of the environment this process was given, `NAME=VALUE` with
+/// a name of at least one byte, where it lies: it stays there, unchanged,
+/// for the rest of the process's life (see [`environment`]), so passing
+/// it on to a worker copies nothing, and reading its name does not
+/// measure its value.
+#[derive(Clone, Copy)]
+pub struct EnvString {
+    ptr: *const libc::c_char,
+    /// The bytes before the first `=` (after the first byte).
+    name_len: usize,
+}
+
+// SAFETY: the string is never written, by this process or anyone else,
+// while it lives (see `environment`): any thread may read it.
+unsafe impl Send for EnvString {}
+// SAFETY: as above.
+unsafe impl Sync for EnvString {}
+
+impl EnvString {
+    pub fn name(&self) -> &'static [u8] {
+        // SAFETY: the first name_len bytes of the string were read before
+        // its NUL when it was found, and never change (see environment).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.name_len) }
+    }
+
+    pub fn value(&self) -> &'static [u8] {
+        // SAFETY: the string holds its name, an `=` and a NUL-terminated
+        // value, unchanged while the process lives (see environment).
+        unsafe { CStr::from_ptr(self.ptr.add(self.name_len).add(1)).to_bytes() }
+    }
+
+    /// The whole string, NUL-terminated, as execve takes it.
+    pub fn as_ptr(&self) -> *const libc::c_char {
+        self.ptr
+    }
+}
+
+/// This process's environment as it was given, in order: its strings that
+/// have a name.
+pub fn environment() -> Vec<EnvString> {
     // environ is the C library's NULL-terminated array of NUL-terminated
     // strings, set up before main. This program never changes its own
     // environment (no setenv or putenv; std's set_var is unsafe, and only
@@ -30,11 +66,35 @@ pub fn environment() -> Vec<&'static CStr> {
         }
         n
     };
-    // SAFETY: as above; `i` is below `count`, so entry `i` is a string,
-    // valid and unchanged for the rest of the process.
-    let entry = |i: usize| unsafe { CStr::from_ptr::<'static>(*environ.add(i)) };
     let mut out = Vec::with_capacity(count);
-    out.extend((0..count).map(entry));
+    for i in 0..count {
+        // SAFETY: as above; `i` is below `count`, so entry `i` is a string.
+        let ptr = unsafe { *environ.add(i) };
+        // The name ends at the first `=` after its first byte; a string
+        // that ends first has none.
+        let bytes = ptr.cast::<u8>();
+        let mut name_len = None;
+        // SAFETY: bytes are read one at a time, up to the string's NUL at
+        // most.
+        unsafe {
+            let mut n = 1usize;
+            if *bytes != 0 {
+                loop {
+                    match *bytes.add(n) {
+                        0 => break,
+                        b'=' => {
+                            name_len = Some(n);
+                            break;
+                        }
+                        _ => n = n.saturating_add(1),
+                    }
+                }
+            }
+        }
+        if let Some(name_len) = name_len {
+            out.push(EnvString { ptr, name_len });
+        }
+    }
     out
 }
 
@@ -142,14 +202,12 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let ours: Vec<_> = super::environment()
             .iter()
-            .filter_map(|e| {
-                let bytes = e.to_bytes();
-                let eq = 1 + bytes[1..].iter().position(|&b| b == b'=')?;
-                let name = std::ffi::OsStr::from_bytes(&bytes[..eq]);
-                Some((
+            .map(|e| {
+                let name = std::ffi::OsStr::from_bytes(e.name());
+                (
                     name.to_owned(),
-                    std::ffi::OsStr::from_bytes(&bytes[eq + 1..]).to_owned(),
-                ))
+                    std::ffi::OsStr::from_bytes(e.value()).to_owned(),
+                )
             })
             .collect();
         let std: Vec<_> = std::env::vars_os().collect();
