@@ -8,7 +8,8 @@
 //! - wake-ups (context switches) of an idle supervisor over 10 s, with and
 //!   without auto-restart pending, and with every timer option set;
 //! - latency from spawning start_server to its worker's first instruction
-//!   (median of 21), next to spawning the worker directly.
+//!   (median of 21), next to spawning the worker directly, the two
+//!   alternating.
 //!
 //! - hand-over latency: from a new worker's READY=1 to the old worker
 //!   receiving its signal (median of 100 restarts with
@@ -221,24 +222,14 @@ fn main() {
         s.stop();
     }
 
-    let direct: Vec<u128> = (0..21).map(|_| spawn_directly(&me)).collect();
-    let direct = median(direct);
-    println!("spawn to first instruction (median of 21)");
+    println!("spawn to first instruction (median of 21, spawns alternating)");
+    let bins: Vec<&str> = impls.iter().map(|(_, bin)| bin.as_str()).collect();
+    let (direct, via) = spawn_times(&me, &bins, 21);
     println!(
         "                         worker spawned directly: {:.3} ms",
         direct as f64 / 1e6
     );
-    for (name, bin) in &impls {
-        let runs: Vec<u128> = (0..21)
-            .map(|_| {
-                let t0 = now_ns();
-                let mut s = Supervised::start(bin, &me, &[]);
-                let t1 = s.stamp;
-                s.stop();
-                t1 - t0
-            })
-            .collect();
-        let m = median(runs);
+    for ((name, _), m) in impls.iter().zip(via) {
         println!(
             "                         via {name}: {:.3} ms (start_server's share: {:.3} ms)",
             m as f64 / 1e6,
@@ -462,37 +453,42 @@ fn report_handover(name: &str, runs: &[i128]) {
     );
 }
 
-/// A start_server running `bench stamp` as its worker, on a loopback port.
+/// Spawn to first instruction of `bench stamp`, in ns: the median of
+/// `runs` spawned directly, and of `runs` through each of `bins`, in
+/// alternating runs (direct, the first, the second, ..., direct, ...), so
+/// that all meet the same machine, the direct spawn that is subtracted
+/// from the others included.
+fn spawn_times(me: &str, bins: &[&str], runs: usize) -> (u128, Vec<u128>) {
+    let mut direct = Vec::with_capacity(runs);
+    let mut via: Vec<Vec<u128>> = vec![Vec::with_capacity(runs); bins.len()];
+    for _ in 0..runs {
+        direct.push(spawn_directly(me));
+        for (bin, times) in bins.iter().zip(&mut via) {
+            let t0 = now_ns();
+            let mut s = Supervised::start(bin, me, &[]);
+            times.push(s.stamp - t0);
+            s.stop();
+        }
+    }
+    (median(direct), via.into_iter().map(median).collect())
+}
+
 /// `bench startup A B`: start_server's share of spawn-to-first-
-/// instruction for two builds, in alternating runs (direct, A, B, direct,
-/// A, B, ...) so that all three meet the same machine, the direct spawn
-/// that is subtracted included; the medians of 5 rounds of 21 each.
+/// instruction for two builds (see `spawn_times`); the medians of 5
+/// rounds of 21 each.
 fn startup_ab(bins: &[String]) {
     let [a, b] = bins else {
         panic!("usage: bench startup BIN-A BIN-B");
     };
     let me = std::env::current_exe().unwrap().display().to_string();
-    let spawn = |bin: &str| {
-        let t0 = now_ns();
-        let mut s = Supervised::start(bin, &me, &[]);
-        let t = s.stamp - t0;
-        s.stop();
-        t
-    };
     println!("start_server's share of spawn to first instruction, ms (A: {a}, B: {b})");
     for round in 1..=5 {
-        let (mut td, mut ta, mut tb) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..21 {
-            td.push(spawn_directly(&me));
-            ta.push(spawn(a));
-            tb.push(spawn(b));
-        }
-        let d = median(td);
-        let share = |t: Vec<u128>| median(t).saturating_sub(d) as f64 / 1e6;
+        let (d, via) = spawn_times(&me, &[a, b], 21);
+        let share = |t: u128| t.saturating_sub(d) as f64 / 1e6;
         println!(
             "round {round}: A {:.3}  B {:.3}  (direct spawn {:.3})",
-            share(ta),
-            share(tb),
+            share(via[0]),
+            share(via[1]),
             d as f64 / 1e6
         );
     }
@@ -513,6 +509,7 @@ fn spawn_directly(me: &str) -> u128 {
     t
 }
 
+/// A start_server running `bench stamp` as its worker, on a loopback port.
 struct Supervised {
     child: Child,
     stamp: u128,
