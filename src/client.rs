@@ -194,20 +194,20 @@ pub fn stop(pid_file: &Path, timeout: Option<Duration>) -> Result<(), String> {
 
 /// --timeout, for a client mode's wait.
 struct Deadline {
-    at: Option<(std::time::Instant, Duration)>,
+    at: Option<(crate::clock::Instant, Duration)>,
 }
 
 impl Deadline {
     fn new(timeout: Option<Duration>) -> Deadline {
         Deadline {
-            at: timeout.map(|t| (crate::clock::after(std::time::Instant::now(), t), t)),
+            at: timeout.map(|t| (crate::clock::after(crate::clock::Instant::now(), t), t)),
         }
     }
 
     /// Fails with the message `what` makes of the timeout, once past it.
     fn check(&self, what: impl Fn(String) -> String) -> Result<(), String> {
         match self.at {
-            Some((at, t)) if std::time::Instant::now() >= at => {
+            Some((at, t)) if crate::clock::Instant::now() >= at => {
                 Err(what(crate::clock::fmt_secs(t)))
             }
             _ => Ok(()),

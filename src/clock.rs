@@ -1,8 +1,73 @@
 //! Time as start_server reads and writes it: seconds parsed from and
 //! printed for people, and instants moved forward without overflow. Pure
-//! functions: nothing here reads a clock.
+//! functions, but for [`Instant::now`], the one clock read.
 
-use std::time::{Duration, Instant};
+use std::ops::{Add, AddAssign, Sub};
+use std::time::Duration;
+
+/// A point in time: CLOCK_MONOTONIC, as a duration since the clock's
+/// start (the standard library's Instant reads the same clock, through
+/// the vDSO: see `sys::monotonic`). Arithmetic saturates rather than
+/// panics.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Instant(Duration);
+
+impl Instant {
+    pub fn now() -> Instant {
+        Instant(crate::sys::monotonic())
+    }
+
+    pub fn checked_add(&self, d: Duration) -> Option<Instant> {
+        self.0.checked_add(d).map(Instant)
+    }
+
+    pub fn checked_sub(&self, d: Duration) -> Option<Instant> {
+        self.0.checked_sub(d).map(Instant)
+    }
+
+    /// How long after `earlier` this is, if it is not before it.
+    pub fn checked_duration_since(&self, earlier: Instant) -> Option<Duration> {
+        self.0.checked_sub(earlier.0)
+    }
+
+    /// How long after `earlier` this is; zero if it is before it.
+    pub fn saturating_duration_since(&self, earlier: Instant) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// The same as `saturating_duration_since` (as the standard
+    /// library's does).
+    pub fn duration_since(&self, earlier: Instant) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        Instant(self.0.saturating_add(d))
+    }
+}
+
+impl AddAssign<Duration> for Instant {
+    fn add_assign(&mut self, d: Duration) {
+        self.0 = self.0.saturating_add(d);
+    }
+}
+
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+    fn sub(self, d: Duration) -> Instant {
+        Instant(self.0.saturating_sub(d))
+    }
+}
+
+impl Sub for Instant {
+    type Output = Duration;
+    fn sub(self, earlier: Instant) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
 
 /// `d` after `t`. Durations are capped where they are read (10^9 s at
 /// most), far below what would overflow the clock; were one to, it falls

@@ -15,8 +15,9 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::{cli, env, listen, notify, upgrade};
 
 /// Arguments: the bytes cut at NUL, as a kernel would pass them.

@@ -14,8 +14,9 @@
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::listen::{SocketFile, socket_file_id};
 use crate::log::errtext;
 use crate::log::{note, warning};

@@ -5,8 +5,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::config::LogTarget;
 use crate::env::{Layered, Vars};
 use crate::listen::Layout;

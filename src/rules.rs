@@ -38,8 +38,9 @@
 //! one, "respawn" keeps the slot and the generation, and a restart is
 //! under way until every slot has its new worker up.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::clock::{after, fmt_secs};
 pub use crate::config::Rules;
 use crate::config::{Readiness, Settings};

@@ -11,8 +11,9 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::config::{Config, Settings};
 use crate::einhorn;
 use crate::env::{self, Var, Vars};

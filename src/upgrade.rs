@@ -10,8 +10,9 @@
 use std::fmt::Write as _;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::rules::{Exec, Next, Phase, Ready, Role, Shutdown, Slot, Worker};
 use crate::sys::{self, Pid};
 

@@ -7,8 +7,9 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::env::{self, Var, Vars};
 use crate::log::errtext;
 use crate::spawn::{self, Command, Report};
