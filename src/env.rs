@@ -80,13 +80,13 @@ pub struct Environment {
 
 impl Environment {
     pub fn read() -> Environment {
-        let given = given();
+        let given = crate::sys::environment();
         let mut passed = Vars::with_capacity(given.len());
         let mut handed = Vars::new();
-        for var in given {
-            match is_consumed(var.name()) {
-                true => handed.push(var),
-                false => passed.push(var),
+        for s in given {
+            match is_consumed(OsStr::from_bytes(s.name())) {
+                true => handed.push(Var::Given(s)),
+                false => passed.push(Var::Given(s)),
             }
         }
         Environment {
