@@ -113,7 +113,7 @@ pub fn main() -> i32 {
     let env = env::Environment::read();
     match env.handed(upgrade::CHECK_VAR) {
         Some(_) => answer_check(&env, cfg.rules.slots()),
-        None => run(*cfg, blocked, &argv0, env),
+        None => run(*cfg, blocked, env),
     }
 }
 
@@ -147,7 +147,7 @@ fn ensure_stdio() {
 
 /// Start-up: check, then acquire and supervise, or carry on from a
 /// previous program image's state (a live upgrade).
-fn run(cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr, env: env::Environment) -> i32 {
+fn run(cfg: Config, blocked: sys::SigSet, env: env::Environment) -> i32 {
     let fail = |msg: String| {
         fatal!("{msg}");
         EXIT_FAILURE
@@ -164,7 +164,7 @@ fn run(cfg: Config, blocked: sys::SigSet, argv0: &std::ffi::OsStr, env: env::Env
         true => sys::record_inherited(),
         false => sys::close_all_inherited(),
     }
-    let plan = match startup::check(cfg, argv0, env) {
+    let plan = match startup::check(cfg, env) {
         Ok(plan) => plan,
         Err(msg) => return fail(msg),
     };

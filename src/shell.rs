@@ -76,6 +76,31 @@ pub struct Image {
 }
 
 impl Image {
+    /// Before [`Image::find`].
+    pub fn unknown() -> Image {
+        Image {
+            exe: PathBuf::new(),
+        }
+    }
+
+    /// The path we were started by, which a live upgrade executes again:
+    /// a symbolic link re-pointed at a new version then runs that version.
+    /// `argv[0]` as given (made absolute), looked up in `path` (our PATH)
+    /// when it has no slash; /proc/self/exe where neither names a
+    /// program. Found once the first worker runs, not before: up to a
+    /// file lookup per PATH directory.
+    fn find(path: Option<&std::ffi::OsStr>) -> Image {
+        let argv0 = std::env::args_os().next().unwrap_or_default();
+        let found = spawn::resolve(&argv0, path).map(|p| match p.is_relative() {
+            true => std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(&p)),
+            false => p,
+        });
+        let exe = found
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_default();
+        Image { exe }
+    }
+
     /// Our arguments, read where the process keeps them when they are
     /// needed (a live upgrade), not copied at every start.
     fn argv() -> Vec<std::ffi::OsString> {
@@ -523,6 +548,7 @@ impl Shell {
 
     /// Runs the loop until it is time to exit; returns the exit status.
     pub fn run_loop(mut self: Box<Self>) -> i32 {
+        self.effects.s.image = Image::find(env::get(&self.effects.s.base_env, "PATH"));
         // Children that exited before the loop began are reaped first: a
         // SIGCHLD pending across a live upgrade's exec is discarded when
         // the new image resets the signal dispositions.

@@ -34,7 +34,6 @@ pub struct Plan {
     /// What the environment says of auto-restart and the kill-old delay.
     settings: config::Settings,
     command: spawn::Command,
-    image: Image,
     /// Sockets handed to us (LISTEN_FDS).
     inherited: Vec<listen::Inherited>,
     /// The variables of our environment that speak to us.
@@ -52,7 +51,7 @@ pub enum Started {
 
 /// Checks the command line and the environment; acquires nothing.
 #[inline(never)]
-pub fn check(mut cfg: Config, argv0: &OsStr, env: env::Environment) -> Result<Plan, String> {
+pub fn check(mut cfg: Config, env: env::Environment) -> Result<Plan, String> {
     let policy = cfg.rules.policy;
     if policy.resolve_command {
         let program = cfg
@@ -125,9 +124,6 @@ pub fn check(mut cfg: Config, argv0: &OsStr, env: env::Environment) -> Result<Pl
     }
     let command = spawn::Command::new(&cfg.command, cfg.dir.clone())
         .map_err(|_| "invalid server command: an argument holds a NUL byte".to_string())?;
-    let image = Image {
-        exe: own_path(argv0, env::get(&base_env, "PATH")),
-    };
     Ok(Plan {
         cfg,
         ids,
@@ -135,7 +131,6 @@ pub fn check(mut cfg: Config, argv0: &OsStr, env: env::Environment) -> Result<Pl
         envdir,
         settings,
         command,
-        image,
         inherited,
         handed: env.handed,
     })
@@ -330,7 +325,7 @@ impl Plan {
             upstream_notify: env::get(&self.handed, "NOTIFY_SOCKET").map(OsStr::to_os_string),
             watchdog: watchdog(&self.handed),
             ids: self.ids,
-            image: self.image,
+            image: Image::unknown(),
         }
     }
 }
@@ -371,20 +366,6 @@ fn watchdog(handed: &Vars) -> Option<std::time::Duration> {
         None => true,
     };
     (ours && usec > 0).then(|| std::time::Duration::from_micros(usec))
-}
-
-/// The path we were started by, which a live upgrade executes again: a
-/// symbolic link re-pointed at a new version then runs that version.
-/// `argv[0]` as given (made absolute), looked up in PATH when it has no
-/// slash; /proc/self/exe where neither names a program.
-fn own_path(argv0: &OsStr, path: Option<&OsStr>) -> PathBuf {
-    let found = spawn::resolve(argv0, path).map(|p| match p.is_relative() {
-        true => std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(&p)),
-        false => p,
-    });
-    found
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_default()
 }
 
 /// The descriptors a previous program image handed over with its
