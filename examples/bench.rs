@@ -455,22 +455,34 @@ fn report_handover(name: &str, runs: &[i128]) {
 
 /// Spawn to first instruction of `bench stamp`, in ns: the median of
 /// `runs` spawned directly, and of `runs` through each of `bins`, in
-/// alternating runs (direct, the first, the second, ..., direct, ...), so
-/// that all meet the same machine, the direct spawn that is subtracted
-/// from the others included.
+/// alternating runs, so that all meet the same machine, the direct spawn
+/// that is subtracted from the others included. Each round of runs
+/// starts one further along (direct, A, B; A, B, direct; B, direct, A;
+/// ...): a spawn right after a start_server has stopped is slower, by
+/// tens of microseconds, and in a fixed order the same one would always
+/// come after it.
 fn spawn_times(me: &str, bins: &[&str], runs: usize) -> (u128, Vec<u128>) {
-    let mut direct = Vec::with_capacity(runs);
-    let mut via: Vec<Vec<u128>> = vec![Vec::with_capacity(runs); bins.len()];
-    for _ in 0..runs {
-        direct.push(spawn_directly(me));
-        for (bin, times) in bins.iter().zip(&mut via) {
-            let t0 = now_ns();
-            let mut s = Supervised::start(bin, me, &[]);
-            times.push(s.stamp - t0);
-            s.stop();
+    // Entry 0 is the direct spawn, the others the bins in order.
+    let mut times: Vec<Vec<u128>> = vec![Vec::with_capacity(runs); bins.len() + 1];
+    for round in 0..runs {
+        for k in 0..times.len() {
+            let which = (round + k) % times.len();
+            let t = match which {
+                0 => spawn_directly(me),
+                _ => {
+                    let t0 = now_ns();
+                    let mut s = Supervised::start(bins[which - 1], me, &[]);
+                    let t = s.stamp - t0;
+                    s.stop();
+                    t
+                }
+            };
+            times[which].push(t);
         }
     }
-    (median(direct), via.into_iter().map(median).collect())
+    let mut medians = times.into_iter().map(median);
+    let direct = medians.next().unwrap();
+    (direct, medians.collect())
 }
 
 /// `bench startup A B`: start_server's share of spawn-to-first-
