@@ -15,9 +15,9 @@ pub const URG: i32 = libc::SIGURG;
 pub const WINCH: i32 = libc::SIGWINCH;
 
 /// Names as `kill -l` prints them, without the SIG prefix, NUL-padded to
-/// six bytes (plain bytes: a table of string slices would cost a
-/// relocation each in a position-independent binary, and a single string
-/// a split to reach each name), and their numbers.
+/// six bytes (plain bytes: a table of string slices would cost a pointer
+/// each, and a single string a split to reach each name), and their
+/// numbers.
 const NAMES: [([u8; 6], i32); 34] = [
     (*b"HUP\0\0\0", libc::SIGHUP),
     (*b"INT\0\0\0", libc::SIGINT),
