@@ -358,8 +358,10 @@ fn watcher(cfg: &Config) -> Result<Option<Watcher>, String> {
 /// systemd's watchdog period (WATCHDOG_USEC), when it is meant for us
 /// (WATCHDOG_PID ours, or absent) and there is a NOTIFY_SOCKET to ping.
 fn watchdog(handed: &Vars) -> Option<std::time::Duration> {
-    let text = |name| env::get(handed, name).map(|v| v.to_str().unwrap_or_default());
-    text("NOTIFY_SOCKET")?;
+    // A value that is not UTF-8 counts as absent (as std::env::var has
+    // it).
+    let text = |name| env::get(handed, name).and_then(OsStr::to_str);
+    env::get(handed, "NOTIFY_SOCKET")?;
     let usec: u64 = text("WATCHDOG_USEC")?.parse().ok()?;
     let ours = match text("WATCHDOG_PID") {
         Some(pid) => pid.parse() == Ok(sys::getpid()),
