@@ -66,6 +66,7 @@ pub fn strerror(errno: i32) -> String {
 
 mod arena;
 mod child;
+mod clock;
 mod fd;
 mod inherited;
 mod inotify;
@@ -75,6 +76,7 @@ mod socket;
 
 pub use arena::Arena;
 pub use child::*;
+pub use clock::*;
 pub use fd::*;
 pub use inherited::*;
 pub use inotify::*;

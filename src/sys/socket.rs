@@ -364,36 +364,6 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the same clock before and after exec.
-pub fn monotonic_ns() -> i128 {
-    i128::try_from(monotonic().as_nanos()).unwrap_or(i128::MAX)
-}
-
-/// CLOCK_MONOTONIC, read with the system call itself. The C library's
-/// clock_gettime answers from the vDSO, without a system call, but its
-/// first call in a process looks the vDSO's function up and faults its
-/// pages in, which costs more (about 7 us) than a hundred system calls:
-/// a supervisor reads the clock a few times per event, and once before
-/// its first worker.
-pub fn monotonic() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer for the call; CLOCK_MONOTONIC
-    // always exists, so the call cannot fail and ts is always written.
-    unsafe {
-        libc::syscall(
-            libc::SYS_clock_gettime,
-            libc::CLOCK_MONOTONIC as libc::c_long,
-            &raw mut ts,
-        )
-    };
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u32::try_from(ts.tv_nsec).unwrap_or(0);
-    Duration::new(secs, nanos.min(999_999_999))
-}
-
 /// Replaces this process's program image (same pid). Returns only on
 /// failure.
 pub fn execve(path: &CStr, argv: &CStrArray, envp: &CStrArray) -> io::Error {
