@@ -80,10 +80,14 @@ fn ready_from_a_child_of_the_worker_counts_and_status_is_logged() {
     let (mut server, st) = start(&dir, &[]);
     let first = wait_status(&st, &[1], &server)[0].1;
     server.wait_line(&format!("new worker {first} is ready"));
-    let child: u32 = std::fs::read_to_string(dir.join("1.child"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    // The probe writes its child's pid once it has started it: the child
+    // may have sent READY=1 by then.
+    let child: u32 = wait_for("the worker's child's pid", &server, || {
+        std::fs::read_to_string(dir.join("1.child"))
+            .ok()?
+            .parse()
+            .ok()
+    });
     kill("KILL", child);
     server.wait_line(&format!("worker {first} status: generation 1 ready"));
     // STATUS= is logged; READY=1 again is noted and ignored.
