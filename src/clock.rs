@@ -18,6 +18,12 @@ impl Instant {
         Instant(since_start)
     }
 
+    /// The CLOCK_MONOTONIC reading this instant is: the same clock after
+    /// exec, and the one systemd's MONOTONIC_USEC means.
+    pub const fn since_start(&self) -> Duration {
+        self.0
+    }
+
     pub fn checked_add(&self, d: Duration) -> Option<Instant> {
         self.0.checked_add(d).map(Instant)
     }

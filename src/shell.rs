@@ -340,7 +340,8 @@ impl Host for Effects {
         let message = match event {
             Upstream::Ready => "READY=1".to_string(),
             Upstream::Reloading => {
-                format!("RELOADING=1\nMONOTONIC_USEC={}", sys::monotonic_ns() / 1000)
+                let usec = Instant::now().since_start().as_micros();
+                format!("RELOADING=1\nMONOTONIC_USEC={usec}")
             }
             Upstream::Stopping => "STOPPING=1".to_string(),
             Upstream::ExtendTimeout(more) => format!("EXTEND_TIMEOUT_USEC={}", more.as_micros()),
@@ -721,12 +722,11 @@ impl Shell {
 
     /// The exec reports known since the last turn's spawns, told.
     fn tell_known_reports(&mut self) {
-        let known = |(_, news): &&(Pid, ExecNews)| matches!(news, ExecNews::Known(_));
-        // Each told is removed; bounded all the same.
-        for _ in 0..self.effects.reports.iter().filter(known).count() {
-            if let Some(&(pid, _)) = self.effects.reports.iter().find(known) {
-                self.on_report(pid);
-            }
+        let known: Vec<Pid> = (self.effects.reports.iter())
+            .filter_map(|(pid, news)| matches!(news, ExecNews::Known(_)).then_some(*pid))
+            .collect();
+        for pid in known {
+            self.on_report(pid);
         }
     }
 

@@ -14,56 +14,48 @@ pub const CONT: i32 = libc::SIGCONT;
 pub const URG: i32 = libc::SIGURG;
 pub const WINCH: i32 = libc::SIGWINCH;
 
-/// Names as `kill -l` prints them, without the SIG prefix, NUL-padded to
-/// six bytes (plain bytes: a table of string slices would cost a pointer
-/// each, and a single string a split to reach each name), and their
+/// Names as `kill -l` prints them, without the SIG prefix, and their
 /// numbers.
-const NAMES: [([u8; 6], i32); 34] = [
-    (*b"HUP\0\0\0", libc::SIGHUP),
-    (*b"INT\0\0\0", libc::SIGINT),
-    (*b"QUIT\0\0", libc::SIGQUIT),
-    (*b"ILL\0\0\0", libc::SIGILL),
-    (*b"TRAP\0\0", libc::SIGTRAP),
-    (*b"ABRT\0\0", libc::SIGABRT),
-    (*b"IOT\0\0\0", libc::SIGIOT),
-    (*b"BUS\0\0\0", libc::SIGBUS),
-    (*b"FPE\0\0\0", libc::SIGFPE),
-    (*b"KILL\0\0", libc::SIGKILL),
-    (*b"USR1\0\0", libc::SIGUSR1),
-    (*b"SEGV\0\0", libc::SIGSEGV),
-    (*b"USR2\0\0", libc::SIGUSR2),
-    (*b"PIPE\0\0", libc::SIGPIPE),
-    (*b"ALRM\0\0", libc::SIGALRM),
-    (*b"TERM\0\0", libc::SIGTERM),
-    (*b"STKFLT", libc::SIGSTKFLT),
-    (*b"CHLD\0\0", libc::SIGCHLD),
-    (*b"CLD\0\0\0", libc::SIGCHLD),
-    (*b"CONT\0\0", libc::SIGCONT),
-    (*b"STOP\0\0", libc::SIGSTOP),
-    (*b"TSTP\0\0", libc::SIGTSTP),
-    (*b"TTIN\0\0", libc::SIGTTIN),
-    (*b"TTOU\0\0", libc::SIGTTOU),
-    (*b"URG\0\0\0", libc::SIGURG),
-    (*b"XCPU\0\0", libc::SIGXCPU),
-    (*b"XFSZ\0\0", libc::SIGXFSZ),
-    (*b"VTALRM", libc::SIGVTALRM),
-    (*b"PROF\0\0", libc::SIGPROF),
-    (*b"WINCH\0", libc::SIGWINCH),
-    (*b"IO\0\0\0\0", libc::SIGIO),
-    (*b"POLL\0\0", libc::SIGPOLL),
-    (*b"PWR\0\0\0", libc::SIGPWR),
-    (*b"SYS\0\0\0", libc::SIGSYS),
+const NAMES: [(&str, i32); 34] = [
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGIOT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("POLL", libc::SIGPOLL),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
 ];
-
-/// A name of the table, without its padding.
-fn unpadded(name: &[u8; 6]) -> &str {
-    let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    std::str::from_utf8(name.get(..len).unwrap_or_default()).unwrap_or_default()
-}
 
 /// Every (name, number) pair.
 fn names() -> impl Iterator<Item = (&'static str, i32)> {
-    NAMES.iter().map(|(name, number)| (unpadded(name), *number))
+    NAMES.iter().copied()
 }
 
 /// A signal number, parsed from `TERM`, `SIGTERM`, `term` or `15`.
@@ -106,8 +98,8 @@ impl Signal {
 /// The conventional name of `sig` without the SIG prefix (`TERM`), or
 /// its number for a signal without one.
 pub fn name(sig: i32) -> String {
-    match NAMES.iter().find(|&&(_, number)| number == sig) {
-        Some((n, _)) => unpadded(n).to_string(),
+    match names().find(|&(_, number)| number == sig) {
+        Some((n, _)) => n.to_string(),
         None => sig.to_string(),
     }
 }

@@ -76,7 +76,6 @@ mod socket;
 
 pub use arena::Arena;
 pub use child::*;
-pub use clock::*;
 pub use fd::*;
 pub use inherited::*;
 pub use inotify::*;

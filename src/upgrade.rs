@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::clock::Instant;
 use crate::rules::{Exec, Next, Phase, Ready, Role, Shutdown, Slot, Worker};
-use crate::sys::{self, Pid};
+use crate::sys::Pid;
 
 pub use crate::env::{CHECK_VAR, STATE_VAR};
 pub const CHECK_OK: &str = "start_server: upgrade state accepted";
@@ -85,9 +85,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn read() -> Clock {
+        let now = Instant::now();
         Clock {
-            now: Instant::now(),
-            ns: sys::monotonic_ns(),
+            now,
+            ns: i128::try_from(now.since_start().as_nanos()).unwrap_or(i128::MAX),
         }
     }
 

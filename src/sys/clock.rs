@@ -3,11 +3,6 @@
 
 use super::*;
 
-/// CLOCK_MONOTONIC in nanoseconds: the same clock before and after exec.
-pub fn monotonic_ns() -> i128 {
-    i128::try_from(monotonic().as_nanos()).unwrap_or(i128::MAX)
-}
-
 impl crate::clock::Instant {
     /// Now (see `monotonic`).
     pub fn now() -> crate::clock::Instant {
@@ -21,7 +16,7 @@ impl crate::clock::Instant {
 /// pages in, which costs more (about 7 us) than a hundred system calls:
 /// a supervisor reads the clock a few times per event, and once before
 /// its first worker.
-pub fn monotonic() -> Duration {
+fn monotonic() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -73,24 +73,16 @@ pub fn environment() -> Vec<EnvString> {
         // The name ends at the first `=` after its first byte; a string
         // that ends first has none.
         let bytes = ptr.cast::<u8>();
-        let mut name_len = None;
-        // SAFETY: bytes are read one at a time, up to the string's NUL at
-        // most.
-        unsafe {
-            let mut n = 1usize;
-            if *bytes != 0 {
-                loop {
-                    match *bytes.add(n) {
-                        0 => break,
-                        b'=' => {
-                            name_len = Some(n);
-                            break;
-                        }
-                        _ => n = n.saturating_add(1),
-                    }
-                }
+        let mut n = 0usize;
+        let name_len = loop {
+            // SAFETY: bytes are read one at a time, up to the string's NUL
+            // at most.
+            match unsafe { *bytes.add(n) } {
+                0 => break None,
+                b'=' if n > 0 => break Some(n),
+                _ => n = n.saturating_add(1),
             }
-        }
+        };
         if let Some(name_len) = name_len {
             out.push(EnvString { ptr, name_len });
         }
